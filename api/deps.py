@@ -1,0 +1,20 @@
+"""Dependencies shared by the routers."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from fastapi import Query, Request
+
+from service.node import Node
+
+Consistency = Literal["linearizable", "serializable"]
+ConsistencyQuery = Query(
+    "linearizable",
+    description="linearizable (default) or serializable: a possibly stale local read, labelled as such, "
+    "that still answers without quorum",
+)
+
+
+def node(request: Request) -> Node:
+    return request.app.state.node  # type: ignore[no-any-return]

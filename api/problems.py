@@ -1,0 +1,126 @@
+"""Errors as RFC 9457 problem+json: one table of problem types, mapped in one place.
+
+Each `type` is a stable relative URI; GET on it returns its description, so a
+client can switch on it and a person can look it up.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from consistency import errors
+
+MEDIA_TYPE = "application/problem+json"
+
+
+@dataclass(frozen=True)
+class ProblemType:
+    slug: str
+    status: int
+    title: str
+    description: str
+
+
+PROBLEMS = {p.slug: p for p in [
+    ProblemType("invalid-key", 400, "Invalid key or world name",
+                "World names and key segments use [A-Za-z0-9._-]; keys are '/'-separated segments."),
+    ProblemType("invalid-json", 400, "Body is not valid JSON",
+                "The body must be one JSON value; NaN and Infinity are not JSON."),
+    ProblemType("invalid-precondition", 400, "Malformed If-Match or If-None-Match",
+                'If-Match takes a revision as an entity tag ("12") or *; If-None-Match takes only *.'),
+    ProblemType("validation-error", 422, "Request failed validation",
+                "A field is missing, of the wrong type or out of its stated range; `errors` lists each."),
+    ProblemType("not-found", 404, "Not found", "Nothing is stored under this key."),
+    ProblemType("precondition-failed", 412, "Revision does not match",
+                "A conditional write lost: `current_revision` is the key's revision now (0: absent). "
+                "Read it, then decide whether to write again with If-Match set to it."),
+    ProblemType("compacted", 410, "Revision compacted",
+                "etcd has compacted history past the requested revision; re-read and continue from `compact_revision`."),
+    ProblemType("payload-too-large", 413, "Request body too large", "The body exceeds the node's configured limit."),
+    ProblemType("unavailable", 503, "Tier unavailable",
+                "The CP tier has no quorum or no reachable member; nothing was changed. Retry after Retry-After, "
+                "or read with ?consistency=serializable to accept a possibly stale answer."),
+    ProblemType("outcome-unknown", 504, "Write outcome unknown",
+                "The write was sent but not answered; it may or may not have been applied. "
+                "Read the key before trying again: a blind retry can apply a write twice."),
+    ProblemType("http-error", 400, "HTTP error", "A protocol-level error (unknown path, wrong method, ...)."),
+    ProblemType("internal", 500, "Internal error", "An unexpected error; the node's log has the details."),
+]}
+
+
+class Problem(Exception):
+    """An error the API raises on purpose, with its problem type and extra members."""
+
+    def __init__(self, slug: str, detail: str, status: int | None = None,
+                 headers: dict[str, str] | None = None, **extra: Any) -> None:
+        super().__init__(detail)
+        self.type = PROBLEMS[slug]
+        self.detail = detail
+        self.status = status or self.type.status
+        self.headers = headers or {}
+        self.extra = extra
+
+
+def problem_response(p: Problem, instance: str | None = None) -> JSONResponse:
+    body: dict[str, Any] = {"type": f"/problems/{p.type.slug}", "title": p.type.title,
+                            "status": p.status, "detail": p.detail}
+    if instance:
+        body["instance"] = instance
+    body.update(p.extra)
+    return JSONResponse(body, status_code=p.status, headers=p.headers, media_type=MEDIA_TYPE)
+
+
+def from_store_error(e: errors.StoreError) -> Problem:
+    if isinstance(e, errors.NotFound):
+        return Problem("not-found", str(e))
+    if isinstance(e, errors.Conflict):
+        etag = {"ETag": f'"{e.current_revision}"'} if e.current_revision else {}
+        return Problem("precondition-failed", str(e), headers=etag, current_revision=e.current_revision)
+    if isinstance(e, errors.Unavailable):
+        return Problem("unavailable", str(e), headers={"Retry-After": str(max(1, round(e.retry_after_s)))})
+    if isinstance(e, errors.OutcomeUnknown):
+        return Problem("outcome-unknown", str(e))
+    if isinstance(e, errors.InvalidKey):
+        return Problem("invalid-key", str(e))
+    if isinstance(e, errors.Compacted):
+        return Problem("compacted", str(e), compact_revision=e.compact_revision)
+    return Problem("internal", str(e))
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(Problem)
+    async def _problem(request: Request, exc: Problem) -> JSONResponse:
+        return problem_response(exc, request.url.path)
+
+    @app.exception_handler(errors.StoreError)
+    async def _store(request: Request, exc: errors.StoreError) -> JSONResponse:
+        return problem_response(from_store_error(exc), request.url.path)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errs = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
+                for e in exc.errors()]
+        return problem_response(Problem("validation-error", "request failed validation", errors=errs),
+                                request.url.path)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return problem_response(Problem("http-error", str(exc.detail), status=exc.status_code,
+                                        headers=dict(exc.headers or {})), request.url.path)
+
+    @app.exception_handler(Exception)
+    async def _internal(request: Request, exc: Exception) -> JSONResponse:
+        return problem_response(Problem("internal", type(exc).__name__), request.url.path)
+
+    @app.get("/problems/{slug}", include_in_schema=False)
+    async def _describe(slug: str) -> dict[str, Any]:
+        if slug not in PROBLEMS:
+            raise Problem("not-found", f"no problem type {slug!r}")
+        p = PROBLEMS[slug]
+        return {"type": f"/problems/{p.slug}", "status": p.status, "title": p.title, "description": p.description}

@@ -1,0 +1,28 @@
+"""Liveness and readiness."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends
+from fastapi.responses import JSONResponse
+
+from api.deps import node
+from service.node import Node
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz")
+async def healthz() -> dict[str, str]:
+    """The process is up; says nothing about its backends."""
+    return {"status": "ok"}
+
+
+@router.get("/readyz")
+async def readyz(n: Annotated[Node, Depends(node)]) -> JSONResponse:
+    """Each tier's state; 503 while any tier cannot serve its guarantee."""
+    tiers = await n.readiness()
+    ready = all(t.get("state") == "ok" for t in tiers.values())
+    return JSONResponse({"status": "ready" if ready else "degraded", "region": n.settings.region,
+                         "node": n.settings.node_id, "tiers": tiers}, status_code=200 if ready else 503)

@@ -1,0 +1,285 @@
+"""The CP tier: JSON values in etcd, linearizable, compare-and-swap on revision.
+
+Reads are linearizable unless a caller asks for `serializable` by name; then
+the answer is marked as such. Writes are single etcd transactions and are
+never retried here: a write whose answer was lost raises OutcomeUnknown and
+the caller decides, after reading, whether to try again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import time
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import aetcd
+from aetcd import rpc
+
+from consistency.errors import Compacted, Conflict, NotFound, OutcomeUnknown, StoreError, Unavailable
+
+Consistency = Literal["linearizable", "serializable"]
+
+# With this metadata a member without a leader refuses at once ("no leader")
+# instead of queueing the request until its deadline: a definite "not applied".
+_REQUIRE_LEADER = (("hasleader", "true"),)
+# Errors that prove a request never reached raft, so even a write is safely "unavailable".
+_NOT_SENT = ("no leader", "failed to connect", "connection refused", "too many requests",
+             "not capable", "Connection refused", "DNS resolution failed")
+
+
+@dataclass(frozen=True)
+class Entry:
+    key: str
+    value: Any
+    mod_revision: int
+    create_revision: int
+    version: int
+    revision: int  # the store revision the answer reflects
+    consistency: Consistency = "linearizable"
+
+
+@dataclass(frozen=True)
+class Listing:
+    entries: list[Entry]
+    revision: int
+    more: bool
+    consistency: Consistency = "linearizable"
+
+
+@dataclass(frozen=True)
+class WriteResult:
+    key: str
+    revision: int  # mod revision of the key after the write (the store revision for deletes)
+
+
+@dataclass(frozen=True)
+class WatchEvent:
+    type: Literal["put", "delete"]
+    key: str
+    value: Any
+    mod_revision: int
+
+
+def encode(value: Any) -> bytes:
+    """Compact JSON, refusing NaN and infinities (etcdctl readers expect plain JSON)."""
+    return json.dumps(value, separators=(",", ":"), allow_nan=False, sort_keys=True).encode()
+
+
+def _decode(raw: bytes) -> Any:
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return raw.decode(errors="replace")  # written by someone else with etcdctl
+
+
+def _prefix_end(prefix: bytes) -> bytes:
+    b = bytearray(prefix)
+    while b:
+        if b[-1] < 0xFF:
+            b[-1] += 1
+            return bytes(b)
+        b.pop()
+    return b"\0"
+
+
+def _resolve(endpoints: Sequence[str]) -> str:
+    """A gRPC target over every member, so a dead member is skipped before a request is sent."""
+    addrs = []
+    for ep in endpoints:
+        host, _, port = ep.rpartition(":")
+        ip = socket.getaddrinfo(host or "127.0.0.1", int(port), socket.AF_INET, socket.SOCK_STREAM)[0][4][0]
+        addrs.append(f"{ip}:{port}")
+    return "ipv4:" + ",".join(addrs)
+
+
+class CPStore:
+    def __init__(self, endpoints: Sequence[str], timeout_s: float = 2.0) -> None:
+        if not endpoints:
+            raise ValueError("at least one etcd endpoint is needed")
+        self.endpoints = list(endpoints)
+        self.timeout_s = timeout_s
+        self._client: aetcd.Client | None = None
+
+    async def connect(self) -> None:
+        if self._client is not None:
+            return
+        target = _resolve(self.endpoints)
+        host, _, port = target.rpartition(":")
+        # aetcd joins host and port into the gRPC target; handing it a multi-address
+        # target split at its last colon makes it a round-robin channel over all members.
+        client = aetcd.Client(host=host, port=int(port), timeout=self.timeout_s, options={
+            "grpc.lb_policy_name": "round_robin",
+            "grpc.initial_reconnect_backoff_ms": 100,
+            "grpc.min_reconnect_backoff_ms": 100,
+            "grpc.max_reconnect_backoff_ms": 1000,
+            "grpc.keepalive_time_ms": 5000,  # etcd refuses pings more often than 5 s
+            "grpc.keepalive_timeout_ms": 2000,
+        })
+        await client.connect()
+        self._client = client
+
+    async def close(self) -> None:
+        if self._client is not None:
+            await self._client.close()
+            self._client = None
+
+    @property
+    def _kv(self) -> Any:
+        if self._client is None:
+            raise RuntimeError("CPStore.connect() was not awaited")
+        return self._client.kvstub
+
+    @property
+    def channel(self) -> Any:
+        if self._client is None:
+            raise RuntimeError("CPStore.connect() was not awaited")
+        return self._client.channel
+
+    # -- error mapping -------------------------------------------------------
+
+    def _failure(self, e: rpc.AioRpcError, write: bool) -> StoreError:
+        code, details = e.code(), e.details() or ""
+        if "compacted" in details:
+            return Compacted(0)
+        sent = not any(s in details for s in _NOT_SENT)
+        if code in (rpc.StatusCode.UNAVAILABLE, rpc.StatusCode.DEADLINE_EXCEEDED, rpc.StatusCode.CANCELLED):
+            if write and sent:
+                return OutcomeUnknown(f"etcd did not answer the write ({code.name}: {details})")
+            return Unavailable(f"etcd has no quorum or is unreachable ({code.name}: {details})")
+        return StoreError(f"etcd refused the request ({code.name}: {details})")
+
+    async def _read(self, request: Any, serializable: bool) -> Any:
+        """A Range with retries until the bound: reads are idempotent, so retrying is safe."""
+        deadline = time.monotonic() + self.timeout_s
+        metadata = None if serializable else _REQUIRE_LEADER
+        delay = 0.05
+        while True:
+            remaining = deadline - time.monotonic()
+            try:
+                return await self._kv.Range(request, timeout=max(remaining, 0.01), metadata=metadata)
+            except rpc.AioRpcError as e:
+                err = self._failure(e, write=False)
+                if not isinstance(err, Unavailable) or deadline - time.monotonic() <= delay:
+                    raise err from e
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.5)
+
+    async def _write(self, method: str, request: Any) -> Any:
+        try:
+            return await getattr(self._kv, method)(request, timeout=self.timeout_s, metadata=_REQUIRE_LEADER)
+        except rpc.AioRpcError as e:
+            raise self._failure(e, write=True) from e
+
+    # -- reads ---------------------------------------------------------------
+
+    async def get(self, key: str, consistency: Consistency = "linearizable") -> Entry:
+        serializable = consistency == "serializable"
+        resp = await self._read(rpc.RangeRequest(key=key.encode(), serializable=serializable), serializable)
+        if not resp.kvs:
+            raise NotFound(key)
+        return self._entry(resp.kvs[0], resp.header.revision, consistency)
+
+    async def list(self, prefix: str, *, consistency: Consistency = "linearizable", limit: int = 0,
+                   start_after: str | None = None, revision: int = 0) -> Listing:
+        """One Range over the prefix: every entry reflects the same store revision.
+
+        Pass back `revision` and the last key as `start_after` to page through
+        the same snapshot.
+        """
+        serializable = consistency == "serializable"
+        start = prefix.encode() if start_after is None else start_after.encode() + b"\0"
+        req = rpc.RangeRequest(key=start, range_end=_prefix_end(prefix.encode()), limit=limit,
+                               revision=revision, serializable=serializable,
+                               sort_order=rpc.RangeRequest.ASCEND, sort_target=rpc.RangeRequest.KEY)
+        try:
+            resp = await self._read(req, serializable)
+        except Compacted:
+            raise Compacted(await self._compact_revision()) from None
+        entries = [self._entry(kv, resp.header.revision, consistency) for kv in resp.kvs]
+        return Listing(entries, revision or resp.header.revision, resp.more, consistency)
+
+    async def current_revision(self) -> int:
+        resp = await self._read(rpc.RangeRequest(key=b"\0", count_only=True), False)
+        return resp.header.revision
+
+    async def _compact_revision(self) -> int:
+        # etcd reports the compaction point only through a watch; ask for revision 1.
+        try:
+            async for _ in self.watch("\0", start_revision=1):
+                break
+        except Compacted as c:
+            return c.compact_revision
+        return 0
+
+    @staticmethod
+    def _entry(kv: Any, revision: int, consistency: Consistency) -> Entry:
+        return Entry(kv.key.decode(), _decode(kv.value), kv.mod_revision, kv.create_revision,
+                     kv.version, revision, consistency)
+
+    # -- writes --------------------------------------------------------------
+
+    async def put(self, key: str, value: Any, *, if_revision: int | None = None,
+                  create_only: bool = False, must_exist: bool = False) -> WriteResult:
+        """Unconditional, create-only, update-only or compare-and-swap on mod_revision."""
+        raw = encode(value)
+        k = key.encode()
+        compare = []
+        if create_only:
+            compare.append(rpc.Compare(key=k, target=rpc.Compare.VERSION, result=rpc.Compare.EQUAL, version=0))
+        if must_exist:
+            compare.append(rpc.Compare(key=k, target=rpc.Compare.VERSION, result=rpc.Compare.GREATER, version=0))
+        if if_revision is not None:
+            compare.append(rpc.Compare(key=k, target=rpc.Compare.MOD, result=rpc.Compare.EQUAL,
+                                       mod_revision=if_revision))
+        put = rpc.RequestOp(request_put=rpc.PutRequest(key=k, value=raw))
+        return await self._txn(key, compare, put)
+
+    async def delete(self, key: str, *, if_revision: int | None = None) -> WriteResult:
+        k = key.encode()
+        compare = [rpc.Compare(key=k, target=rpc.Compare.VERSION, result=rpc.Compare.GREATER, version=0)]
+        if if_revision is not None:
+            compare.append(rpc.Compare(key=k, target=rpc.Compare.MOD, result=rpc.Compare.EQUAL,
+                                       mod_revision=if_revision))
+        op = rpc.RequestOp(request_delete_range=rpc.DeleteRangeRequest(key=k))
+        return await self._txn(key, compare, op, missing_is_not_found=if_revision is None)
+
+    async def _txn(self, key: str, compare: list[Any], op: Any, missing_is_not_found: bool = False) -> WriteResult:
+        # The failure branch reads the key in the same transaction, so a Conflict
+        # carries the revision that beat us without a second round trip.
+        failure = [rpc.RequestOp(request_range=rpc.RangeRequest(key=key.encode()))]
+        resp = await self._write("Txn", rpc.TxnRequest(compare=compare, success=[op], failure=failure))
+        if resp.succeeded:
+            return WriteResult(key, resp.header.revision)
+        kvs = resp.responses[0].response_range.kvs
+        if not kvs and missing_is_not_found:
+            raise NotFound(key)
+        raise Conflict(key, kvs[0].mod_revision if kvs else 0)
+
+    # -- watch ---------------------------------------------------------------
+
+    async def watch(self, prefix: str, start_revision: int, *, max_backoff_s: float = 1.0) -> AsyncIterator[WatchEvent]:
+        """Every change under `prefix` from `start_revision` on, in revision order.
+
+        A broken stream (member restart, leader loss) is reopened from the
+        revision after the last event delivered, so nothing is skipped or
+        repeated. A start revision older than the compaction point raises
+        Compacted: the caller must re-read and watch from a newer revision.
+        """
+        from consistency.cp_watch import watch_prefix
+
+        async for event in watch_prefix(self, prefix, start_revision, max_backoff_s):
+            yield event
+
+    # -- cluster -------------------------------------------------------------
+
+    async def health(self) -> dict[str, Any]:
+        """Whether a linearizable read succeeds now, and at which revision."""
+        try:
+            return {"state": "ok", "revision": await self.current_revision()}
+        except Unavailable as e:
+            return {"state": "unavailable", "error": str(e)}
+

@@ -1,0 +1,60 @@
+"""A resuming etcd watch over one gRPC stream at a time.
+
+aetcd's watcher hands a broken stream's error to the caller; a world-state
+watcher wants the opposite: keep going from the last revision it delivered,
+and stop only on compaction, which it cannot paper over.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any
+
+from aetcd import rpc
+
+from consistency.errors import Compacted
+
+if TYPE_CHECKING:
+    from consistency.cp_store import CPStore, WatchEvent
+
+_REQUIRE_LEADER = (("hasleader", "true"),)
+
+
+async def _requests(create: Any, done: asyncio.Event) -> AsyncIterator[Any]:
+    yield create
+    await done.wait()  # keep the request side open: a half-closed stream may be dropped
+
+
+async def watch_prefix(store: "CPStore", prefix: str, start_revision: int,
+                       max_backoff_s: float = 1.0) -> AsyncIterator["WatchEvent"]:
+    from consistency.cp_store import WatchEvent, _decode, _prefix_end
+
+    key = prefix.encode()
+    next_revision = start_revision
+    delay = 0.05
+    while True:
+        done = asyncio.Event()
+        create = rpc.WatchRequest(create_request=rpc.WatchCreateRequest(
+            key=key, range_end=_prefix_end(key), start_revision=next_revision))
+        stub = rpc.WatchStub(store.channel)
+        call = stub.Watch(_requests(create, done), metadata=_REQUIRE_LEADER)
+        try:
+            async for resp in call:
+                if resp.compact_revision:
+                    raise Compacted(resp.compact_revision)
+                if resp.canceled:
+                    break  # e.g. the member lost its leader: reopen elsewhere
+                delay = 0.05
+                for ev in resp.events:
+                    kind = "delete" if ev.type == rpc.Event.DELETE else "put"
+                    value = None if kind == "delete" else _decode(ev.kv.value)
+                    next_revision = ev.kv.mod_revision + 1
+                    yield WatchEvent(kind, ev.kv.key.decode(), value, ev.kv.mod_revision)
+        except rpc.AioRpcError:
+            pass
+        finally:
+            done.set()
+            call.cancel()
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, max_backoff_s)

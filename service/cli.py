@@ -1,0 +1,80 @@
+"""The `worldstate` command: up, serve (and the world model's train/eval)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import threading
+from pathlib import Path
+
+
+def _up(args: argparse.Namespace) -> int:
+    from service.launcher import Deployment, Topology
+
+    topo = Topology(etcd_members=args.etcd_members, regions=args.regions, run_dir=args.run_dir,
+                    cp_timeout_s=args.cp_timeout)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    deployment = Deployment(topo)
+    try:
+        deployment.start()
+        info = deployment.describe()
+        print(f"worldstate is up (run dir {info['run_dir']})")
+        for name, url in info["etcd"].items():  # type: ignore[union-attr]
+            print(f"  etcd    {name:<10} {url}")
+        for region, url in info["redis"].items():  # type: ignore[union-attr]
+            print(f"  redis   {region:<10} {url}")
+        for region, url in info["api"].items():  # type: ignore[union-attr]
+            print(f"  api     {region:<10} {url}")
+        print(f"  state   {deployment.run_dir / 'deployment.json'}")
+        print("Ctrl-C stops everything.", flush=True)
+        reported: set[str] = set()
+        while not stop.wait(1.0):
+            for p in deployment.processes():
+                if not p.running and p.name not in reported:
+                    reported.add(p.name)
+                    print(f"warning: {p.name} exited; log: {p.log_path}", file=sys.stderr, flush=True)
+    finally:
+        deployment.stop()
+    print("worldstate stopped", flush=True)
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from api.app import create_app
+
+    uvicorn.run(create_app(), host=args.host, port=args.port, log_level=args.log_level)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="worldstate", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    up = sub.add_parser("up", help="start etcd, one Redis and one API node per region, locally")
+    up.add_argument("--etcd-members", type=int, choices=(1, 3, 5), default=3)
+    up.add_argument("--regions", type=int, default=2)
+    up.add_argument("--run-dir", type=Path, default=None, help="data and logs (default: a new temp dir)")
+    up.add_argument("--cp-timeout", type=float, default=2.0, help="seconds a CP call waits for quorum")
+    up.set_defaults(func=_up)
+
+    serve = sub.add_parser("serve", help="run one API node (configured by WORLDSTATE_* variables)")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--log-level", default="warning")
+    serve.set_defaults(func=_serve)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,258 @@
+"""The local deployment behind `worldstate up`, the tests and jepsen_like.
+
+One topology: an etcd cluster, one Redis per region (AOF on) and one API node
+per region, each a child process on free loopback ports with its data under a
+run directory. docker-compose.yml describes the same topology; the argument
+builders here are what tests compare it against.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from service import binaries
+from service.config import Settings
+from service.processes import ManagedProcess, ProcessFailed, free_port
+
+ETCD_CLUSTER_TOKEN = "worldstate"
+
+
+@dataclass
+class Topology:
+    etcd_members: int = 3
+    regions: int = 2
+    api: bool = True
+    run_dir: Path | None = None
+    cp_timeout_s: float = 2.0
+    heartbeat_ms: int = 100
+    election_ms: int = 1000
+    appendfsync: str = "everysec"
+    api_env: dict[str, str] = field(default_factory=dict)
+
+    def region_names(self) -> list[str]:
+        return [f"r{i + 1}" for i in range(self.regions)]
+
+
+def etcd_args(name: str, host: str, client_port: int, peer_port: int, initial_cluster: str,
+              data_dir: str, heartbeat_ms: int = 100, election_ms: int = 1000) -> list[str]:
+    """etcd flags for one member (the binary path is prepended by the caller)."""
+    return [
+        "--name", name,
+        "--data-dir", data_dir,
+        "--listen-client-urls", f"http://{host}:{client_port}",
+        "--advertise-client-urls", f"http://{host}:{client_port}",
+        "--listen-peer-urls", f"http://{host}:{peer_port}",
+        "--initial-advertise-peer-urls", f"http://{host}:{peer_port}",
+        "--initial-cluster", initial_cluster,
+        "--initial-cluster-state", "new",
+        "--initial-cluster-token", ETCD_CLUSTER_TOKEN,
+        "--heartbeat-interval", str(heartbeat_ms),
+        "--election-timeout", str(election_ms),
+        "--logger", "zap",
+        "--log-level", "warn",
+    ]
+
+
+def redis_args(port: int, data_dir: str, appendfsync: str = "everysec", bind: str = "127.0.0.1") -> list[str]:
+    """redis-server flags: AOF on, RDB snapshots off (the AOF is the durable log)."""
+    return [
+        "--port", str(port),
+        "--bind", bind,
+        "--dir", data_dir,
+        "--appendonly", "yes",
+        "--appendfsync", appendfsync,
+        "--save", "",
+        "--daemonize", "no",
+    ]
+
+
+def api_args(host: str, port: int) -> list[str]:
+    return ["serve", "--host", host, "--port", str(port)]
+
+
+def _http_ok(url: str, expect: str | None = None) -> bool:
+    with urllib.request.urlopen(url, timeout=1.0) as resp:
+        body = resp.read().decode()
+        return resp.status == 200 and (expect is None or expect in body)
+
+
+def _redis_ping(port: int) -> bool:
+    with socket.create_connection(("127.0.0.1", port), timeout=1.0) as s:
+        s.sendall(b"PING\r\n")
+        return s.recv(16).startswith(b"+PONG")
+
+
+class EtcdMember(ManagedProcess):
+    def __init__(self, name: str, client_port: int, peer_port: int, argv: list[str], log: Path) -> None:
+        self.client_port = client_port
+        self.peer_port = peer_port
+        super().__init__(name, argv, log, self.healthy)
+
+    @property
+    def endpoint(self) -> str:
+        return f"127.0.0.1:{self.client_port}"
+
+    @property
+    def client_url(self) -> str:
+        return f"http://{self.endpoint}"
+
+    def healthy(self) -> bool:
+        # /health is true only while this member sees a leader with quorum.
+        return _http_ok(f"{self.client_url}/health", '"true"')
+
+    def serving(self) -> bool:
+        """The member answers at all (used when quorum is knowingly absent)."""
+        return _http_ok(f"{self.client_url}/version")
+
+
+class RedisNode(ManagedProcess):
+    def __init__(self, region: str, port: int, argv: list[str], log: Path) -> None:
+        self.region = region
+        self.port = port
+        super().__init__(f"redis-{region}", argv, log, lambda: _redis_ping(port))
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+
+class ApiNode(ManagedProcess):
+    def __init__(self, region: str, port: int, argv: list[str], log: Path, env: dict[str, str]) -> None:
+        self.region = region
+        self.port = port
+        super().__init__(f"api-{region}", argv, log, lambda: _http_ok(f"{self.url}/healthz"), env)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+class Deployment:
+    """A whole local deployment; also a context manager that always cleans up."""
+
+    def __init__(self, topology: Topology) -> None:
+        if topology.etcd_members not in (1, 3, 5):
+            raise ValueError("--etcd-members must be 1, 3 or 5")
+        if topology.regions < 1:
+            raise ValueError("--regions must be at least 1")
+        self.topology = topology
+        self.run_dir = Path(topology.run_dir or tempfile.mkdtemp(prefix="worldstate-"))
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.etcd: list[EtcdMember] = []
+        self.redis: dict[str, RedisNode] = {}
+        self.api: dict[str, ApiNode] = {}
+        self._plan()
+
+    def _plan(self) -> None:
+        t, logs = self.topology, self.run_dir / "logs"
+        etcd = binaries.find("etcd").path
+        ports = [(free_port(), free_port()) for _ in range(t.etcd_members)]
+        names = [f"etcd{i + 1}" for i in range(t.etcd_members)]
+        cluster = ",".join(f"{n}=http://127.0.0.1:{pp}" for n, (_, pp) in zip(names, ports))
+        for name, (cp, pp) in zip(names, ports):
+            argv = [etcd, *etcd_args(name, "127.0.0.1", cp, pp, cluster, str(self.run_dir / name),
+                                     t.heartbeat_ms, t.election_ms)]
+            self.etcd.append(EtcdMember(name, cp, pp, argv, logs / f"{name}.log"))
+        redis = binaries.find("redis-server").path
+        for region in t.region_names():
+            port, data = free_port(), self.run_dir / f"redis-{region}"
+            data.mkdir(parents=True, exist_ok=True)
+            argv = [redis, *redis_args(port, str(data), t.appendfsync)]
+            self.redis[region] = RedisNode(region, port, argv, logs / f"redis-{region}.log")
+        if not t.api:
+            return
+        for region in t.region_names():
+            port = free_port()
+            settings = Settings(
+                region=region,
+                node_id=f"api-{region}",
+                etcd_endpoints=self.etcd_endpoints,
+                cp_timeout_s=t.cp_timeout_s,
+                redis_url=self.redis[region].url,
+                peers={r: n.url for r, n in self.redis.items() if r != region},
+            )
+            argv = [sys.executable, "-m", "service", *api_args("127.0.0.1", port)]
+            env = {**settings.to_env(), **t.api_env}
+            self.api[region] = ApiNode(region, port, argv, logs / f"api-{region}.log", env)
+
+    @property
+    def etcd_endpoints(self) -> list[str]:
+        return [m.endpoint for m in self.etcd]
+
+    def processes(self) -> list[ManagedProcess]:
+        return [*self.etcd, *self.redis.values(), *self.api.values()]
+
+    def process(self, name: str) -> ManagedProcess:
+        for p in self.processes():
+            if p.name == name:
+                return p
+        raise KeyError(name)
+
+    def start(self, timeout: float = 60.0) -> None:
+        try:
+            # etcd members must all be started before any can reach quorum.
+            for p in [*self.etcd, *self.redis.values()]:
+                p.start()
+            for p in [*self.etcd, *self.redis.values()]:
+                p.wait_healthy(timeout)
+            for p in self.api.values():
+                p.start()
+            for p in self.api.values():
+                p.wait_healthy(timeout)
+        except BaseException:
+            self.stop()
+            raise
+        self.write_state()
+
+    def stop(self) -> None:
+        # API nodes first so they never see their backends vanish mid-request.
+        for p in [*self.api.values(), *self.redis.values(), *reversed(self.etcd)]:
+            p.stop()
+
+    def describe(self) -> dict[str, object]:
+        return {
+            "run_dir": str(self.run_dir),
+            "etcd": {m.name: m.client_url for m in self.etcd},
+            "redis": {r: n.url for r, n in self.redis.items()},
+            "api": {r: n.url for r, n in self.api.items()},
+            "pids": {p.name: p.pid for p in self.processes()},
+        }
+
+    def write_state(self) -> Path:
+        path = self.run_dir / "deployment.json"
+        path.write_text(json.dumps(self.describe(), indent=2))
+        return path
+
+    def __enter__(self) -> "Deployment":
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+__all__ = ["Deployment", "Topology", "EtcdMember", "RedisNode", "ApiNode", "ProcessFailed",
+           "etcd_args", "redis_args", "api_args", "wait_until"]
+
+
+def wait_until(predicate: Callable[[], object], timeout: float = 10.0, interval: float = 0.05) -> bool:
+    """Poll `predicate` until it is truthy or `timeout` passes; returns the last result."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if predicate():
+                return True
+        except Exception:
+            pass
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(interval)
+

@@ -1,0 +1,142 @@
+"""Child processes a deployment owns: start, stop, kill -9, pause, resume, restart.
+
+Every child asks the kernel to SIGTERM it when its parent dies
+(PR_SET_PDEATHSIG), so even a launcher killed with -9 leaves no orphans.
+Children get their own process group so a terminal's Ctrl-C reaches only the
+launcher, which then stops them in order.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+_PR_SET_PDEATHSIG = 1
+
+
+class ProcessFailed(RuntimeError):
+    """A child exited or never became healthy; the message carries its log tail."""
+
+
+def free_port() -> int:
+    """A loopback port that was free a moment ago (the caller binds it soon after)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _die_with_parent() -> None:
+    os.setsid()
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    except OSError:
+        pass  # not Linux: the launcher's own shutdown still stops children
+
+
+class ManagedProcess:
+    """One child process with a stable command line, log file and health check."""
+
+    def __init__(
+        self,
+        name: str,
+        argv: Sequence[str],
+        log_path: Path,
+        health: Callable[[], bool],
+        env: dict[str, str] | None = None,
+    ) -> None:
+        self.name = name
+        self.argv = list(argv)
+        self.log_path = log_path
+        self.health = health
+        self.env = env
+        self.popen: subprocess.Popen[bytes] | None = None
+        self.paused = False
+
+    @property
+    def pid(self) -> int | None:
+        return self.popen.pid if self.popen else None
+
+    @property
+    def running(self) -> bool:
+        return self.popen is not None and self.popen.poll() is None
+
+    def start(self) -> None:
+        if self.running:
+            return
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        log = open(self.log_path, "ab")
+        env = {**os.environ, **(self.env or {})}
+        self.popen = subprocess.Popen(
+            self.argv,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            preexec_fn=_die_with_parent,
+        )
+        log.close()
+        self.paused = False
+
+    def wait_healthy(self, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not self.running:
+                raise ProcessFailed(f"{self.name} exited with {self.popen and self.popen.returncode}:\n{self.log_tail()}")
+            try:
+                if self.health():
+                    return
+            except Exception:
+                pass
+            time.sleep(0.1)
+        raise ProcessFailed(f"{self.name} not healthy after {timeout}s:\n{self.log_tail()}")
+
+    def _signal(self, sig: int) -> None:
+        if self.running and self.popen is not None:
+            os.kill(self.popen.pid, sig)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """SIGTERM, then SIGKILL if it has not exited within `timeout`."""
+        if not self.running or self.popen is None:
+            return
+        if self.paused:
+            self.resume()  # a stopped process cannot handle SIGTERM
+        self._signal(signal.SIGTERM)
+        try:
+            self.popen.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+
+    def kill(self) -> None:
+        """kill -9: no shutdown path runs, as in a crash."""
+        if self.popen is None:
+            return
+        self._signal(signal.SIGKILL)
+        self.popen.wait()
+        self.paused = False
+
+    def pause(self) -> None:
+        self._signal(signal.SIGSTOP)
+        self.paused = True
+
+    def resume(self) -> None:
+        self._signal(signal.SIGCONT)
+        self.paused = False
+
+    def restart(self, wait: bool = True, timeout: float = 30.0) -> None:
+        self.stop()
+        self.start()
+        if wait:
+            self.wait_healthy(timeout)
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
