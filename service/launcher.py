@@ -17,6 +17,7 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from service import binaries
 from service.config import Settings
@@ -108,6 +109,12 @@ class EtcdMember(ManagedProcess):
         # /health is true only while this member sees a leader with quorum.
         return _http_ok(f"{self.client_url}/health", '"true"')
 
+    def status(self) -> dict[str, Any]:
+        """etcd's maintenance status of this member (its id, the leader it sees, its raft index)."""
+        req = urllib.request.Request(f"{self.client_url}/v3/maintenance/status", data=b"{}", method="POST")
+        with urllib.request.urlopen(req, timeout=1.0) as resp:
+            return json.loads(resp.read())  # type: ignore[no-any-return]
+
     def serving(self) -> bool:
         """The member answers at all (used when quorum is knowingly absent)."""
         return _http_ok(f"{self.client_url}/version")
@@ -186,6 +193,19 @@ class Deployment:
     @property
     def etcd_endpoints(self) -> list[str]:
         return [m.endpoint for m in self.etcd]
+
+    def etcd_leader(self) -> EtcdMember | None:
+        """The member every reachable member agrees is leader, if any."""
+        for m in self.etcd:
+            if not m.running or m.paused:
+                continue
+            try:
+                st = m.status()
+            except OSError:
+                continue
+            if st.get("leader") and st["leader"] == st["header"]["member_id"]:
+                return m
+        return None
 
     def processes(self) -> list[ManagedProcess]:
         return [*self.etcd, *self.redis.values(), *self.api.values()]

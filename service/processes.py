@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import ctypes
 import os
+import queue
 import signal
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -38,6 +40,43 @@ def _die_with_parent() -> None:
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
     except OSError:
         pass  # not Linux: the launcher's own shutdown still stops children
+
+
+class _Spawner:
+    """Starts every child from one thread that lives as long as the process.
+
+    PR_SET_PDEATHSIG fires when the *thread* that forked the child exits, not
+    the process: a child started from a short-lived worker thread (asyncio's
+    to_thread, a nemesis thread) would be killed when that thread ends.
+    """
+
+    def __init__(self) -> None:
+        self._jobs: queue.Queue[tuple[dict[str, object], queue.Queue[object]]] = queue.Queue()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def _run(self) -> None:
+        while True:
+            kwargs, reply = self._jobs.get()
+            try:
+                reply.put(subprocess.Popen(**kwargs))  # type: ignore[call-overload]
+            except BaseException as e:  # handed to the caller, who raises it
+                reply.put(e)
+
+    def popen(self, **kwargs: object) -> subprocess.Popen[bytes]:
+        with self._lock:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="worldstate-spawner", daemon=True)
+                self._thread.start()
+        reply: queue.Queue[object] = queue.Queue(maxsize=1)
+        self._jobs.put((kwargs, reply))
+        result = reply.get()
+        if isinstance(result, BaseException):
+            raise result
+        return result  # type: ignore[return-value]
+
+
+_spawner = _Spawner()
 
 
 class ManagedProcess:
@@ -73,8 +112,8 @@ class ManagedProcess:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "ab")
         env = {**os.environ, **(self.env or {})}
-        self.popen = subprocess.Popen(
-            self.argv,
+        self.popen = _spawner.popen(
+            args=self.argv,
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,

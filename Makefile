@@ -1,0 +1,36 @@
+# The two commands a user needs: `make up` (a local deployment) and `make test`.
+# Both work from nothing: they create .venv, install torch==2.13.0 first (so a
+# CPU-only machine takes the CPU wheel instead of several GB of CUDA packages),
+# install worldstate, and make sure etcd and redis-server binaries exist.
+
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
+
+.PHONY: setup servers up test bench clean
+
+setup: $(STAMP) servers
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet -e ".[dev]"
+	rm -f $(VENV)/.installed-*
+	touch $@
+
+servers: $(STAMP)
+	bash scripts/install-servers.sh $(PY)
+
+up: setup
+	$(VENV)/bin/worldstate up $(ARGS)
+
+test: setup
+	$(VENV)/bin/pytest -q $(ARGS)
+
+bench: setup
+	$(PY) bench/cp.py $(ARGS)
+
+clean:
+	rm -rf $(VENV) .pytest_cache .hypothesis

@@ -1,0 +1,133 @@
+"""`worldstate up`, per-process control, and docker-compose.yml matching the launcher."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import yaml
+
+from service.launcher import Deployment, Topology, wait_until
+from tests.conftest import repo_root
+
+
+def _flags(argv: list[str]) -> dict[str, str]:
+    """`--a x --b y` -> {"--a": "x", "--b": "y"}."""
+    return {argv[i]: argv[i + 1] for i in range(0, len(argv) - 1, 2) if argv[i].startswith("--")}
+
+
+def _alive(pid: int) -> bool:
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return False
+    return "\nState:\tZ" not in status  # a zombie has exited; only its parent has not reaped it
+
+
+def test_compose_matches_launcher_topology(tmp_path: Path) -> None:
+    compose = yaml.safe_load((repo_root() / "docker-compose.yml").read_text())["services"]
+    d = Deployment(Topology(etcd_members=3, regions=2, run_dir=tmp_path))  # planned, not started
+    assert set(compose) == {p.name for p in d.processes()}
+
+    for m in d.etcd:
+        ours, theirs = _flags(m.argv[1:]), _flags(compose[m.name]["command"][1:])
+        assert compose[m.name]["command"][0] == "etcd"
+        assert set(ours) == set(theirs)
+        for flag in ("--name", "--initial-cluster-state", "--initial-cluster-token", "--heartbeat-interval",
+                     "--election-timeout", "--logger", "--log-level"):
+            assert ours[flag] == theirs[flag], flag
+        names = lambda cluster: sorted(x.split("=")[0] for x in cluster.split(","))  # noqa: E731
+        assert names(ours["--initial-cluster"]) == names(theirs["--initial-cluster"])
+        assert theirs["--advertise-client-urls"].endswith(":2379")
+        assert {"2379", "2380"} <= set(compose["etcd1"]["expose"])
+
+    for region, node in d.redis.items():
+        svc = compose[f"redis-{region}"]
+        ours, theirs = _flags(node.argv[1:]), _flags(svc["command"][1:])
+        assert svc["command"][0] == "redis-server"
+        assert set(ours) == set(theirs)
+        for flag in ("--appendonly", "--appendfsync", "--save", "--daemonize"):
+            assert ours[flag] == theirs[flag], flag
+        assert any(p.endswith(":" + theirs["--port"]) for p in svc["ports"])
+
+    for region, node in d.api.items():
+        svc = compose[f"api-{region}"]
+        assert svc["command"][:2] == ["worldstate", "serve"]
+        ours = node.argv[node.argv.index("serve") + 1:]
+        assert set(_flags(ours)) == set(_flags(svc["command"][2:]))
+        assert any(p.endswith(":" + _flags(svc["command"][2:])["--port"]) for p in svc["ports"])
+        env = {k: str(v) for k, v in svc["environment"].items()}
+        assert set(env) == set(node.env or {})
+        assert env["WORLDSTATE_REGION"] == region == node.env["WORLDSTATE_REGION"]  # type: ignore[index]
+        assert len(env["WORLDSTATE_ETCD_ENDPOINTS"].split(",")) == len(d.etcd)
+        peers = lambda v: sorted(x.split("=")[0] for x in v.split(","))  # noqa: E731
+        assert peers(env["WORLDSTATE_PEERS"]) == peers(node.env["WORLDSTATE_PEERS"])  # type: ignore[index]
+
+
+def test_worldstate_up_starts_everything_and_leaves_no_orphans(tmp_path: Path) -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "service", "up", "--etcd-members", "3", "--regions", "2", "--run-dir", str(tmp_path)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=repo_root(),
+    )
+    try:
+        lines = []
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.append(line)
+            if "Ctrl-C stops everything" in line:
+                break
+        out = "".join(lines)
+        assert "worldstate is up" in out, out
+        state = json.loads((tmp_path / "deployment.json").read_text())
+        pids = list(state["pids"].values())
+        assert len(pids) == 3 + 2 + 2 and all(_alive(p) for p in pids)
+        for url in state["api"].values():
+            assert httpx.get(f"{url}/readyz", timeout=10).status_code == 200
+            assert url in out
+        proc.send_signal(signal.SIGINT)  # what Ctrl-C delivers
+        assert proc.wait(60) == 0
+        assert wait_until(lambda: not any(_alive(p) for p in pids), 10), "orphans left behind"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+def test_children_die_with_a_killed_launcher(tmp_path: Path) -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "service", "up", "--etcd-members", "1", "--regions", "1", "--run-dir", str(tmp_path)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=repo_root(),
+    )
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        if "Ctrl-C stops everything" in line:
+            break
+    pids = list(json.loads((tmp_path / "deployment.json").read_text())["pids"].values())
+    os.kill(proc.pid, signal.SIGKILL)  # no shutdown path runs in the launcher
+    proc.wait(10)
+    assert wait_until(lambda: not any(_alive(p) for p in pids), 20), "children outlived a killed launcher"
+
+
+def test_per_process_control(healthy_cluster: Deployment) -> None:
+    redis = healthy_cluster.redis["r1"]
+    redis.pause()
+    assert not wait_until(redis.health, timeout=1.5), "a SIGSTOPped Redis answered PING"
+    redis.resume()
+    assert wait_until(redis.health, timeout=10)
+
+    member = healthy_cluster.etcd[2]
+    old_pid = member.pid
+    member.kill()
+    assert not member.running
+    member.start()
+    member.wait_healthy(30)
+    assert member.pid != old_pid
+    assert wait_until(lambda: healthy_cluster.etcd_leader() is not None, 20)
+    t0 = time.monotonic()
+    healthy_cluster.api["r2"].restart(wait=True)
+    assert time.monotonic() - t0 < 60
