@@ -16,5 +16,5 @@ ConsistencyQuery = Query(
 )
 
 
-def node(request: Request) -> Node:
+async def node(request: Request) -> Node:
     return request.app.state.node  # type: ignore[no-any-return]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import json
 import signal
 import sys
@@ -48,7 +49,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     from api.app import create_app
 
-    uvicorn.run(create_app(), host=args.host, port=args.port, log_level=args.log_level)
+    uvicorn.run(create_app(), host=args.host, port=args.port, log_level=args.log_level, loop=os.environ.get("WS_LOOP","auto"))
     return 0
 
 
