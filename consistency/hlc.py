@@ -1,0 +1,259 @@
+"""Hybrid logical clock (Kulkarni, Demirbas et al., "Logical Physical Clocks", 2014).
+
+The AP tier orders last-writer-wins registers by HLC timestamps. A plain wall
+clock is not enough: clocks of different regions disagree and can step
+backwards (NTP), which would let an older write beat a newer one. A pure
+Lamport clock would fix causality but says nothing about real time, so a
+timestamp could no longer be read as "about when". The HLC keeps the wall
+component within ``max_drift_ms`` of real time and uses a logical counter to
+break ties and to absorb backwards steps.
+
+Thread safety: none. A clock belongs to one node and is driven from a single
+asyncio event loop; ``now()`` and ``update()`` never await, so they are atomic
+with respect to other coroutines. Sharing one clock across OS threads needs an
+external lock.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+__all__ = [
+    "LOGICAL_BITS",
+    "MAX_LOGICAL",
+    "MAX_WALL_MS",
+    "ClockDriftError",
+    "HLCError",
+    "HLCTimestamp",
+    "HybridLogicalClock",
+    "InvalidTimestampError",
+    "LogicalOverflowError",
+    "wall_clock_ms",
+]
+
+LOGICAL_BITS = 16
+MAX_LOGICAL = (1 << LOGICAL_BITS) - 1
+# 47 bits of milliseconds (until the year 6429) keep the packed integer below
+# 2**63, so it fits a signed int64 (Redis INCR/HSET integers, msgpack int64)
+# as well as an unsigned one.
+WALL_BITS = 47
+MAX_WALL_MS = (1 << WALL_BITS) - 1
+
+_WALL_HEX = 12  # 48 bits of hex digits; fixed width so strings sort like timestamps
+_LOGICAL_HEX = 4
+_STRING_RE = re.compile(r"[0-9a-f]{%d}-[0-9a-f]{%d}" % (_WALL_HEX, _LOGICAL_HEX))
+
+
+class HLCError(Exception):
+    """Base class of every error raised by this module."""
+
+
+class InvalidTimestampError(HLCError, ValueError):
+    """A timestamp (or its encoding) is out of range or malformed."""
+
+
+class LogicalOverflowError(HLCError):
+    """The logical counter would pass MAX_LOGICAL.
+
+    Wrapping would reorder events and borrowing a millisecond from the future
+    would break the drift bound, so the clock refuses instead. It happens only
+    when more than 65535 events share one wall millisecond, or the local wall
+    clock lags far behind the HLC (after a big backwards step) under heavy load;
+    the caller should retry once the wall clock has moved on.
+    """
+
+    def __init__(self, wall_ms: int) -> None:
+        super().__init__(
+            f"HLC logical counter exhausted at wall_ms={wall_ms}: more than "
+            f"{MAX_LOGICAL} events in one millisecond; retry when the wall clock advances"
+        )
+        self.wall_ms = wall_ms
+
+
+class ClockDriftError(HLCError):
+    """A remote timestamp is further ahead of our wall clock than allowed.
+
+    Accepting it would drag this node's clock (and every later write) into the
+    future, so the message is refused and the clock is left unchanged.
+    """
+
+    def __init__(self, remote: HLCTimestamp, local_wall: int, max_drift_ms: int) -> None:
+        super().__init__(
+            f"remote HLC {remote} is {remote.wall_ms - local_wall} ms ahead of the local "
+            f"wall clock ({local_wall} ms); at most {max_drift_ms} ms is allowed"
+        )
+        self.remote = remote
+        self.local_wall = local_wall
+        self.max_drift_ms = max_drift_ms
+
+
+def _check_int(name: str, value: object, upper: int) -> int:
+    # bool is an int subclass; True as a wall time is always a bug.
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise InvalidTimestampError(f"{name} must be an int, got {type(value).__name__}")
+    if not 0 <= value <= upper:
+        raise InvalidTimestampError(f"{name}={value} outside [0, {upper}]")
+    return value
+
+
+@dataclass(frozen=True, order=True, slots=True)
+class HLCTimestamp:
+    """An HLC reading; ordered by (wall_ms, logical), immutable and hashable."""
+
+    wall_ms: int
+    logical: int = 0
+
+    def __post_init__(self) -> None:
+        _check_int("wall_ms", self.wall_ms, MAX_WALL_MS)
+        _check_int("logical", self.logical, MAX_LOGICAL)
+
+    def __str__(self) -> str:
+        return self.to_string()
+
+    def to_string(self) -> str:
+        """Fixed-width lowercase hex ``wwwwwwwwwwww-llll``.
+
+        Byte-wise (and code point) string order equals timestamp order, so the
+        string can be used directly as a Redis sorted-set member or stream id
+        suffix.
+        """
+        return f"{self.wall_ms:0{_WALL_HEX}x}-{self.logical:0{_LOGICAL_HEX}x}"
+
+    @classmethod
+    def parse(cls, text: str) -> HLCTimestamp:
+        """Inverse of to_string(); only the canonical form is accepted.
+
+        Upper-case hex is refused so that each timestamp has exactly one string
+        and string comparison stays a faithful stand-in for timestamp order.
+        """
+        if not isinstance(text, str) or _STRING_RE.fullmatch(text) is None:
+            raise InvalidTimestampError(f"malformed HLC timestamp string: {text!r}")
+        wall_hex, logical_hex = text.split("-")
+        return cls(int(wall_hex, 16), int(logical_hex, 16))
+
+    def to_int(self) -> int:
+        """Pack as ``wall_ms << 16 | logical``.
+
+        Integer order equals timestamp order, and the result is below 2**63
+        (fits signed and unsigned 64-bit integers). It does NOT fit a double
+        exactly: Redis Lua (5.1, numbers are doubles) and sorted-set scores
+        would silently lose the low logical bits. Use the ``[wall_ms,
+        logical]`` pair of to_wire() wherever Lua may touch the value.
+        """
+        return (self.wall_ms << LOGICAL_BITS) | self.logical
+
+    @classmethod
+    def from_int(cls, packed: int) -> HLCTimestamp:
+        """Inverse of to_int()."""
+        _check_int("packed HLC", packed, (MAX_WALL_MS << LOGICAL_BITS) | MAX_LOGICAL)
+        return cls(packed >> LOGICAL_BITS, packed & MAX_LOGICAL)
+
+    def to_wire(self) -> list[int]:
+        """``[wall_ms, logical]``: two integers, both exact in a Lua double."""
+        return [self.wall_ms, self.logical]
+
+    @classmethod
+    def from_wire(cls, wire: object) -> HLCTimestamp:
+        """Inverse of to_wire(); accepts a list or tuple of two ints."""
+        if not isinstance(wire, (list, tuple)) or len(wire) != 2:
+            raise InvalidTimestampError(f"HLC wire form must be [wall_ms, logical], got {wire!r}")
+        return cls(wire[0], wire[1])
+
+
+def wall_clock_ms() -> int:
+    """Milliseconds since the Unix epoch from the system clock."""
+    return time.time_ns() // 1_000_000
+
+
+class HybridLogicalClock:
+    """One node's HLC. See the module docstring for the threading contract."""
+
+    def __init__(
+        self,
+        node_id: str,
+        max_drift_ms: int = 500,
+        now_ms: Callable[[], int] = wall_clock_ms,
+        *,
+        last: HLCTimestamp | None = None,
+    ) -> None:
+        """``last`` restores a persisted watermark so that a restarted node never
+        issues a timestamp at or below one it issued before the restart."""
+        if not isinstance(node_id, str) or not node_id:
+            raise ValueError("node_id must be a non-empty string")
+        if isinstance(max_drift_ms, bool) or not isinstance(max_drift_ms, int) or max_drift_ms < 0:
+            raise ValueError(f"max_drift_ms must be a non-negative int, got {max_drift_ms!r}")
+        if last is not None and not isinstance(last, HLCTimestamp):
+            raise TypeError(f"last must be an HLCTimestamp, got {type(last).__name__}")
+        self._node_id = node_id
+        self._max_drift_ms = max_drift_ms
+        self._now_ms = now_ms
+        self._last = last if last is not None else HLCTimestamp(0, 0)
+
+    @property
+    def node_id(self) -> str:
+        return self._node_id
+
+    @property
+    def max_drift_ms(self) -> int:
+        return self._max_drift_ms
+
+    @property
+    def last(self) -> HLCTimestamp:
+        """The greatest timestamp issued or absorbed so far (the watermark)."""
+        return self._last
+
+    def _read_wall(self) -> int:
+        # Validate through HLCTimestamp so a broken time source (float,
+        # negative, absurdly large) fails loudly instead of corrupting order.
+        return HLCTimestamp(self._now_ms(), 0).wall_ms
+
+    @staticmethod
+    def _bump(wall_ms: int, logical: int) -> HLCTimestamp:
+        if logical > MAX_LOGICAL:
+            raise LogicalOverflowError(wall_ms)
+        return HLCTimestamp(wall_ms, logical)
+
+    def now(self) -> HLCTimestamp:
+        """Timestamp for a local or send event: strictly greater than every
+        timestamp this clock issued or absorbed before, whatever the wall clock
+        did meanwhile."""
+        wall = self._read_wall()
+        last = self._last
+        if wall > last.wall_ms:
+            result = HLCTimestamp(wall, 0)
+        else:
+            result = self._bump(last.wall_ms, last.logical + 1)
+        self._last = result
+        return result
+
+    def check(self, remote: HLCTimestamp) -> None:
+        """Raise ClockDriftError if ``remote`` is too far ahead; change nothing."""
+        self._check_drift(remote, self._read_wall())
+
+    def _check_drift(self, remote: HLCTimestamp, wall: int) -> None:
+        if not isinstance(remote, HLCTimestamp):
+            raise TypeError(f"expected HLCTimestamp, got {type(remote).__name__}")
+        if remote.wall_ms - wall > self._max_drift_ms:
+            raise ClockDriftError(remote, wall, self._max_drift_ms)
+
+    def update(self, remote: HLCTimestamp) -> HLCTimestamp:
+        """Timestamp for a receive event: greater than ``remote`` and than every
+        earlier timestamp of this clock. On ClockDriftError or
+        LogicalOverflowError the clock is left exactly as it was."""
+        wall = self._read_wall()
+        self._check_drift(remote, wall)
+        last = self._last
+        top = max(wall, last.wall_ms, remote.wall_ms)
+        if top == last.wall_ms and top == remote.wall_ms:
+            result = self._bump(top, max(last.logical, remote.logical) + 1)
+        elif top == last.wall_ms:
+            result = self._bump(top, last.logical + 1)
+        elif top == remote.wall_ms:
+            result = self._bump(top, remote.logical + 1)
+        else:
+            result = HLCTimestamp(top, 0)
+        self._last = result
+        return result

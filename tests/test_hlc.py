@@ -1,0 +1,223 @@
+"""Properties of the hybrid logical clock and its timestamp encodings."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from consistency.hlc import (
+    MAX_LOGICAL,
+    MAX_WALL_MS,
+    ClockDriftError,
+    HLCTimestamp,
+    HybridLogicalClock,
+    InvalidTimestampError,
+    LogicalOverflowError,
+)
+
+MAX_DRIFT = 500
+BASE = 1_700_000_000_000
+
+timestamps = st.builds(HLCTimestamp, st.integers(0, MAX_WALL_MS), st.integers(0, MAX_LOGICAL))
+# Small ranges so that equal wall times (the logical tie-break) are common.
+close_timestamps = st.builds(HLCTimestamp, st.integers(0, 3), st.integers(0, 3))
+
+
+class FakeWall:
+    """A wall clock the test moves by hand, backwards included."""
+
+    def __init__(self, ms: int) -> None:
+        self.ms = ms
+
+    def __call__(self) -> int:
+        return self.ms
+
+
+# One step: the wall clock moves by `step` (possibly backwards or not at all),
+# then either a local event or the receipt of a timestamp `offset` ms from the
+# local wall clock (beyond MAX_DRIFT ahead is sometimes drawn on purpose).
+events = st.lists(
+    st.tuples(
+        st.integers(-300, 300) | st.just(0),
+        st.none() | st.tuples(st.integers(-1500, MAX_DRIFT + 300), st.integers(0, 50)),
+    ),
+    min_size=1,
+    max_size=60,
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(events)
+def test_clock_is_monotonic_bounded_and_refuses_drift(steps: list) -> None:
+    wall = FakeWall(BASE)
+    clock = HybridLogicalClock("n1", max_drift_ms=MAX_DRIFT, now_ms=wall)
+    issued: list[HLCTimestamp] = []
+    highest_wall_seen = 0  # max of every wall reading and accepted remote wall
+    for step, remote_spec in steps:
+        wall.ms += step
+        before = clock.last
+        if remote_spec is None:
+            result = clock.now()
+        else:
+            offset, logical = remote_spec
+            remote = HLCTimestamp(wall.ms + offset, logical)
+            if offset > MAX_DRIFT:
+                with pytest.raises(ClockDriftError) as info:
+                    clock.update(remote)
+                assert (info.value.remote, info.value.local_wall) == (remote, wall.ms)
+                assert info.value.max_drift_ms == MAX_DRIFT
+                assert clock.last == before  # refused means unchanged
+                continue
+            result = clock.update(remote)
+            assert result > remote
+            highest_wall_seen = max(highest_wall_seen, remote.wall_ms)
+        highest_wall_seen = max(highest_wall_seen, wall.ms)
+        assert all(result > earlier for earlier in issued)
+        assert result == clock.last
+        # The HLC wall component is exactly the largest physical time seen:
+        # never behind the local wall clock, never invented.
+        assert result.wall_ms == highest_wall_seen
+        if result.wall_ms > before.wall_ms and (remote_spec is None or result.wall_ms > remote.wall_ms):
+            assert result.logical == 0
+        issued.append(result)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.integers(0, 2000), close_timestamps)
+def test_check_validates_without_changing_state(ahead: int, last: HLCTimestamp) -> None:
+    wall = FakeWall(BASE)
+    clock = HybridLogicalClock("n1", max_drift_ms=1000, now_ms=wall, last=last)
+    remote = HLCTimestamp(BASE + ahead, 7)
+    if ahead > 1000:
+        with pytest.raises(ClockDriftError):
+            clock.check(remote)
+    else:
+        assert clock.check(remote) is None
+    assert clock.last == last
+
+
+def test_drift_boundary_is_inclusive() -> None:
+    clock = HybridLogicalClock("n1", max_drift_ms=500, now_ms=FakeWall(BASE))
+    assert clock.update(HLCTimestamp(BASE + 500, 3)) == HLCTimestamp(BASE + 500, 4)
+    with pytest.raises(ClockDriftError):
+        clock.update(HLCTimestamp(BASE + 501, 0))
+    assert clock.last == HLCTimestamp(BASE + 500, 4)
+
+
+def test_wall_clock_standing_still_and_going_back_only_bumps_logical() -> None:
+    wall = FakeWall(BASE)
+    clock = HybridLogicalClock("n1", now_ms=wall)
+    assert clock.now() == HLCTimestamp(BASE, 0)
+    assert clock.now() == HLCTimestamp(BASE, 1)
+    wall.ms -= 10_000
+    assert clock.now() == HLCTimestamp(BASE, 2)
+    wall.ms = BASE + 1
+    assert clock.now() == HLCTimestamp(BASE + 1, 0)
+
+
+def test_logical_overflow_refuses_and_leaves_clock_unchanged() -> None:
+    wall = FakeWall(BASE)
+    full = HLCTimestamp(BASE, MAX_LOGICAL)
+    clock = HybridLogicalClock("n1", now_ms=wall, last=full)
+    with pytest.raises(LogicalOverflowError):
+        clock.now()
+    with pytest.raises(LogicalOverflowError):
+        clock.update(HLCTimestamp(BASE, 5))
+    assert clock.last == full
+    other = HybridLogicalClock("n2", now_ms=wall)
+    with pytest.raises(LogicalOverflowError):
+        other.update(full)  # the remote's own counter is exhausted
+    assert other.last == HLCTimestamp(0, 0)
+    wall.ms += 1  # once the wall clock moves on, the clock works again
+    assert clock.now() == HLCTimestamp(BASE + 1, 0)
+
+
+def test_restored_watermark_is_never_reissued() -> None:
+    last = HLCTimestamp(BASE + 60_000, 9)
+    clock = HybridLogicalClock("n1", now_ms=FakeWall(BASE), last=last)
+    assert clock.now() == HLCTimestamp(BASE + 60_000, 10)
+
+
+def test_default_wall_clock_is_real_time() -> None:
+    stamp = HybridLogicalClock("n1").now()
+    assert abs(stamp.wall_ms - time.time() * 1000) < 5_000
+
+
+@pytest.mark.parametrize("bad", [-1, 2.5, True, "5", None, MAX_WALL_MS + 1])
+def test_bad_time_source_is_refused(bad: object) -> None:
+    clock = HybridLogicalClock("n1", now_ms=lambda: bad)  # type: ignore[arg-type,return-value]
+    with pytest.raises(InvalidTimestampError):
+        clock.now()
+
+
+@pytest.mark.parametrize("kwargs", [{"node_id": ""}, {"node_id": "n", "max_drift_ms": -1}])
+def test_bad_clock_arguments_are_refused(kwargs: dict) -> None:
+    with pytest.raises(ValueError):
+        HybridLogicalClock(**kwargs)
+
+
+@settings(max_examples=200, deadline=None)
+@given(timestamps, timestamps)
+def test_encodings_round_trip_and_preserve_order(a: HLCTimestamp, b: HLCTimestamp) -> None:
+    for t in (a, b):
+        assert HLCTimestamp.parse(t.to_string()) == t
+        assert HLCTimestamp.from_int(t.to_int()) == t
+        assert HLCTimestamp.from_wire(t.to_wire()) == t
+        assert 0 <= t.to_int() < 2**63
+        assert all(0 <= part <= 2**53 for part in t.to_wire())  # exact in a Lua double
+    assert (a < b) == (a.to_string() < b.to_string())
+    assert (a < b) == (a.to_string().encode() < b.to_string().encode())
+    assert (a < b) == (a.to_int() < b.to_int())
+    assert (a == b) == (a.to_string() == b.to_string())
+
+
+def test_string_encoding_is_fixed_width_hex() -> None:
+    assert HLCTimestamp(0x18F3A2B4C5D, 3).to_string() == "018f3a2b4c5d-0003"
+    assert HLCTimestamp(0x18F3A2B4C5D, 3).to_int() == (0x18F3A2B4C5D << 16) | 3
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "018f3a2b4c5d",
+        "018f3a2b4c5d-003",
+        "018F3A2B4C5D-0003",  # upper case is not canonical
+        " 018f3a2b4c5d-0003",
+        "018f3a2b4c5d-0003\n",
+        "018f3a2b4c5d_0003",
+        "18f3a2b4c5d-00003",
+        "ffffffffffff-0000",  # wall beyond MAX_WALL_MS
+        "018f3a2b4c5g-0003",
+    ],
+)
+def test_parse_refuses_malformed_strings(text: str) -> None:
+    with pytest.raises(ValueError):
+        HLCTimestamp.parse(text)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.text(max_size=20))
+def test_parse_accepts_only_what_to_string_writes(text: str) -> None:
+    try:
+        parsed = HLCTimestamp.parse(text)
+    except ValueError:
+        return
+    assert parsed.to_string() == text
+
+
+@pytest.mark.parametrize(
+    "args", [(-1, 0), (0, -1), (0, MAX_LOGICAL + 1), (MAX_WALL_MS + 1, 0), (1.0, 0), (True, 0)]
+)
+def test_timestamp_range_is_enforced(args: tuple) -> None:
+    with pytest.raises(InvalidTimestampError):
+        HLCTimestamp(*args)
+
+
+@pytest.mark.parametrize("packed", [-1, 1 << 63, 2.0])
+def test_from_int_refuses_out_of_range(packed: object) -> None:
+    with pytest.raises(ValueError):
+        HLCTimestamp.from_int(packed)  # type: ignore[arg-type]
