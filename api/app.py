@@ -9,7 +9,7 @@ from fastapi import FastAPI
 
 from api import problems
 from api.body import BodyLimit
-from api.routes import health, params, physics, watch
+from api.routes import health, observations, params, physics, watch, worlds
 from service.config import Settings
 from service.node import Node
 
@@ -30,7 +30,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                   description="World state for world-model agents: CP params in etcd, AP observations in Redis.")
     app.state.node = node
     problems.install(app)
-    for router in (health.router, params.router, physics.router, watch.router):
+    for router in (health.router, worlds.router, params.router, physics.router, watch.router,
+                   observations.router):
         app.include_router(router)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     return app

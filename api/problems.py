@@ -44,11 +44,23 @@ PROBLEMS = {p.slug: p for p in [
                 "etcd has compacted history past the requested revision; re-read and continue from `compact_revision`."),
     ProblemType("payload-too-large", 413, "Request body too large", "The body exceeds the node's configured limit."),
     ProblemType("unavailable", 503, "Tier unavailable",
-                "The CP tier has no quorum or no reachable member; nothing was changed. Retry after Retry-After, "
-                "or read with ?consistency=serializable to accept a possibly stale answer."),
+                "The CP tier has no quorum or no reachable member, or this region's Redis is unreachable; "
+                "nothing was changed. Retry after Retry-After; a CP read can ask for ?consistency=serializable "
+                "to accept a possibly stale answer."),
     ProblemType("outcome-unknown", 504, "Write outcome unknown",
                 "The write was sent but not answered; it may or may not have been applied. "
                 "Read the key before trying again: a blind retry can apply a write twice."),
+    ProblemType("unknown-world", 404, "Unknown world",
+                "Nothing is stored for this world in the CP tier; create it with PUT /v1/worlds/{world} first."),
+    ProblemType("batch-too-large", 413, "Batch too large", "A batch holds more observations than the node's limit."),
+    ProblemType("clock-drift", 422, "Timestamp too far ahead",
+                "observed_at is further ahead of this node's clock than the configured max drift."),
+    ProblemType("invalid-token", 400, "Malformed causal token", "A causal token looks like r1:1732170000000-0."),
+    ProblemType("token-unknown", 409, "Causal token from an unknown replica",
+                "This replica does not replicate from the region the token names, so it can never honour it."),
+    ProblemType("not-yet-consistent", 504, "Write not replicated yet",
+                "This replica had not applied the write the causal token names within the wait; "
+                "retry, read from the replica that took the write, or read without the token."),
     ProblemType("http-error", 400, "HTTP error", "A protocol-level error (unknown path, wrong method, ...)."),
     ProblemType("internal", 500, "Internal error", "An unexpected error; the node's log has the details."),
 ]}
@@ -77,6 +89,8 @@ def problem_response(p: Problem, instance: str | None = None) -> JSONResponse:
 
 
 def from_store_error(e: errors.StoreError) -> Problem:
+    if isinstance(e, errors.UnknownWorld):
+        return Problem("unknown-world", f"world {e.world!r} does not exist", world=e.world)
     if isinstance(e, errors.NotFound):
         return Problem("not-found", str(e))
     if isinstance(e, errors.Conflict):

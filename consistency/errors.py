@@ -13,6 +13,12 @@ class NotFound(StoreError):
         self.key = key
 
 
+class UnknownWorld(NotFound):
+    def __init__(self, world: str) -> None:
+        super().__init__(f"world {world}")
+        self.world = world
+
+
 class Conflict(StoreError):
     """A conditional write lost: `current_revision` is the key's mod revision now (0: absent)."""
 

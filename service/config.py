@@ -35,6 +35,13 @@ class Settings:
     redis_url: str = "redis://127.0.0.1:6379/0"
     peers: dict[str, str] = field(default_factory=dict)
     max_body_bytes: int = 1 << 20
+    # AP tier
+    max_batch: int = 1000
+    max_drift_ms: int = 500
+    dedup_window_s: float = 24 * 3600
+    dedup_max: int = 1_000_000
+    stream_maxlen: int = 1_000_000
+    read_wait_s: float = 2.0  # longest a read waits for its causal token before 504
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> "Settings":
@@ -55,6 +62,11 @@ class Settings:
             s.peers = _peers(env["WORLDSTATE_PEERS"])
         if "WORLDSTATE_MAX_BODY_BYTES" in env:
             s.max_body_bytes = int(env["WORLDSTATE_MAX_BODY_BYTES"])
+        for name, conv in (("max_batch", int), ("max_drift_ms", int), ("dedup_window_s", float),
+                           ("dedup_max", int), ("stream_maxlen", int), ("read_wait_s", float)):
+            var = f"WORLDSTATE_{name.upper()}"
+            if var in env:
+                setattr(s, name, conv(env[var]))
         if s.cp_timeout_s <= 0 or s.max_body_bytes <= 0:
             raise ValueError("WORLDSTATE_CP_TIMEOUT_S and WORLDSTATE_MAX_BODY_BYTES must be positive")
         return s
@@ -69,4 +81,10 @@ class Settings:
             "WORLDSTATE_REDIS_URL": self.redis_url,
             "WORLDSTATE_PEERS": ",".join(f"{r}={u}" for r, u in self.peers.items()),
             "WORLDSTATE_MAX_BODY_BYTES": str(self.max_body_bytes),
+            "WORLDSTATE_MAX_BATCH": str(self.max_batch),
+            "WORLDSTATE_MAX_DRIFT_MS": str(self.max_drift_ms),
+            "WORLDSTATE_DEDUP_WINDOW_S": str(self.dedup_window_s),
+            "WORLDSTATE_DEDUP_MAX": str(self.dedup_max),
+            "WORLDSTATE_STREAM_MAXLEN": str(self.stream_maxlen),
+            "WORLDSTATE_READ_WAIT_S": str(self.read_wait_s),
         }

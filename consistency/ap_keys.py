@@ -1,0 +1,72 @@
+"""The AP tier's key layout in each region's Redis.
+
+    ws:stream                 this replica's delta log (entries it originated)
+    ws:stream:trimmed         newest stream id removed by trimming
+    ws:applied                origin region -> last stream id applied from it
+    ws:acked                  peer region -> last id of ws:stream the peer applied
+    ws:dedup                  "<seen key>\\n<event id>" scored by first-seen ms (the dedup window)
+    ws:e:{world}:{entity}     HASH  t:<field> order key "<hlc>|<node>", f:<field> msgpack [value, source, event_id],
+                                    p:<source>@<region> / n:<source>@<region> counter slots
+    ws:s:{world}:{entity}     HASH  event id -> "<region that accepted it>|<source>" ("!" appended once compensated)
+    ws:b:<bucket>             SET   entity keys in one of 256 buckets (first byte of sha1 of the key)
+    ws:w:{world}              ZSET  entity ids, for paging
+    ws:worlds                 SET   worlds with observations
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+
+from consistency.errors import InvalidKey
+
+STREAM = "ws:stream"
+TRIMMED = "ws:stream:trimmed"
+APPLIED = "ws:applied"
+ACKED = "ws:acked"
+DEDUP = "ws:dedup"
+WORLDS = "ws:worlds"
+BUCKETS = 256
+
+ENTITY_RE = re.compile(r"[A-Za-z0-9._-]{1,128}")
+EVENT_RE = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+SOURCE_RE = re.compile(r"[A-Za-z0-9._:-]{1,64}")
+FIELD_RE = re.compile(r"[A-Za-z0-9._-]{1,64}")
+REGION_RE = re.compile(r"[a-z0-9-]{1,32}")
+
+
+def check(pattern: re.Pattern[str], what: str, value: str) -> str:
+    if not isinstance(value, str) or not pattern.fullmatch(value):
+        raise InvalidKey(f"{what} {value!r} must match {pattern.pattern}")
+    return value
+
+
+def entity_key(world: str, entity: str) -> str:
+    return f"ws:e:{world}:{entity}"
+
+
+def seen_key(world: str, entity: str) -> str:
+    return f"ws:s:{world}:{entity}"
+
+
+def bucket_of(ekey: str) -> int:
+    return hashlib.sha1(ekey.encode()).digest()[0]
+
+
+def bucket_key(bucket: int) -> str:
+    return f"ws:b:{bucket:02x}"
+
+
+def world_index(world: str) -> str:
+    return f"ws:w:{world}"
+
+
+def parse_entity_key(ekey: str) -> tuple[str, str]:
+    _, _, world, entity = ekey.split(":", 3)
+    return world, entity
+
+
+def keys_for(world: str, entity: str) -> list[str]:
+    """The four keys the merge scripts touch for one entity, in their order."""
+    ekey = entity_key(world, entity)
+    return [ekey, seen_key(world, entity), bucket_key(bucket_of(ekey)), world_index(world)]

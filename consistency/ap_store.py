@@ -1,0 +1,307 @@
+"""The AP tier: one writable Redis per region, merged with CRDTs inside Redis.
+
+Every write goes through a Lua script that, atomically, refuses an event id
+it has seen, merges the fields as last-writer-wins registers ordered by
+(HLC, node), counts the event in its source's counter slot, and appends the
+delta to this replica's stream. Peers apply those deltas with the same merge
+rules (see consistency/lua/), so any delivery order, with duplicates,
+converges to the same state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Any
+
+import msgpack
+import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from consistency import ap_keys as K
+from consistency.errors import Unavailable
+from consistency.hlc import ClockDriftError, HLCTimestamp, HybridLogicalClock, wall_clock_ms
+
+Scalar = float | int | str | bool | None
+StreamEntry = tuple[str, dict[str, bytes]]
+# Entries per script call: bounds how long one call holds Redis's single thread.
+CHUNK = 1000
+
+
+def stream_id(raw: str) -> tuple[int, int]:
+    ms, _, seq = raw.partition("-")
+    return int(ms), int(seq or 0)
+
+
+def _s(b: bytes | str) -> str:
+    return b.decode() if isinstance(b, bytes) else b
+
+
+@dataclass(frozen=True)
+class Observation:
+    world: str
+    entity: str
+    event_id: str
+    source: str
+    fields: dict[str, Scalar]
+    observed_at_ms: int | None = None
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    accepted: list[bool]
+    last_id: str  # this replica's stream id of the last accepted observation ('' if none)
+    stamp: str  # the HLC stamp given to the batch's last observation
+
+
+@dataclass(frozen=True)
+class FieldState:
+    value: Scalar
+    hlc: str
+    node: str
+    source: str
+    event_id: str
+    observed_at_ms: int | None
+
+
+@dataclass
+class EntityState:
+    world: str
+    entity: str
+    fields: dict[str, FieldState] = field(default_factory=dict)
+    counters: dict[str, int] = field(default_factory=dict)  # observations per source
+
+    @classmethod
+    def from_hash(cls, world: str, entity: str, raw: dict[bytes, bytes]) -> "EntityState":
+        state = cls(world, entity)
+        slots: dict[str, int] = {}
+        for k, v in raw.items():
+            key = k.decode()
+            kind, name = key[:2], key[2:]
+            if kind == "f:":
+                value, source, event_id, observed_at = msgpack.unpackb(v)
+                order = raw[f"t:{name}".encode()].decode()
+                hlc, _, node = order.partition("|")
+                state.fields[name] = FieldState(value, hlc, node, source, event_id, observed_at)
+            elif kind in ("p:", "n:"):
+                source = name.rpartition("@")[0]
+                slots[source] = slots.get(source, 0) + (int(v) if kind == "p:" else -int(v))
+        state.counters = dict(sorted(slots.items()))
+        state.fields = dict(sorted(state.fields.items()))
+        return state
+
+
+def _load(name: str) -> str:
+    lua = resources.files("consistency") / "lua"
+    return (lua / "common.lua").read_text() + "\n" + (lua / f"{name}.lua").read_text()
+
+
+class ReplicaStore:
+    def __init__(self, url: str, region: str, node_id: str, hlc: HybridLogicalClock | None = None, *,
+                 dedup_window_s: float = 24 * 3600, dedup_max: int = 1_000_000,
+                 stream_maxlen: int = 1_000_000, timeout_s: float = 2.0) -> None:
+        self.url = url
+        self.region = K.check(K.REGION_RE, "region", region)
+        self.node_id = node_id
+        self.hlc = hlc or HybridLogicalClock(node_id)
+        self.dedup_window_s = dedup_window_s
+        self.dedup_max = dedup_max
+        self.stream_maxlen = stream_maxlen
+        self.redis = aioredis.Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
+        self._scripts = {n: self.redis.register_script(_load(n))
+                         for n in ("ingest", "apply", "merge_state", "digests", "trim", "expire_dedup")}
+
+    async def close(self) -> None:
+        await self.redis.aclose()
+
+    async def _call(self, name: str, keys: list[str], args: list[Any]) -> Any:
+        try:
+            return await self._scripts[name](keys=keys, args=args)
+        except (RedisConnectionError, RedisTimeoutError, OSError) as e:
+            raise Unavailable(f"redis {self.region} unreachable: {e}") from e
+
+    # -- writes ----------------------------------------------------------------
+
+    async def ingest(self, observations: list[Observation]) -> IngestResult:
+        """Merge a batch of observations; each is acknowledged only once Redis applied it."""
+        accepted: list[bool] = []
+        last_id, stamp = "", ""
+        for start in range(0, len(observations), CHUNK):
+            keys, args = [K.STREAM, K.DEDUP], [self.region, wall_clock_ms()]
+            for ob in observations[start:start + CHUNK]:
+                ts = self.hlc.now().to_string()
+                order = f"{ts}|{self.node_id}"
+                keys += K.keys_for(ob.world, ob.entity)
+                args += [ob.world, ob.entity, ob.event_id, ob.source, len(ob.fields)]
+                for name, value in ob.fields.items():
+                    args += [name, order, msgpack.packb([value, ob.source, ob.event_id, ob.observed_at_ms])]
+                stamp = ts
+            statuses, lid = await self._call("ingest", keys, args)
+            accepted += [bool(s) for s in statuses]
+            last_id = _s(lid) or last_id
+        return IngestResult(accepted, last_id, stamp)
+
+    async def apply_remote(self, origin: str, entries: list[StreamEntry]) -> None:
+        """Apply deltas read from `origin`'s stream, in order."""
+        for start in range(0, len(entries), CHUNK):
+            chunk = entries[start:start + CHUNK]
+            keys = [K.STREAM, K.DEDUP, K.APPLIED]
+            args: list[Any] = [self.region, wall_clock_ms(), origin, chunk[-1][0]]
+            for _, f in chunk:
+                world, entity = _s(f["w"]), _s(f["e"])
+                keys += K.keys_for(world, entity)
+                names = [k[2:] for k in f if k.startswith("t:")]
+                args += [world, entity, f.get("ev", b""), f["s"], f.get("p", b""), f.get("n", b""), len(names)]
+                for name in names:
+                    args += [name, f["t:" + name], f["f:" + name]]
+            await self._call("apply", keys, args)
+
+    def _observe_remote(self, order_key: bytes) -> None:
+        try:
+            self.hlc.update(HLCTimestamp.parse(_s(order_key).partition("|")[0]))
+        except ClockDriftError:
+            pass  # a skewed peer's stamp still merges; our clock just doesn't jump to it
+
+    async def merge_state(self, dumps: list[tuple[str, str, dict[bytes, bytes], dict[bytes, bytes]]]) -> None:
+        """Anti-entropy: merge whole entities (state and seen events) shipped from a peer."""
+        for start in range(0, len(dumps), CHUNK // 10 or 1):
+            keys, args = [K.STREAM, K.DEDUP], [self.region, wall_clock_ms()]
+            for world, entity, state, seen in dumps[start:start + CHUNK // 10 or 1]:
+                keys += K.keys_for(world, entity)
+                args += [world, entity, len(state)]
+                for k, v in state.items():
+                    args += [k, v]
+                args.append(len(seen))
+                for k, v in seen.items():
+                    args += [k, v]
+            await self._call("merge_state", keys, args)
+
+    # -- reads -----------------------------------------------------------------
+
+    async def get_entity(self, world: str, entity: str) -> EntityState | None:
+        try:
+            raw = await self.redis.hgetall(K.entity_key(world, entity))
+        except (RedisConnectionError, RedisTimeoutError, OSError) as e:
+            raise Unavailable(f"redis {self.region} unreachable: {e}") from e
+        if not raw:
+            return None
+        self._observe(raw)
+        return EntityState.from_hash(world, entity, raw)
+
+    def _observe(self, raw: dict[bytes, bytes]) -> None:
+        """Move our clock past every stamp we read, so a write made after a read orders after it."""
+        stamps = [v for k, v in raw.items() if k.startswith(b"t:")]
+        if stamps:
+            self._observe_remote(max(stamps))
+
+    async def list_entities(self, world: str, after: str | None, limit: int) -> tuple[list[EntityState], bool]:
+        start = f"({after}" if after else "-"
+        try:
+            ids = [_s(x) for x in await self.redis.zrangebylex(K.world_index(world), start, "+", 0, limit + 1)]
+            more = len(ids) > limit
+            ids = ids[:limit]
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for e in ids:
+                    pipe.hgetall(K.entity_key(world, e))
+                raws = await pipe.execute()
+        except (RedisConnectionError, RedisTimeoutError, OSError) as e:
+            raise Unavailable(f"redis {self.region} unreachable: {e}") from e
+        for r in raws:
+            self._observe(r)
+        return [EntityState.from_hash(world, e, r) for e, r in zip(ids, raws) if r], more
+
+    async def has_world(self, world: str) -> bool:
+        return bool(await self.redis.sismember(K.WORLDS, world))
+
+    # -- replication bookkeeping ---------------------------------------------------
+
+    async def last_id(self) -> str:
+        """The newest id this replica's stream ever issued (still known after trimming)."""
+        try:
+            info = await self.redis.xinfo_stream(K.STREAM)
+        except ResponseError:
+            return "0-0"  # no stream yet
+        return _s(info["last-generated-id"])
+
+    async def read_after(self, after: str, count: int, block_ms: int | None = None) -> list[StreamEntry]:
+        resp = await self.redis.xread({K.STREAM: after}, count=count, block=block_ms)
+        if not resp:
+            return []
+        return [(_s(i), {_s(k): v for k, v in f.items()}) for i, f in resp[0][1]]
+
+    async def acked(self, peer: str) -> str:
+        return _s(await self.redis.hget(K.ACKED, peer) or b"0-0")
+
+    async def set_acked(self, peer: str, sid: str) -> None:
+        await self.redis.hset(K.ACKED, peer, sid)
+
+    async def all_acked(self) -> dict[str, str]:
+        return {_s(k): _s(v) for k, v in (await self.redis.hgetall(K.ACKED)).items()}
+
+    async def applied(self) -> dict[str, str]:
+        return {_s(k): _s(v) for k, v in (await self.redis.hgetall(K.APPLIED)).items()}
+
+    async def trimmed(self) -> str:
+        return _s(await self.redis.get(K.TRIMMED) or b"0-0")
+
+    async def trim(self, maxlen: int | None = None, acked_by_all: str = "") -> str:
+        maxlen = self.stream_maxlen if maxlen is None else maxlen
+        return _s(await self._call("trim", [K.STREAM, K.TRIMMED], [maxlen, acked_by_all]))
+
+    async def expire_dedup(self) -> int:
+        oldest = wall_clock_ms() - int(self.dedup_window_s * 1000)
+        return int(await self._call("expire_dedup", [K.DEDUP], [oldest, self.dedup_max]))
+
+    async def digests(self) -> list[str]:
+        return [_s(d) for d in await self._call("digests", [], [K.BUCKETS])]
+
+    async def dump_bucket(self, bucket: int) -> list[tuple[str, str, dict[bytes, bytes], dict[bytes, bytes]]]:
+        members = sorted(_s(m) for m in await self.redis.smembers(K.bucket_key(bucket)))
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for ekey in members:
+                world, entity = K.parse_entity_key(ekey)
+                pipe.hgetall(ekey)
+                pipe.hgetall(K.seen_key(world, entity))
+            raws = await pipe.execute()
+        out = []
+        for i, ekey in enumerate(members):
+            world, entity = K.parse_entity_key(ekey)
+            out.append((world, entity, raws[2 * i], raws[2 * i + 1]))
+        return out
+
+    async def wait_applied(self, origin: str, sid: str, timeout_s: float) -> bool:
+        """Wait until this replica has applied `origin`'s stream up to `sid`."""
+        deadline = time.monotonic() + timeout_s
+        target = stream_id(sid)
+        while True:
+            if origin == self.region:
+                current = await self.last_id()
+            else:
+                current = _s(await self.redis.hget(K.APPLIED, origin) or b"0-0")
+            if stream_id(current) >= target:
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            await asyncio.sleep(0.02)
+
+    async def ping(self) -> bool:
+        try:
+            return bool(await self.redis.ping())
+        except (RedisConnectionError, RedisTimeoutError, OSError):
+            return False
+
+
+def finite_scalar(value: Any) -> bool:
+    """What an observation field may hold: a finite number, a short string, a bool or null."""
+    if isinstance(value, bool) or value is None:
+        return True
+    if isinstance(value, int):
+        return abs(value) <= 2**53 - 1
+    if isinstance(value, float):
+        return math.isfinite(value)
+    return isinstance(value, str) and len(value) <= 1024

@@ -1,0 +1,182 @@
+"""The AP tier on real Redis replicas: merge, dedup, replication, anti-entropy, durability."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Iterator
+
+import pytest
+import redis
+
+from consistency.ap_store import ReplicaStore
+from service.launcher import Deployment, Topology
+from tests.ap_helpers import cut, flush, heal, ob, quiesce, replication, state
+
+
+@pytest.fixture(scope="module")
+def replicas(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
+    """Three regions' Redis (AOF on), no etcd and no API: the AP tier alone."""
+    with Deployment(Topology(etcd_members=0, regions=3, api=False,
+                             run_dir=tmp_path_factory.mktemp("replicas"))) as d:
+        yield d
+
+
+@pytest.fixture
+def fresh(replicas: Deployment) -> Deployment:
+    for node in replicas.redis.values():
+        if not node.running:
+            node.start()
+            node.wait_healthy(30)
+    flush(replicas)
+    return replicas
+
+
+def test_dedup_in_batch_and_on_replay(fresh: Deployment) -> None:
+    async def scenario() -> None:
+        store = ReplicaStore(fresh.redis["r1"].url, "r1", "node-r1")
+        res = await store.ingest([ob("ball", "e1", x=1.0), ob("ball", "e1", x=2.0), ob("ball", "e2", x=3.0)])
+        assert res.accepted == [True, False, True]
+        before = state(fresh, "r1")
+        replay = await store.ingest([ob("ball", "e1", x=99.0), ob("ball", "e2", x=99.0)])
+        assert replay.accepted == [False, False]
+        assert state(fresh, "r1") == before  # a replayed event changes nothing
+        e = await store.get_entity("w", "ball")
+        assert e is not None
+        assert e.fields["x"].value == 3.0 and e.counters == {"cam": 2}
+        await store.close()
+
+    asyncio.run(asyncio.wait_for(scenario(), 30))
+
+
+def test_partitioned_concurrent_writes_converge(fresh: Deployment) -> None:
+    rng = random.Random(7)
+
+    async def scenario() -> None:
+        async with replication(fresh) as reps:
+            cut(reps, "r1", "r2")
+            cut(reps, "r1", "r3")  # r1 alone on one side; r2 and r3 still talk
+            acked: dict[str, list] = {r: [] for r in reps}
+            for i in range(300):
+                region = rng.choice(sorted(reps))
+                entity = f"ent{rng.randrange(5)}"
+                source = rng.choice(["cam", "lidar"])
+                o = ob(entity, f"ev{i}", source, x=rng.random(), y=i, label=region)
+                res = await reps[region].home.ingest([o])
+                if res.accepted[0]:
+                    acked[region].append(o)
+            heal(reps)
+            await quiesce(reps)
+            states = [state(fresh, r) for r in sorted(reps)]
+            assert states[0] == states[1] == states[2]  # byte-identical merged state
+            everything = [o for obs in acked.values() for o in obs]
+            assert len(everything) == 300
+            for region in reps:
+                for entity in {o.entity for o in everything}:
+                    e = await reps[region].home.get_entity("w", entity)
+                    assert e is not None
+                    mine = [o for o in everything if o.entity == entity]
+                    # every acknowledged observation is counted, exactly once
+                    for source in ("cam", "lidar"):
+                        assert e.counters.get(source, 0) == sum(o.source == source for o in mine)
+                    # and each field holds one of the acknowledged writes
+                    assert e.fields["y"].event_id in {o.event_id for o in mine}
+
+    asyncio.run(asyncio.wait_for(scenario(), 30))
+
+
+def test_same_event_posted_to_two_replicas_is_counted_once(fresh: Deployment) -> None:
+    async def scenario() -> None:
+        async with replication(fresh) as reps:
+            cut(reps, "r1", "r2")
+            cut(reps, "r2", "r3")
+            cut(reps, "r1", "r3")
+            # The same event reaches three regions before any of them hears of the others.
+            for region in ("r1", "r2", "r3"):
+                res = await reps[region].home.ingest([ob("robot", "dup-1", "arm", z=1.5)])
+                assert res.accepted == [True]
+            heal(reps)
+            await quiesce(reps)
+            await quiesce(reps)  # the compensations are deltas too
+            states = [state(fresh, r) for r in ("r1", "r2", "r3")]
+            assert states[0] == states[1] == states[2]
+            for region in reps:
+                e = await reps[region].home.get_entity("w", "robot")
+                assert e is not None and e.counters == {"arm": 1}
+                # replayed to any region afterwards, it is a duplicate
+                res = await reps[region].home.ingest([ob("robot", "dup-1", "arm", z=9.0)])
+                assert res.accepted == [False]
+
+    asyncio.run(asyncio.wait_for(scenario(), 30))
+
+
+def test_replay_after_redis_restart_is_a_duplicate_and_aof_keeps_acknowledged(fresh: Deployment) -> None:
+    async def write() -> list[str]:
+        store = ReplicaStore(fresh.redis["r1"].url, "r1", "node-r1")
+        events = [f"k{i}" for i in range(200)]
+        res = await store.ingest([ob(f"e{i % 10}", ev, i=i) for i, ev in enumerate(events)])
+        assert all(res.accepted)
+        await store.close()
+        return events
+
+    events = asyncio.run(write())
+    fresh.redis["r1"].kill()  # kill -9 right after the acknowledgements
+    fresh.redis["r1"].start()
+    fresh.redis["r1"].wait_healthy(30)
+
+    async def check() -> None:
+        store = ReplicaStore(fresh.redis["r1"].url, "r1", "node-r1")
+        total = 0
+        for i in range(10):
+            e = await store.get_entity("w", f"e{i}")
+            assert e is not None
+            total += e.counters["cam"]
+        assert total == len(events)  # every acknowledged observation survived kill -9
+        replay = await store.ingest([ob(f"e{i % 10}", ev, i=-1) for i, ev in enumerate(events)])
+        assert not any(replay.accepted)
+        await store.close()
+
+    asyncio.run(check())
+
+
+def test_anti_entropy_after_hard_trim(fresh: Deployment) -> None:
+    async def scenario() -> None:
+        async with replication(fresh, ["r1", "r2"]) as reps:
+            cut(reps, "r1", "r2")
+            r1 = reps["r1"].home
+            for i in range(50):
+                await r1.ingest([ob(f"ent{i}", f"a{i}", x=float(i))])
+            await reps["r2"].home.ingest([ob("ent0", "b0", "lidar", x=-1.0)])
+            assert await r1.trim(maxlen=0) != ""  # the deltas r2 never got are gone
+            assert redis.Redis(port=fresh.redis["r1"].port).xlen("ws:stream") == 0
+            heal(reps)
+            await quiesce(reps)
+            assert reps["r1"].shippers["r2"].status.anti_entropy_runs >= 1
+            assert state(fresh, "r1") == state(fresh, "r2")
+            e = await reps["r2"].home.get_entity("w", "ent0")
+            assert e is not None and e.counters == {"cam": 1, "lidar": 1}
+            # writes after anti-entropy still flow through the stream
+            await r1.ingest([ob("late", "c1", x=1.0)])
+            await quiesce(reps)
+            assert await reps["r2"].home.get_entity("w", "late") is not None
+
+    asyncio.run(asyncio.wait_for(scenario(), 30))
+
+
+def test_replication_survives_a_peer_redis_restart(fresh: Deployment) -> None:
+    async def scenario() -> None:
+        async with replication(fresh, ["r1", "r2"]) as reps:
+            await reps["r1"].home.ingest([ob("a", "x1", v=1)])
+            await quiesce(reps)
+            await asyncio.to_thread(fresh.redis["r2"].stop)
+            for i in range(20):
+                await reps["r1"].home.ingest([ob("a", f"y{i}", v=i)])
+            await asyncio.sleep(0.5)
+            assert "r2" in reps["r1"].behind()  # the lag is visible while the peer is away
+            await asyncio.to_thread(fresh.redis["r2"].start)
+            await asyncio.to_thread(fresh.redis["r2"].wait_healthy, 30)
+            await quiesce(reps)
+            assert state(fresh, "r1") == state(fresh, "r2")
+            assert reps["r1"].behind() == []
+
+    asyncio.run(asyncio.wait_for(scenario(), 30))
