@@ -11,16 +11,20 @@ from consistency import ap_keys
 from consistency.ap_store import Observation
 
 MAX_SAFE_INT = 2**53 - 1  # beyond it, JSON readers in other languages lose precision
-FieldName = Annotated[str, StringConstraints(pattern=ap_keys.FIELD_RE.pattern)]
+def _full(pattern: str) -> str:
+    return f"^{pattern}$"  # pydantic's pattern searches; names must match whole
+
+
+FieldName = Annotated[str, StringConstraints(pattern=_full(ap_keys.FIELD_RE.pattern))]
 FieldValue = Annotated[bool, Field(strict=True)] | int | float | Annotated[str, StringConstraints(max_length=1024)] | None
 
 
 class ObservationIn(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
-    event_id: str = Field(pattern=ap_keys.EVENT_RE.pattern, description="unique per event; a replay is a duplicate")
-    entity: str = Field(pattern=ap_keys.ENTITY_RE.pattern)
-    source: str = Field(pattern=ap_keys.SOURCE_RE.pattern, description="sensor or agent that observed it")
+    event_id: str = Field(pattern=_full(ap_keys.EVENT_RE.pattern), description="unique per event; a replay is a duplicate")
+    entity: str = Field(pattern=_full(ap_keys.ENTITY_RE.pattern))
+    source: str = Field(pattern=_full(ap_keys.SOURCE_RE.pattern), description="sensor or agent that observed it")
     observed_at: float | None = Field(None, ge=0, description="unix time in seconds, by the source's clock")
     fields: dict[FieldName, FieldValue] = Field(default_factory=dict, max_length=64)
 

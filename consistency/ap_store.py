@@ -15,7 +15,8 @@ import math
 import time
 from dataclasses import dataclass, field
 from importlib import resources
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 import msgpack
 import redis.asyncio as aioredis
@@ -28,6 +29,7 @@ from consistency.errors import Unavailable
 from consistency.hlc import ClockDriftError, HLCTimestamp, HybridLogicalClock, wall_clock_ms
 
 Scalar = float | int | str | bool | None
+T = TypeVar("T")
 StreamEntry = tuple[str, dict[str, bytes]]
 # Entries per script call: bounds how long one call holds Redis's single thread.
 CHUNK = 1000
@@ -112,7 +114,10 @@ class ReplicaStore:
         self.dedup_window_s = dedup_window_s
         self.dedup_max = dedup_max
         self.stream_maxlen = stream_maxlen
-        self.redis = aioredis.Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
+        # A connection idle for a second is PINGed before use, so a Redis restart is
+        # noticed before a write is sent on a dead socket (whose outcome would be unknown).
+        self.redis = aioredis.Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s,
+                                             health_check_interval=1)
         self._scripts = {n: self.redis.register_script(_load(n))
                          for n in ("ingest", "apply", "merge_state", "digests", "trim", "expire_dedup")}
 
@@ -183,11 +188,18 @@ class ReplicaStore:
 
     # -- reads -----------------------------------------------------------------
 
+    async def _read(self, fn: Callable[[], Awaitable[T]]) -> T:
+        """Reads are idempotent: one retry on a fresh connection, then Unavailable."""
+        for attempt in (1, 2):
+            try:
+                return await fn()
+            except (RedisConnectionError, RedisTimeoutError, OSError) as e:
+                if attempt == 2:
+                    raise Unavailable(f"redis {self.region} unreachable: {e}") from e
+        raise AssertionError("unreachable")
+
     async def get_entity(self, world: str, entity: str) -> EntityState | None:
-        try:
-            raw = await self.redis.hgetall(K.entity_key(world, entity))
-        except (RedisConnectionError, RedisTimeoutError, OSError) as e:
-            raise Unavailable(f"redis {self.region} unreachable: {e}") from e
+        raw = await self._read(lambda: self.redis.hgetall(K.entity_key(world, entity)))
         if not raw:
             return None
         self._observe(raw)
@@ -201,16 +213,17 @@ class ReplicaStore:
 
     async def list_entities(self, world: str, after: str | None, limit: int) -> tuple[list[EntityState], bool]:
         start = f"({after}" if after else "-"
-        try:
+
+        async def page() -> tuple[list[str], list[dict[bytes, bytes]]]:
             ids = [_s(x) for x in await self.redis.zrangebylex(K.world_index(world), start, "+", 0, limit + 1)]
-            more = len(ids) > limit
-            ids = ids[:limit]
             async with self.redis.pipeline(transaction=False) as pipe:
-                for e in ids:
+                for e in ids[:limit]:
                     pipe.hgetall(K.entity_key(world, e))
-                raws = await pipe.execute()
-        except (RedisConnectionError, RedisTimeoutError, OSError) as e:
-            raise Unavailable(f"redis {self.region} unreachable: {e}") from e
+                return ids, await pipe.execute()
+
+        ids, raws = await self._read(page)
+        more = len(ids) > limit
+        ids = ids[:limit]
         for r in raws:
             self._observe(r)
         return [EntityState.from_hash(world, e, r) for e, r in zip(ids, raws) if r], more
@@ -223,7 +236,7 @@ class ReplicaStore:
     async def last_id(self) -> str:
         """The newest id this replica's stream ever issued (still known after trimming)."""
         try:
-            info = await self.redis.xinfo_stream(K.STREAM)
+            info = await self._read(lambda: self.redis.xinfo_stream(K.STREAM))
         except ResponseError:
             return "0-0"  # no stream yet
         return _s(info["last-generated-id"])
@@ -244,7 +257,7 @@ class ReplicaStore:
         return {_s(k): _s(v) for k, v in (await self.redis.hgetall(K.ACKED)).items()}
 
     async def applied(self) -> dict[str, str]:
-        return {_s(k): _s(v) for k, v in (await self.redis.hgetall(K.APPLIED)).items()}
+        return {_s(k): _s(v) for k, v in (await self._read(lambda: self.redis.hgetall(K.APPLIED))).items()}
 
     async def trimmed(self) -> str:
         return _s(await self.redis.get(K.TRIMMED) or b"0-0")

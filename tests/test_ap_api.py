@@ -1,0 +1,161 @@
+"""The AP tier through the HTTP API: two regions, each with its API node and Redis."""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+import pytest
+import redis
+
+from service.launcher import Deployment, wait_until
+
+
+@pytest.fixture
+def ap_world(api: httpx.Client, world: str) -> str:
+    assert api.put(f"/v1/worlds/{world}", json={"description": "AP test"}).status_code == 200
+    return world
+
+
+def _stream_len(cluster: Deployment, region: str) -> int:
+    return redis.Redis(port=cluster.redis[region].port).xlen("ws:stream")
+
+
+def test_post_batch_reports_duplicates_and_reads_merge(api: httpx.Client, ap_world: str) -> None:
+    batch = [
+        {"event_id": "e1", "entity": "ball", "source": "cam1", "fields": {"x": 1.0, "y": 2.0, "label": "red"}},
+        {"event_id": "e2", "entity": "ball", "source": "cam2", "fields": {"x": 1.5}},
+        {"event_id": "e1", "entity": "ball", "source": "cam1", "fields": {"x": 9.0}},  # same batch duplicate
+    ]
+    r = api.post(f"/v1/worlds/{ap_world}/observations", json=batch)
+    assert r.status_code == 202, r.text
+    body = r.json()
+    assert (body["accepted"], body["duplicate"], body["replica"]) == (2, 1, "r1")
+    assert [x["status"] for x in body["results"]] == ["accepted", "accepted", "duplicate"]
+    assert body["token"].startswith("r1:")
+
+    again = api.post(f"/v1/worlds/{ap_world}/observations", json=batch[0])
+    assert again.status_code == 202 and again.json()["duplicate"] == 1
+
+    e = api.get(f"/v1/worlds/{ap_world}/entities/ball").json()
+    assert e["fields"]["x"]["value"] == 1.5 and e["fields"]["x"]["source"] == "cam2"
+    assert e["fields"]["label"]["value"] == "red"
+    assert e["counters"]["observations"] == {"by_source": {"cam1": 1, "cam2": 1}, "total": 2}
+    assert e["replica"] == "r1" and "r1" in e["watermark"] and isinstance(e["behind"], list)
+    assert e["fields"]["x"]["hlc"] > e["fields"]["y"]["hlc"]
+
+
+def test_read_your_writes_on_another_region(api: httpx.Client, api2: httpx.Client, ap_world: str) -> None:
+    for i in range(10):
+        w = api.post(f"/v1/worlds/{ap_world}/observations",
+                     json={"event_id": f"ryw-{i}", "entity": "arm", "source": "enc", "fields": {"angle": i}})
+        r = api2.get(f"/v1/worlds/{ap_world}/entities/arm", params={"token": w.json()["token"]})
+        assert r.status_code == 200, r.text
+        assert r.json()["fields"]["angle"]["value"] == i  # never an older state
+        assert r.json()["replica"] == "r2"
+
+
+def test_causal_token_errors(api2: httpx.Client, ap_world: str) -> None:
+    url = f"/v1/worlds/{ap_world}/entities/arm"
+    bad = api2.get(url, params={"token": "not a token"})
+    assert bad.status_code == 400 and bad.json()["type"] == "/problems/invalid-token"
+    unknown = api2.get(url, params={"token": "r9:1-0"})
+    assert unknown.status_code == 409 and unknown.json()["type"] == "/problems/token-unknown"
+    t0 = time.monotonic()
+    future = api2.get(url, params={"token": "r1:99999999999999-0", "wait_ms": 300})
+    assert future.status_code == 504 and future.json()["type"] == "/problems/not-yet-consistent"
+    assert time.monotonic() - t0 < 5
+
+
+def test_entities_are_listed_in_pages(api: httpx.Client, ap_world: str) -> None:
+    obs = [{"event_id": f"p{i}", "entity": f"body{i:02d}", "source": "sim", "fields": {"i": i}} for i in range(12)]
+    api.post(f"/v1/worlds/{ap_world}/observations", json=obs)
+    seen, after = [], None
+    while True:
+        params = {"limit": 5, **({"after": after} if after else {})}
+        page = api.get(f"/v1/worlds/{ap_world}/entities", params=params).json()
+        seen += [e["entity"] for e in page["items"]]
+        if not page["next"]:
+            break
+        after = page["next"]["after"]
+    assert seen == [f"body{i:02d}" for i in range(12)]
+
+
+GOOD = {"event_id": "ok-1", "entity": "ball", "source": "cam", "fields": {"x": 1.0}}
+BAD = [
+    ({k: v for k, v in GOOD.items() if k != "event_id"}, 422, "validation-error"),
+    ({**GOOD, "event_id": ""}, 422, "validation-error"),
+    ({**GOOD, "event_id": "has space"}, 422, "validation-error"),
+    ({**GOOD, "entity": "../x"}, 422, "validation-error"),
+    ({**GOOD, "fields": {"x": "1e400"}}, None, None),  # placeholder replaced below by a raw body
+    ({**GOOD, "fields": {"bad name": 1}}, 422, "validation-error"),
+    ({**GOOD, "fields": {"x": [1, 2]}}, 422, "validation-error"),
+    ({**GOOD, "fields": {"x": 2**60}}, 422, "validation-error"),
+    ({**GOOD, "extra": 1}, 422, "validation-error"),
+    ({**GOOD, "observed_at": time.time() + 3600}, 422, "clock-drift"),
+    ([], 422, "validation-error"),
+    ([GOOD] * 1001, 413, "batch-too-large"),
+    ("just a string", 422, "validation-error"),
+]
+RAW = [
+    (b'{"event_id":"n1","entity":"b","source":"c","fields":{"x":NaN}}', 400, "invalid-json"),
+    (b'{"event_id":"n1","entity":"b","source":"c","fields":{"x":1e400}}', 422, "validation-error"),
+    (b'{"event_id":"n1","entity":"b","source":"c","fields":{"x":-Infinity}}', 400, "invalid-json"),
+    (b'{"event_id":"n1",', 400, "invalid-json"),
+]
+
+
+@pytest.mark.parametrize("body,status,kind", [b for b in BAD if b[1]] + RAW)
+def test_bad_observations_are_refused_and_write_nothing(cluster: Deployment, api: httpx.Client, ap_world: str,
+                                                        body: object, status: int, kind: str) -> None:
+    before = _stream_len(cluster, "r1")
+    url = f"/v1/worlds/{ap_world}/observations"
+    r = api.post(url, content=body) if isinstance(body, bytes) else api.post(url, json=body)
+    assert r.status_code == status, r.text
+    assert r.headers["content-type"] == "application/problem+json"
+    assert r.json()["type"] == f"/problems/{kind}"
+    assert _stream_len(cluster, "r1") == before
+    assert api.get(f"/v1/worlds/{ap_world}/entities/ball").status_code == 404
+
+
+def test_unknown_world_is_refused(cluster: Deployment, api: httpx.Client) -> None:
+    before = _stream_len(cluster, "r1")
+    r = api.post("/v1/worlds/never-created/observations", json=GOOD)
+    assert r.status_code == 404 and r.json()["type"] == "/problems/unknown-world"
+    assert _stream_len(cluster, "r1") == before
+
+
+def test_ap_keeps_working_while_etcd_has_lost_quorum(healthy_cluster: Deployment, api: httpx.Client,
+                                                     api2: httpx.Client, ap_world: str) -> None:
+    for m in healthy_cluster.etcd[:2]:
+        m.stop()
+    try:
+        assert wait_until(lambda: api.get("/readyz").json()["tiers"]["cp"]["state"] == "unavailable", 20)
+        assert api.get(f"/v1/worlds/{ap_world}/params/anything").status_code == 503
+        for i in range(5):
+            w = api.post(f"/v1/worlds/{ap_world}/observations",
+                         json={"event_id": f"q{i}", "entity": "drone", "source": "gps", "fields": {"alt": i}})
+            assert w.status_code == 202, w.text
+        r = api2.get(f"/v1/worlds/{ap_world}/entities/drone", params={"token": w.json()["token"]})
+        assert r.status_code == 200 and r.json()["counters"]["observations"]["total"] == 5
+        assert api.get("/readyz").json()["tiers"]["ap"]["state"] == "ok"
+    finally:
+        for m in healthy_cluster.etcd[:2]:
+            m.start()
+
+
+def test_region_redis_down_then_back_converges(healthy_cluster: Deployment, api: httpx.Client,
+                                               api2: httpx.Client, ap_world: str) -> None:
+    healthy_cluster.redis["r2"].stop()  # cuts r1 -> r2 replication and r2's own writes
+    obs = [{"event_id": f"d{i}", "entity": "cart", "source": "odo", "fields": {"v": i}} for i in range(50)]
+    assert api.post(f"/v1/worlds/{ap_world}/observations", json=obs).status_code == 202
+    down = api2.post(f"/v1/worlds/{ap_world}/observations", json={**obs[0], "event_id": "x"})
+    assert down.status_code == 503 and down.json()["type"] == "/problems/unavailable"
+    assert wait_until(lambda: "r2" in api.get("/readyz").json()["tiers"]["ap"]["behind"], 10)
+    healthy_cluster.redis["r2"].start()
+    healthy_cluster.redis["r2"].wait_healthy(30)
+    assert wait_until(lambda: api.get("/readyz").json()["tiers"]["ap"]["behind"] == [], 20)
+    r = api2.get(f"/v1/worlds/{ap_world}/entities/cart")
+    assert r.status_code == 200
+    assert r.json()["counters"]["observations"]["total"] == 50
+    assert r.json()["fields"]["v"]["value"] == 49
