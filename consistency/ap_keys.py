@@ -1,6 +1,11 @@
 """The AP tier's key layout in each region's Redis.
 
-    ws:stream                 this replica's delta log (entries it originated)
+The Lua scripts in consistency/lua/ derive the same names (single-instance Redis
+per region, so keys need not be declared to the script).
+
+    ws:stream                 this replica's delta log (entries it originated): w world, e entity,
+                              ev event id, s source, p counter slot total (or n: a compensation),
+                              d msgpack [[field, order key, register], ...]
     ws:stream:trimmed         newest stream id removed by trimming
     ws:applied                origin region -> last stream id applied from it
     ws:acked                  peer region -> last id of ws:stream the peer applied
@@ -65,8 +70,3 @@ def parse_entity_key(ekey: str) -> tuple[str, str]:
     _, _, world, entity = ekey.split(":", 3)
     return world, entity
 
-
-def keys_for(world: str, entity: str) -> list[str]:
-    """The four keys the merge scripts touch for one entity, in their order."""
-    ekey = entity_key(world, entity)
-    return [ekey, seen_key(world, entity), bucket_key(bucket_of(ekey)), world_index(world)]

@@ -98,6 +98,18 @@ class EntityState:
         return state
 
 
+def pack_observation(ob: Observation, order_key: str) -> bytes:
+    """One ingest.lua argument: [world, entity, event_id, source, msgpack [[field, order, register], ...]]."""
+    fields = _lua_pack([[name, order_key, msgpack.packb([value, ob.source, ob.event_id, ob.observed_at_ms])]
+                        for name, value in ob.fields.items()])
+    return _lua_pack([ob.world, ob.entity, ob.event_id, ob.source, fields])
+
+
+def _lua_pack(obj: Any) -> bytes:
+    # Redis's cmsgpack predates msgpack's bin type: bytes must travel as raw strings.
+    return msgpack.packb(obj, use_bin_type=False)
+
+
 def _load(name: str) -> str:
     lua = resources.files("consistency") / "lua"
     return (lua / "common.lua").read_text() + "\n" + (lua / f"{name}.lua").read_text()
@@ -137,17 +149,12 @@ class ReplicaStore:
         accepted: list[bool] = []
         last_id, stamp = "", ""
         for start in range(0, len(observations), CHUNK):
-            keys, args = [K.STREAM, K.DEDUP], [self.region, wall_clock_ms()]
+            args: list[Any] = [self.region, wall_clock_ms()]
             for ob in observations[start:start + CHUNK]:
-                ts = self.hlc.now().to_string()
-                order = f"{ts}|{self.node_id}"
-                keys += K.keys_for(ob.world, ob.entity)
-                args += [ob.world, ob.entity, ob.event_id, ob.source, len(ob.fields)]
-                for name, value in ob.fields.items():
-                    args += [name, order, msgpack.packb([value, ob.source, ob.event_id, ob.observed_at_ms])]
-                stamp = ts
-            statuses, lid = await self._call("ingest", keys, args)
-            accepted += [bool(s) for s in statuses]
+                stamp = self.hlc.now().to_string()
+                args.append(pack_observation(ob, f"{stamp}|{self.node_id}"))
+            statuses, lid = await self._call("ingest", [K.STREAM, K.DEDUP], args)
+            accepted += [bool(x) for x in statuses]
             last_id = _s(lid) or last_id
         return IngestResult(accepted, last_id, stamp)
 
@@ -155,16 +162,11 @@ class ReplicaStore:
         """Apply deltas read from `origin`'s stream, in order."""
         for start in range(0, len(entries), CHUNK):
             chunk = entries[start:start + CHUNK]
-            keys = [K.STREAM, K.DEDUP, K.APPLIED]
             args: list[Any] = [self.region, wall_clock_ms(), origin, chunk[-1][0]]
             for _, f in chunk:
-                world, entity = _s(f["w"]), _s(f["e"])
-                keys += K.keys_for(world, entity)
-                names = [k[2:] for k in f if k.startswith("t:")]
-                args += [world, entity, f.get("ev", b""), f["s"], f.get("p", b""), f.get("n", b""), len(names)]
-                for name in names:
-                    args += [name, f["t:" + name], f["f:" + name]]
-            await self._call("apply", keys, args)
+                args.append(_lua_pack([f["w"], f["e"], f.get("ev", b""), f["s"], f.get("p", b""), f.get("n", b""),
+                                  f.get("d", b"")]))
+            await self._call("apply", [K.STREAM, K.DEDUP, K.APPLIED], args)
 
     def _observe_remote(self, order_key: bytes) -> None:
         try:
@@ -174,17 +176,16 @@ class ReplicaStore:
 
     async def merge_state(self, dumps: list[tuple[str, str, dict[bytes, bytes], dict[bytes, bytes]]]) -> None:
         """Anti-entropy: merge whole entities (state and seen events) shipped from a peer."""
-        for start in range(0, len(dumps), CHUNK // 10 or 1):
-            keys, args = [K.STREAM, K.DEDUP], [self.region, wall_clock_ms()]
-            for world, entity, state, seen in dumps[start:start + CHUNK // 10 or 1]:
-                keys += K.keys_for(world, entity)
+        for start in range(0, len(dumps), CHUNK // 10):
+            args: list[Any] = [self.region, wall_clock_ms()]
+            for world, entity, state, seen in dumps[start:start + CHUNK // 10]:
                 args += [world, entity, len(state)]
                 for k, v in state.items():
                     args += [k, v]
                 args.append(len(seen))
                 for k, v in seen.items():
                     args += [k, v]
-            await self._call("merge_state", keys, args)
+            await self._call("merge_state", [K.STREAM, K.DEDUP], args)
 
     # -- reads -----------------------------------------------------------------
 

@@ -10,13 +10,22 @@ local function stream_id_lt(a, b)
 end
 
 -- Last-writer-wins: the register with the greater order key ("<hlc>|<node>") wins.
-local function merge_register(ekey, name, order_key, reg)
-  local cur = redis.call('HGET', ekey, 't:' .. name)
-  if (not cur) or cur < order_key then
-    redis.call('HSET', ekey, 't:' .. name, order_key, 'f:' .. name, reg)
-    return true
+-- `fields` is a list of {name, order_key, register}; one HMGET and one HSET for all.
+local function merge_registers(ekey, fields)
+  if #fields == 0 then return end
+  local names = {}
+  for i, f in ipairs(fields) do names[i] = 't:' .. f[1] end
+  local cur = redis.call('HMGET', ekey, unpack(names))
+  local winners = {}
+  for i, f in ipairs(fields) do
+    if (not cur[i]) or cur[i] < f[2] then
+      winners[#winners + 1] = names[i]
+      winners[#winners + 1] = f[2]
+      winners[#winners + 1] = 'f:' .. f[1]
+      winners[#winners + 1] = f[3]
+    end
   end
-  return false
+  if #winners > 0 then redis.call('HSET', ekey, unpack(winners)) end
 end
 
 -- A counter slot has one writer (its origin replica); everyone else keeps the max.
@@ -26,10 +35,22 @@ local function merge_slot(ekey, slot, value)
   if cur < v then redis.call('HSET', ekey, slot, value) end
 end
 
-local function index_entity(ekey, bkey, wkey, world, entity)
-  redis.call('SADD', bkey, ekey)
-  redis.call('ZADD', wkey, 0, entity)
-  redis.call('SADD', 'ws:worlds', world)
+-- Key names are derived here rather than passed in KEYS: these scripts serve a
+-- single-instance Redis per region, and passing 4 keys per observation through
+-- the client costs more than the merge itself.
+local function entity_keys(world, entity)
+  local ekey = 'ws:e:' .. world .. ':' .. entity
+  return ekey, 'ws:s:' .. world .. ':' .. entity
+end
+
+-- Called before the first write to an entity hash: put it in its anti-entropy
+-- bucket and its world's listing.
+local function index_entity(ekey, world, entity)
+  if redis.call('EXISTS', ekey) == 0 then
+    redis.call('SADD', 'ws:b:' .. string.sub(redis.sha1hex(ekey), 1, 2), ekey)
+    redis.call('ZADD', 'ws:w:' .. world, 0, entity)
+    redis.call('SADD', 'ws:worlds', world)
+  end
 end
 
 -- Event `ev` for (`source`) reached this replica from `origin`. Record it; if
@@ -44,6 +65,6 @@ local function note_event(stream, dedup, ekey, skey, world, entity, ev, origin, 
   elseif v == self .. '|' .. source and origin ~= self and origin < self then
     redis.call('HSET', skey, ev, v .. '!')
     local n = redis.call('HINCRBY', ekey, 'n:' .. source .. '@' .. self, 1)
-    redis.call('XADD', stream, '*', 'w', world, 'e', entity, 'o', self, 's', source, 'n', n)
+    redis.call('XADD', stream, '*', 'w', world, 'e', entity, 's', source, 'n', n)
   end
 end

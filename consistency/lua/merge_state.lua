@@ -1,28 +1,31 @@
 -- Anti-entropy: whole entities from a peer (its hash and its seen events),
 -- merged field by field; used when the peer's stream no longer holds what we missed.
--- KEYS: stream, dedup, then per entity: entity, seen, bucket, world index
+-- KEYS: stream, dedup
 -- ARGV: self, now_ms, then per entity: world, entity, nstate, nstate x (field, value),
 --       nseen, nseen x (event_id, "origin|source[!]")
 local self, now = ARGV[1], ARGV[2]
 local stream, dedup = KEYS[1], KEYS[2]
-local a, k = 3, 3
+local a = 3
 while a <= #ARGV do
   local world, entity, nstate = ARGV[a], ARGV[a + 1], tonumber(ARGV[a + 2])
-  local ekey, skey, bkey, wkey = KEYS[k], KEYS[k + 1], KEYS[k + 2], KEYS[k + 3]
-  a, k = a + 3, k + 4
+  local ekey, skey = entity_keys(world, entity)
+  a = a + 3
   local state = {}
   for _ = 1, nstate do
     state[ARGV[a]] = ARGV[a + 1]
     a = a + 2
   end
+  index_entity(ekey, world, entity)
+  local registers = {}
   for field, value in pairs(state) do
     local kind, name = string.sub(field, 1, 2), string.sub(field, 3)
     if kind == 't:' then
-      merge_register(ekey, name, value, state['f:' .. name])
+      registers[#registers + 1] = {name, value, state['f:' .. name]}
     elseif kind == 'p:' or kind == 'n:' then
       merge_slot(ekey, field, value)
     end
   end
+  merge_registers(ekey, registers)
   local nseen = tonumber(ARGV[a])
   a = a + 1
   for _ = 1, nseen do
@@ -31,6 +34,5 @@ while a <= #ARGV do
     local origin, source = string.match(v, '^([^|]*)|(.-)!?$')
     note_event(stream, dedup, ekey, skey, world, entity, ev, origin, source, self, now)
   end
-  index_entity(ekey, bkey, wkey, world, entity)
 end
 return 1

@@ -1,0 +1,205 @@
+"""AP tier: ingest rate through the API versus the raw merge script, replication lag, convergence.
+
+    python bench/ap.py [--seconds 3]
+
+1. Ingest, observations/s: single POSTs at several concurrencies and batches of
+   100 and 1000 through one API process, next to the same ingest script driven
+   directly by redis-py against the same Redis (pipelined single-observation
+   calls, and one call per 1000), in the same run. Targets: batched ingest at
+   least 50,000 observations/s per API process and at least half the raw rate.
+2. Replication lag at a steady rate: time from an acknowledged POST on r1 until
+   r2 has applied it, p50/p99.
+3. Convergence: two replicas partitioned while 10,000 entities diverge (5,000
+   written on each side, 1,000 on both), then healed; time until both hold
+   byte-identical state. Target: within 2 s of heal.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
+
+import redis.asyncio as aioredis  # noqa: E402
+
+from bench.rawhttp import Connection  # noqa: E402
+from consistency import ap_keys as K  # noqa: E402
+from consistency.ap_store import Observation, ReplicaStore, pack_observation, stream_id  # noqa: E402
+from consistency.replication import Replicator  # noqa: E402
+from service.launcher import Deployment, Topology  # noqa: E402
+
+WORLD = "bench"
+_counter = 0
+
+
+def observation(i: int) -> dict[str, object]:
+    global _counter
+    _counter += 1
+    return {"event_id": f"ev-{_counter}", "entity": f"body{i % 1000}", "source": "cam",
+            "fields": {"x": i * 0.5, "y": 1.25, "vx": -0.5, "vy": 2.0}}
+
+
+async def api_rate(host: str, port: int, batch: int, concurrency: int, seconds: float) -> float:
+    conns = [Connection(host, port) for _ in range(concurrency)]
+    done = 0
+    deadline = time.perf_counter() + seconds
+
+    async def worker(c: Connection) -> None:
+        nonlocal done
+        while time.perf_counter() < deadline:
+            body = observation(done) if batch == 1 else [observation(done + j) for j in range(batch)]
+            status, _, resp = await c.request("POST", f"/v1/worlds/{WORLD}/observations", body)
+            assert status == 202, resp
+            done += batch
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*[worker(c) for c in conns])
+    elapsed = time.perf_counter() - t0
+    for c in conns:
+        await c.close()
+    return done / elapsed
+
+
+async def raw_rate(url: str, per_call: int, pipeline: int, seconds: float) -> float:
+    """The ingest script with arguments built as the store builds them, without HTTP or validation."""
+    store = ReplicaStore(url, "r1", "raw-bench")
+    script = store._scripts["ingest"]
+    await script.registered_client.script_load(script.script)
+    r = aioredis.Redis.from_url(url)
+    done = 0
+    deadline = time.perf_counter() + seconds
+    t0 = time.perf_counter()
+    while time.perf_counter() < deadline:
+        async with r.pipeline(transaction=False) as pipe:
+            for _ in range(pipeline):
+                args: list[object] = ["r1", int(time.time() * 1000)]
+                for j in range(per_call):
+                    o = observation(done + j)
+                    ob = Observation(WORLD, str(o["entity"]), str(o["event_id"]), "cam", o["fields"])  # type: ignore[arg-type]
+                    args.append(pack_observation(ob, f"{store.hlc.now().to_string()}|raw-bench"))
+                pipe.evalsha(script.sha, 2, K.STREAM, K.DEDUP, *args)
+                done += per_call
+            await pipe.execute()
+    elapsed = time.perf_counter() - t0
+    await r.aclose()
+    await store.close()
+    return done / elapsed
+
+
+async def replication_lag(d: Deployment, rate: int, seconds: float) -> list[float]:
+    host, port = "127.0.0.1", d.api["r1"].port
+    r2 = aioredis.Redis.from_url(d.redis["r2"].url)
+    conn = Connection(host, port)
+    lags: list[float] = []
+    pending: list[asyncio.Task[None]] = []
+
+    async def watch(sid: str, t_ack: float) -> None:
+        while True:
+            applied = await r2.hget(K.APPLIED, "r1")
+            if applied and stream_id(applied.decode()) >= stream_id(sid):
+                lags.append((time.perf_counter() - t_ack) * 1000)
+                return
+            await asyncio.sleep(0.001)
+
+    batch, interval = max(1, rate // 100), 0.01
+    deadline = time.perf_counter() + seconds
+    while time.perf_counter() < deadline:
+        t_next = time.perf_counter() + interval
+        status, _, resp = await conn.request("POST", f"/v1/worlds/{WORLD}/observations",
+                                             [observation(i) for i in range(batch)])
+        assert status == 202
+        pending.append(asyncio.create_task(watch(resp["token"].split(":", 1)[1], time.perf_counter())))
+        await asyncio.sleep(max(0.0, t_next - time.perf_counter()))
+    await asyncio.wait_for(asyncio.gather(*pending), 30)
+    await conn.close()
+    await r2.aclose()
+    return lags
+
+
+async def convergence(entities: int) -> tuple[float, int]:
+    with Deployment(Topology(etcd_members=0, regions=2, api=False)) as d:
+        stores = {r: ReplicaStore(d.redis[r].url, r, f"node-{r}") for r in ("r1", "r2")}
+        reps = {r: Replicator(stores[r], [ReplicaStore(d.redis[p].url, p, f"node-{r}") for p in stores if p != r],
+                              housekeeping_s=3600) for r in stores}
+        for rep in reps.values():
+            for s in rep.shippers.values():
+                s.pause()
+            rep.start()
+        half, overlap = entities // 2, entities // 10
+        for r, lo, hi in (("r1", 0, half + overlap // 2), ("r2", half - overlap // 2, entities)):
+            obs = [Observation(WORLD, f"e{i}", f"{r}-{i}", "cam", {"x": float(i), "side": r}) for i in range(lo, hi)]
+            await stores[r].ingest(obs)
+        t0 = time.perf_counter()
+        for rep in reps.values():
+            for s in rep.shippers.values():
+                s.resume()
+        r1, r2 = (aioredis.Redis.from_url(d.redis[r].url) for r in ("r1", "r2"))
+        while True:
+            a1, a2 = await r1.hget(K.APPLIED, "r2"), await r2.hget(K.APPLIED, "r1")
+            if a1 and a2 and a1 == (await stores["r2"].last_id()).encode() \
+                    and a2 == (await stores["r1"].last_id()).encode():
+                break
+            await asyncio.sleep(0.005)
+        elapsed = time.perf_counter() - t0
+        d1, d2 = await stores["r1"].digests(), await stores["r2"].digests()
+        assert d1 == d2, "replicas did not converge"
+        n = await r1.zcard(K.world_index(WORLD))
+        for rep in reps.values():
+            await rep.stop()
+        await r1.aclose()
+        await r2.aclose()
+        for s in stores.values():
+            await s.close()
+        return elapsed, n
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seconds", type=float, default=3.0, help="duration of each rate measurement")
+    ap.add_argument("--entities", type=int, default=10_000)
+    args = ap.parse_args()
+
+    with Deployment(Topology(etcd_members=1, regions=2)) as d:
+        import httpx
+
+        httpx.put(f"{d.api['r1'].url}/v1/worlds/{WORLD}", json={}).raise_for_status()
+        port = d.api["r1"].port
+        rows = []
+
+        async def rates() -> None:
+            for batch, conc in ((1, 1), (1, 8), (1, 32), (100, 1), (100, 4), (1000, 1), (1000, 2)):
+                rows.append((f"API POST batch={batch} concurrency={conc}",
+                             await api_rate("127.0.0.1", port, batch, conc, args.seconds)))
+            for per_call, pipe in ((1, 1000), (100, 10), (1000, 1)):
+                rows.append((f"raw script, {per_call}/call, {pipe} calls/pipeline",
+                             await raw_rate(d.redis["r1"].url, per_call, pipe, args.seconds)))
+
+        asyncio.run(rates())
+        lags = asyncio.run(replication_lag(d, rate=5000, seconds=args.seconds))
+
+    conv, n = asyncio.run(convergence(args.entities))
+
+    print("\nAP ingest (one API process, one Redis), observations/s")
+    print(f"{'path':<48} {'obs/s':>10}")
+    for name, rate in rows:
+        print(f"{name:<48} {rate:>10,.0f}")
+    best_api = max(r for n_, r in rows if n_.startswith("API"))
+    best_raw = max(r for n_, r in rows if n_.startswith("raw"))
+    print(f"\nbest batched API / best raw: {best_api:,.0f} / {best_raw:,.0f} = {best_api / best_raw:.2f}")
+    print(f"target >= 50,000 obs/s per API process: {'met' if best_api >= 50_000 else 'NOT met'}; "
+          f"target >= 0.5 of raw: {'met' if best_api >= 0.5 * best_raw else 'NOT met'}")
+    print(f"\nreplication lag r1 -> r2 at 5,000 obs/s: p50 {statistics.median(lags):.1f} ms, "
+          f"p99 {sorted(lags)[int(0.99 * len(lags))]:.1f} ms ({len(lags)} batches)")
+    print(f"convergence after heal, {n:,} divergent entities: {conv:.2f} s "
+          f"(target <= 2 s: {'met' if conv <= 2 else 'NOT met'})")
+
+
+if __name__ == "__main__":
+    main()
