@@ -1,0 +1,15 @@
+"""Checkers: pure functions from a history (and final reads) to a verdict.
+
+- `linearizability.check(history, model=KV(), time_limit=None, explain=True)` -> LinearizabilityResult
+- `convergence.check(regions, events)` -> Result; `convergence.observations_from_history(history)`
+- `watch.check(history)` -> Result
+- `staleness.check(history, allowed=("serializable",))` -> Result
+- `availability.check(history, intervals, tier_of=..., minimum=None)` -> Result; `availability.table(result)`
+
+`history` is a list of `history.Event`s or of paired `history.Operation`s.
+"""
+
+from . import availability, convergence, linearizability, staleness, watch
+from .result import Result, Violation
+
+__all__ = ["availability", "convergence", "linearizability", "staleness", "watch", "Result", "Violation"]
