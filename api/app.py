@@ -9,7 +9,7 @@ from fastapi import FastAPI
 
 from api import problems
 from api.body import BodyLimit
-from api.routes import health, observations, params, physics, watch, worlds
+from api.routes import faults, health, observations, params, physics, watch, worlds
 from service.config import Settings
 from service.node import Node
 
@@ -33,5 +33,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for router in (health.router, worlds.router, params.router, physics.router, watch.router,
                    observations.router):
         app.include_router(router)
+    if settings.faults:
+        app.include_router(faults.router)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     return app

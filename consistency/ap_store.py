@@ -26,7 +26,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from consistency import ap_keys as K
 from consistency.errors import Unavailable
-from consistency.hlc import ClockDriftError, HLCTimestamp, HybridLogicalClock, wall_clock_ms
+from consistency.hlc import HLCTimestamp, HybridLogicalClock, wall_clock_ms
 
 Scalar = float | int | str | bool | None
 T = TypeVar("T")
@@ -169,10 +169,7 @@ class ReplicaStore:
             await self._call("apply", [K.STREAM, K.DEDUP, K.APPLIED], args)
 
     def _observe_remote(self, order_key: bytes) -> None:
-        try:
-            self.hlc.update(HLCTimestamp.parse(_s(order_key).partition("|")[0]))
-        except ClockDriftError:
-            pass  # a skewed peer's stamp still merges; our clock just doesn't jump to it
+        self.hlc.update(HLCTimestamp.parse(_s(order_key).partition("|")[0]), enforce_drift=False)
 
     async def merge_state(self, dumps: list[tuple[str, str, dict[bytes, bytes], dict[bytes, bytes]]]) -> None:
         """Anti-entropy: merge whole entities (state and seen events) shipped from a peer."""

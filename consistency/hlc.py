@@ -239,12 +239,17 @@ class HybridLogicalClock:
         if remote.wall_ms - wall > self._max_drift_ms:
             raise ClockDriftError(remote, wall, self._max_drift_ms)
 
-    def update(self, remote: HLCTimestamp) -> HLCTimestamp:
+    def update(self, remote: HLCTimestamp, *, enforce_drift: bool = True) -> HLCTimestamp:
         """Timestamp for a receive event: greater than ``remote`` and than every
         earlier timestamp of this clock. On ClockDriftError or
-        LogicalOverflowError the clock is left exactly as it was."""
+        LogicalOverflowError the clock is left exactly as it was.
+
+        ``enforce_drift=False`` is for stamps already merged into our own
+        replica: refusing them protects nothing any more, and following them
+        keeps a write made after a read ordered after what was read."""
         wall = self._read_wall()
-        self._check_drift(remote, wall)
+        if enforce_drift:
+            self._check_drift(remote, wall)
         last = self._last
         top = max(wall, last.wall_ms, remote.wall_ms)
         if top == last.wall_ms and top == remote.wall_ms:

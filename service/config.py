@@ -42,6 +42,9 @@ class Settings:
     dedup_max: int = 1_000_000
     stream_maxlen: int = 1_000_000
     read_wait_s: float = 2.0  # longest a read waits for its causal token before 504
+    # Fault injection (jepsen_like only): the /_faults endpoints and planted bugs.
+    faults: bool = False
+    sabotage: frozenset[str] = frozenset()
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> "Settings":
@@ -67,6 +70,12 @@ class Settings:
             var = f"WORLDSTATE_{name.upper()}"
             if var in env:
                 setattr(s, name, conv(env[var]))
+        s.faults = env.get("WORLDSTATE_FAULTS", "") in ("1", "true", "yes")
+        if env.get("WORLDSTATE_SABOTAGE"):
+            from service.faults import parse_sabotage
+
+            s.sabotage = parse_sabotage(env["WORLDSTATE_SABOTAGE"])
+            s.faults = True
         if s.cp_timeout_s <= 0 or s.max_body_bytes <= 0:
             raise ValueError("WORLDSTATE_CP_TIMEOUT_S and WORLDSTATE_MAX_BODY_BYTES must be positive")
         return s
@@ -87,4 +96,6 @@ class Settings:
             "WORLDSTATE_DEDUP_MAX": str(self.dedup_max),
             "WORLDSTATE_STREAM_MAXLEN": str(self.stream_maxlen),
             "WORLDSTATE_READ_WAIT_S": str(self.read_wait_s),
+            "WORLDSTATE_FAULTS": "1" if self.faults else "0",
+            "WORLDSTATE_SABOTAGE": ",".join(sorted(self.sabotage)),
         }

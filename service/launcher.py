@@ -37,6 +37,11 @@ class Topology:
     election_ms: int = 1000
     appendfsync: str = "everysec"
     api_env: dict[str, str] = field(default_factory=dict)
+    # link(from, to, port) -> the port `from` must dial to reach `to` on `port`.
+    # jepsen_like returns the port of a TCP proxy it controls, so it can cut,
+    # delay or blackhole that one link. `from` is a process name ("api-r1"), or
+    # "etcd-peers" for the peer URL every etcd member advertises.
+    link: Callable[[str, str, int], int] | None = None
 
     def region_names(self) -> list[str]:
         return [f"r{i + 1}" for i in range(self.regions)]
@@ -162,13 +167,18 @@ class Deployment:
 
     def _plan(self) -> None:
         t, logs = self.topology, self.run_dir / "logs"
+        link = t.link or (lambda src, dst, port: port)
         etcd = binaries.find("etcd").path if t.etcd_members else ""
         ports = [(free_port(), free_port()) for _ in range(t.etcd_members)]
         names = [f"etcd{i + 1}" for i in range(t.etcd_members)]
-        cluster = ",".join(f"{n}=http://127.0.0.1:{pp}" for n, (_, pp) in zip(names, ports))
+        advertised = {n: link("etcd-peers", n, pp) for n, (_, pp) in zip(names, ports)}
+        cluster = ",".join(f"{n}=http://127.0.0.1:{advertised[n]}" for n in names)
         for name, (cp, pp) in zip(names, ports):
             argv = [etcd, *etcd_args(name, "127.0.0.1", cp, pp, cluster, str(self.run_dir / name),
                                      t.heartbeat_ms, t.election_ms)]
+            if advertised[name] != pp:  # listen on the real port, advertise the proxy's
+                i = argv.index("--initial-advertise-peer-urls")
+                argv[i + 1] = f"http://127.0.0.1:{advertised[name]}"
             self.etcd.append(EtcdMember(name, cp, pp, argv, logs / f"{name}.log"))
         redis = binaries.find("redis-server").path
         for region in t.region_names():
@@ -179,14 +189,15 @@ class Deployment:
         if not t.api:
             return
         for region in t.region_names():
-            port = free_port()
+            port, me = free_port(), f"api-{region}"
             settings = Settings(
                 region=region,
-                node_id=f"api-{region}",
-                etcd_endpoints=self.etcd_endpoints,
+                node_id=me,
+                etcd_endpoints=[f"127.0.0.1:{link(me, m.name, m.client_port)}" for m in self.etcd],
                 cp_timeout_s=t.cp_timeout_s,
-                redis_url=self.redis[region].url,
-                peers={r: n.url for r, n in self.redis.items() if r != region},
+                redis_url=f"redis://127.0.0.1:{link(me, f'redis-{region}', self.redis[region].port)}/0",
+                peers={r: f"redis://127.0.0.1:{link(me, n.name, n.port)}/0"
+                       for r, n in self.redis.items() if r != region},
             )
             argv = [sys.executable, "-m", "service", *api_args("127.0.0.1", port)]
             env = {**settings.to_env(), **t.api_env}

@@ -14,7 +14,6 @@ from api.deps import node
 from api.problems import Problem
 from consistency import ap_keys, cp_keys
 from consistency.ap_store import EntityState
-from consistency.hlc import wall_clock_ms
 from service.node import Node
 
 router = APIRouter(prefix="/v1/worlds/{world}", tags=["observations"])
@@ -45,7 +44,7 @@ async def post_observations(world: str, request: Request, n: NodeDep) -> JSONRes
     cp_keys.check_world(world)
     body = await json_body(request)
     s = n.settings
-    obs = observations.parse(body, world, s.max_batch, wall_clock_ms(), s.max_drift_ms)
+    obs = observations.parse(body, world, s.max_batch, n.now_ms(), s.max_drift_ms)
     await n.worlds.require(world)
     result = await n.ap.ingest(obs)
     token_id = result.last_id or await n.ap.last_id()
