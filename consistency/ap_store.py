@@ -98,16 +98,16 @@ class EntityState:
         return state
 
 
+# Redis's cmsgpack predates msgpack's bin type: bytes sent to Lua travel as raw strings.
+_lua_pack = msgpack.Packer(use_bin_type=False).pack
+_pack = msgpack.Packer().pack
+
+
 def pack_observation(ob: Observation, order_key: str) -> bytes:
     """One ingest.lua argument: [world, entity, event_id, source, msgpack [[field, order, register], ...]]."""
-    fields = _lua_pack([[name, order_key, msgpack.packb([value, ob.source, ob.event_id, ob.observed_at_ms])]
-                        for name, value in ob.fields.items()])
-    return _lua_pack([ob.world, ob.entity, ob.event_id, ob.source, fields])
-
-
-def _lua_pack(obj: Any) -> bytes:
-    # Redis's cmsgpack predates msgpack's bin type: bytes must travel as raw strings.
-    return msgpack.packb(obj, use_bin_type=False)
+    meta = (ob.source, ob.event_id, ob.observed_at_ms)
+    fields = _lua_pack([[name, order_key, _pack((value, *meta))] for name, value in ob.fields.items()])
+    return _lua_pack((ob.world, ob.entity, ob.event_id, ob.source, fields))
 
 
 def _load(name: str) -> str:
@@ -149,9 +149,11 @@ class ReplicaStore:
         accepted: list[bool] = []
         last_id, stamp = "", ""
         for start in range(0, len(observations), CHUNK):
+            chunk = observations[start:start + CHUNK]
+            first = self.hlc.reserve(len(chunk))
             args: list[Any] = [self.region, wall_clock_ms()]
-            for ob in observations[start:start + CHUNK]:
-                stamp = self.hlc.now().to_string()
+            for i, ob in enumerate(chunk):
+                stamp = f"{first.wall_ms:012x}-{first.logical + i:04x}"  # HLCTimestamp.to_string, inlined
                 args.append(pack_observation(ob, f"{stamp}|{self.node_id}"))
             statuses, lid = await self._call("ingest", [K.STREAM, K.DEDUP], args)
             accepted += [bool(x) for x in statuses]
