@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import json
 import signal
 import sys
@@ -49,8 +48,20 @@ def _serve(args: argparse.Namespace) -> int:
 
     from api.app import create_app
 
-    uvicorn.run(create_app(), host=args.host, port=args.port, log_level=args.log_level, loop=os.environ.get("WS_LOOP","auto"))
+    uvicorn.run(create_app(), host=args.host, port=args.port, log_level=args.log_level)
     return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    from world_model import train
+
+    return train.main(args.rest)
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from world_model import evaluate
+
+    return evaluate.main(args.rest)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -69,10 +80,20 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--log-level", default="warning")
     serve.set_defaults(func=_serve)
+
+    # The world model's own parsers own their options: `worldstate train --help`.
+    for name, func, text in (("train", _train, "train the JEPA world model"),
+                             ("eval", _eval, "evaluate a trained world model")):
+        sp = sub.add_parser(name, help=text, add_help=False)
+        sp.add_argument("rest", nargs=argparse.REMAINDER)
+        sp.set_defaults(func=func)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] in (["train"], ["eval"]):  # argparse would eat options meant for their own parsers
+        return int(build_parser().parse_args(argv[:1]).func(argparse.Namespace(rest=argv[1:])))
     args = build_parser().parse_args(argv)
     return int(args.func(args))
 
