@@ -93,8 +93,22 @@ async def raw_rate(url: str, per_call: int, pipeline: int, seconds: float) -> fl
     return done / elapsed
 
 
+async def drain(d: Deployment) -> float:
+    """Wait until r2 has applied all of r1's stream (the rate phase leaves a backlog)."""
+    r1 = aioredis.Redis.from_url(d.redis["r1"].url)
+    t0 = time.perf_counter()
+    while True:
+        info = await r1.xinfo_stream(K.STREAM)
+        if (await r1.hget(K.ACKED, "r2") or b"").decode() == info["last-generated-id"].decode():
+            break
+        await asyncio.sleep(0.05)
+    await r1.aclose()
+    return time.perf_counter() - t0
+
+
 async def replication_lag(d: Deployment, rate: int, seconds: float) -> list[float]:
     host, port = "127.0.0.1", d.api["r1"].port
+    await drain(d)
     r2 = aioredis.Redis.from_url(d.redis["r2"].url)
     conn = Connection(host, port)
     lags: list[float] = []

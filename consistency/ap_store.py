@@ -229,7 +229,7 @@ class ReplicaStore:
         return [EntityState.from_hash(world, e, r) for e, r in zip(ids, raws) if r], more
 
     async def has_world(self, world: str) -> bool:
-        return bool(await self.redis.sismember(K.WORLDS, world))
+        return bool(await self._read(lambda: self.redis.sismember(K.WORLDS, world)))
 
     # -- replication bookkeeping ---------------------------------------------------
 

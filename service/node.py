@@ -37,7 +37,7 @@ class Node:
         peer = faults.DroppingReplicaStore if "drop-deltas" in bad else ReplicaStore
         peers = [peer(url, region, s.node_id) for region, url in sorted(s.peers.items())]
         self.replicator = Replicator(self.ap, peers)
-        self.worlds = WorldRegistry(self.cp)
+        self.worlds = WorldRegistry(self.cp, self.ap)
 
     def now_ms(self) -> int:
         """This node's wall clock, as its HLC reads it (skewed when a nemesis says so)."""

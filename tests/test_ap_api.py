@@ -127,6 +127,10 @@ def test_unknown_world_is_refused(cluster: Deployment, api: httpx.Client) -> Non
 
 def test_ap_keeps_working_while_etcd_has_lost_quorum(healthy_cluster: Deployment, api: httpx.Client,
                                                      api2: httpx.Client, ap_world: str) -> None:
+    first = api.post(f"/v1/worlds/{ap_world}/observations",
+                     json={"event_id": "before", "entity": "drone", "source": "gps", "fields": {"alt": -1}})
+    # r2 learns of the world through replication, not from etcd
+    assert api2.get(f"/v1/worlds/{ap_world}/entities/drone", params={"token": first.json()["token"]}).status_code == 200
     for m in healthy_cluster.etcd[:2]:
         m.stop()
     try:
@@ -136,8 +140,14 @@ def test_ap_keeps_working_while_etcd_has_lost_quorum(healthy_cluster: Deployment
             w = api.post(f"/v1/worlds/{ap_world}/observations",
                          json={"event_id": f"q{i}", "entity": "drone", "source": "gps", "fields": {"alt": i}})
             assert w.status_code == 202, w.text
+        w2 = api2.post(f"/v1/worlds/{ap_world}/observations",
+                       json={"event_id": "q-r2", "entity": "drone", "source": "imu", "fields": {"roll": 0.1}})
+        assert w2.status_code == 202, w2.text
         r = api2.get(f"/v1/worlds/{ap_world}/entities/drone", params={"token": w.json()["token"]})
-        assert r.status_code == 200 and r.json()["counters"]["observations"]["total"] == 5
+        assert r.status_code == 200
+        assert r.json()["counters"]["observations"]["by_source"] == {"gps": 6, "imu": 1}
+        back = api.get(f"/v1/worlds/{ap_world}/entities/drone", params={"token": w2.json()["token"]})
+        assert back.status_code == 200 and back.json()["fields"]["roll"]["value"] == 0.1
         assert api.get("/readyz").json()["tiers"]["ap"]["state"] == "ok"
     finally:
         for m in healthy_cluster.etcd[:2]:
