@@ -1,0 +1,179 @@
+"""Configuration as plain dataclasses (nanoGPT style: no config framework).
+
+`Physics` is the physics document stored in the CP tier. Everything else
+describes how the world is sampled, how big the model is and how it trains.
+`Config.to_dict` / `Config.from_dict` round-trip through JSON so a config can
+live inside a checkpoint and a manifest.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+# Layout of one entity observation in every tensor of the package:
+# x, y, vx, vy, radius, mass, present (1.0 for a real body, 0.0 for padding).
+OBS_DIM = 7
+X, Y, VX, VY, RADIUS, MASS, PRESENT = range(OBS_DIM)
+# Public state layout accepted by the inference API (no `present` column).
+STATE_FIELDS = ("x", "y", "vx", "vy", "radius", "mass")
+
+
+@dataclass(frozen=True)
+class Physics:
+    """The physics document: gravity (m/s^2, pulls towards -y), restitution
+    (0..1, energy kept in a bounce), linear drag (1/s) and time step (s)."""
+
+    gravity: float = 9.81
+    restitution: float = 0.9
+    drag: float = 0.1
+    time_step: float = 0.05
+
+    def as_list(self) -> list[float]:
+        return [self.gravity, self.restitution, self.drag, self.time_step]
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Physics":
+        return cls(**{k: float(d[k]) for k in ("gravity", "restitution", "drag", "time_step") if k in d})
+
+
+@dataclass
+class PhysicsRanges:
+    """Training samples constants uniformly from these ranges; serving refuses
+    constants outside them because the model never saw such worlds."""
+
+    gravity: tuple[float, float] = (0.0, 15.0)
+    restitution: tuple[float, float] = (0.5, 1.0)
+    drag: tuple[float, float] = (0.0, 0.5)
+    time_step: tuple[float, float] = (0.04, 0.06)
+
+    def contains(self, p: Physics, slack: float = 1e-6) -> list[str]:
+        """Names of the constants of `p` outside the ranges (empty if none)."""
+        bad = []
+        for name in ("gravity", "restitution", "drag", "time_step"):
+            lo, hi = getattr(self, name)
+            v = getattr(p, name)
+            if not (lo - slack <= v <= hi + slack):
+                bad.append(name)
+        return bad
+
+
+@dataclass
+class SimConfig:
+    box: float = 10.0  # square box side, metres
+    max_bodies: int = 5
+    min_bodies: int = 1
+    radius: tuple[float, float] = (0.3, 0.7)
+    mass: tuple[float, float] = (0.5, 2.0)
+    speed: float = 4.0  # initial velocity components drawn from [-speed, speed]
+    action_prob: float = 0.25  # chance a body gets an impulse on a given step
+    action_max: float = 2.0  # impulse component bound, N*s
+    ranges: PhysicsRanges = field(default_factory=PhysicsRanges)
+
+
+@dataclass
+class DataConfig:
+    train_rollouts: int = 2048
+    val_rollouts: int = 256
+    rollout_len: int = 64  # steps; rollouts have rollout_len + 1 frames
+    seed: int = 0
+
+
+@dataclass
+class ModelConfig:
+    window: int = 2  # frames of context the encoder sees
+    latent_dim: int = 32  # per-entity latent
+    d_model: int = 64
+    heads: int = 4
+    enc_layers: int = 2
+    pred_layers: int = 2
+    mlp_ratio: int = 2
+    max_horizon: int = 50  # longest rollout the inference API accepts
+    # Normalisation scales: divide raw quantities to get O(1) inputs.
+    vel_scale: float = 5.0
+    gravity_scale: float = 10.0
+    dt_scale: float = 0.05
+    action_scale: float = 2.0
+    # What the context encoder sees besides the frames. Radius, mass and the
+    # physics constants always condition the predictor.
+    encoder_static: bool = False
+    encoder_physics: bool = True
+    encoder_skip: bool = True
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 3000
+    batch_size: int = 64
+    lr: float = 2e-3
+    weight_decay: float = 0.01
+    warmup: int = 100
+    grad_clip: float = 1.0
+    rollout_k: int = 6  # predictor unroll length during training
+    ema_start: float = 0.99
+    ema_end: float = 0.999
+    pred_weight: float = 1.0
+    var_weight: float = 1.0
+    cov_weight: float = 0.04
+    frame_dropout: float = 0.2  # chance the older context frames are hidden
+    probe_steps: int = 3000
+    probe_lr: float = 3e-3
+    probe_rollout_k: int = 10  # probe also reads latents rolled this far
+    probe_windows: int = 4096  # context windows in the probe's latent bank
+    seed: int = 0
+    device: str = "auto"
+    threads: int | None = None
+    checkpoint_dir: str = "checkpoints"
+    resume_every: int = 250  # steps between resumable snapshots
+    log_every: int = 50
+
+
+@dataclass
+class Config:
+    sim: SimConfig = field(default_factory=SimConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Config":
+        def build(tp: type, values: dict[str, Any]) -> Any:
+            kwargs = {}
+            for f in dataclasses.fields(tp):
+                if f.name not in values:
+                    continue
+                v = values[f.name]
+                factory = f.default_factory
+                if factory is not dataclasses.MISSING and dataclasses.is_dataclass(factory):
+                    v = build(factory, v)  # type: ignore[arg-type]
+                elif isinstance(v, list):
+                    v = tuple(v)
+                kwargs[f.name] = v
+            return tp(**kwargs)
+
+        return build(cls, d)
+
+
+def default_config() -> Config:
+    """Defaults that train in a few minutes on 2 CPU cores."""
+    return Config()
+
+
+def tiny_config() -> Config:
+    """A config for tests: seconds on one core, still learns something."""
+    cfg = Config()
+    cfg.data = DataConfig(train_rollouts=256, val_rollouts=64, rollout_len=32, seed=0)
+    cfg.model = ModelConfig(latent_dim=16, d_model=32, heads=2, enc_layers=1, pred_layers=2, max_horizon=30)
+    cfg.train = TrainConfig(steps=400, batch_size=32, lr=2e-3, warmup=20, rollout_k=3, probe_steps=400,
+                            probe_rollout_k=5, probe_windows=512, resume_every=50, log_every=25)
+    return cfg
+
+
+def cosine(step: int, total: int, start: float, end: float) -> float:
+    """Cosine interpolation from `start` at step 0 to `end` at `total`."""
+    t = min(max(step / max(total, 1), 0.0), 1.0)
+    return end + (start - end) * 0.5 * (1 + math.cos(math.pi * t))

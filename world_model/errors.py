@@ -1,0 +1,64 @@
+"""Named exceptions of the inference API.
+
+Every `InvalidInput` is the caller's fault (map to 4xx, 422 suits most);
+`code` is a stable machine-readable name for the problem+json body. Nothing is
+changed when one is raised. `BatcherClosed` / `Overloaded` are the server's
+state (map to 503).
+"""
+from __future__ import annotations
+
+
+class WorldModelError(Exception):
+    code = "world_model_error"
+
+
+class InvalidInput(WorldModelError, ValueError):
+    code = "invalid_input"
+
+
+class BadShape(InvalidInput):
+    code = "bad_shape"
+
+
+class NonFiniteInput(InvalidInput):
+    code = "non_finite_input"
+
+
+class InvalidState(InvalidInput):
+    """Radius or mass not positive."""
+
+    code = "invalid_state"
+
+
+class HorizonOutOfRange(InvalidInput):
+    code = "horizon_out_of_range"
+
+
+class TooManyEntities(InvalidInput):
+    code = "too_many_entities"
+
+
+class UnknownEntity(InvalidInput):
+    code = "unknown_entity"
+
+
+class PhysicsOutOfRange(InvalidInput):
+    """Constants outside the ranges the model was trained on."""
+
+    code = "physics_out_of_range"
+
+
+class InvalidGoal(InvalidInput):
+    code = "invalid_goal"
+
+
+class InvalidBudget(InvalidInput):
+    code = "invalid_budget"
+
+
+class BatcherClosed(WorldModelError):
+    code = "batcher_closed"
+
+
+class Overloaded(WorldModelError):
+    code = "overloaded"

@@ -1,0 +1,288 @@
+"""Serving API: a loaded model on a device answering predict, surprise and plan.
+
+States are arrays of rows (x, y, vx, vy, radius, mass), one per entity,
+either one frame (N, 6) or the last few frames oldest first (W', N, 6) with
+W' <= the model's window. Entity i is row i. Physics is a `Physics` or a dict
+with its four fields. All queries run under torch.inference_mode; bad input
+raises a subclass of `errors.InvalidInput` before any work is done.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from .checkpoints import CheckpointStore, from_bytes, sha256_hex
+from .config import OBS_DIM, PRESENT, Config, Physics
+from .errors import (BadShape, HorizonOutOfRange, InvalidBudget, InvalidGoal, InvalidState, NonFiniteInput,
+                     PhysicsOutOfRange, TooManyEntities, UnknownEntity)
+from .model import JEPA, surprise_score
+from .planner import LatentDynamics, cem
+from .probe import Probe, denormalise_state
+from .train import resolve_device
+
+MAX_ENTITIES = 64  # hard cap per query; the model was trained on cfg.sim.max_bodies
+MAX_BUDGET = 65536
+
+
+@dataclass
+class Prediction:
+    positions: np.ndarray  # (H, N, 2) for steps 1..H
+    velocities: np.ndarray  # (H, N, 2)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"positions": self.positions.tolist(), "velocities": self.velocities.tolist()}
+
+
+@dataclass
+class SurpriseResult:
+    score: float  # energy of the most surprising entity
+    threshold: float  # calibrated on normal held-out rollouts
+    surprising: bool
+    entity: int  # index of the most surprising entity
+    per_entity: np.ndarray  # (N,) mean energy over the observed steps
+    per_step: np.ndarray  # (K, N)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"score": self.score, "threshold": self.threshold, "surprising": self.surprising,
+                "entity": self.entity, "per_entity": self.per_entity.tolist(), "per_step": self.per_step.tolist()}
+
+
+@dataclass
+class Plan:
+    actions: np.ndarray  # (H, 2) impulses (N*s) on the body, one per step
+    predicted_path: np.ndarray  # (H, 2) positions the model expects
+    predicted_distance: float  # from the final position to the goal centre
+    reaches_goal: bool  # predicted final position inside the goal region
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"actions": self.actions.tolist(), "predicted_path": self.predicted_path.tolist(),
+                "predicted_distance": self.predicted_distance, "reaches_goal": self.reaches_goal}
+
+
+@dataclass
+class PreparedPredict:
+    """A validated predict query as tensors, ready to be batched."""
+
+    frames: Tensor  # (W, N, OBS)
+    visible: Tensor  # (W,)
+    physics: Tensor  # (4,)
+    actions: Tensor  # (H, N, 2)
+    horizon: int
+
+
+def _array(x: Any, name: str) -> np.ndarray:
+    try:
+        a = np.asarray(x, dtype=np.float64)
+    except (TypeError, ValueError) as e:
+        raise BadShape(f"{name}: not a numeric array ({e})") from None
+    if not np.all(np.isfinite(a)):
+        raise NonFiniteInput(f"{name}: contains NaN or infinity")
+    return a
+
+
+class WorldModel:
+    """A trained JEPA + probe held on one device."""
+
+    def __init__(self, blob: dict[str, Any], device: str | torch.device | None = None,
+                 digest: str | None = None):
+        self.cfg = Config.from_dict(blob["config"])
+        self.device = resolve_device(str(device or "auto"))
+        self.jepa = JEPA(self.cfg.model, self.cfg.sim.box).to(self.device)
+        self.jepa.load_state_dict(blob["jepa"])
+        self.probe = Probe(self.cfg.model).to(self.device)
+        self.probe.load_state_dict(blob["probe"])
+        for m in (self.jepa, self.probe):
+            m.eval()
+            m.requires_grad_(False)
+        self.calibration: dict[str, float] = dict(blob.get("calibration", {}))
+        self.metrics: dict[str, Any] = dict(blob.get("metrics", {}))
+        self.hash = digest
+        self.window = self.cfg.model.window
+        self.max_horizon = self.cfg.model.max_horizon
+
+    @classmethod
+    def load(cls, digest: str, checkpoint_dir: str, device: str | torch.device | None = None) -> "WorldModel":
+        """Load by content hash; raises checkpoints.CheckpointIntegrityError if the blob was altered."""
+        return cls(CheckpointStore(checkpoint_dir).load(digest), device, digest)
+
+    @classmethod
+    def from_bytes(cls, data: bytes, device: str | torch.device | None = None) -> "WorldModel":
+        return cls(from_bytes(data), device, sha256_hex(data))
+
+    # ---- validation -------------------------------------------------------
+    def _frames(self, states: Any, name: str = "states") -> tuple[Tensor, Tensor]:
+        a = _array(states, name)
+        if a.ndim == 2:
+            a = a[None]
+        if a.ndim != 3 or a.shape[-1] != 6:
+            raise BadShape(f"{name}: expected (N, 6) or (W, N, 6) rows of x, y, vx, vy, radius, mass; got {a.shape}")
+        w, n = a.shape[0], a.shape[1]
+        if not 1 <= w <= self.window:
+            raise BadShape(f"{name}: between 1 and {self.window} frames, got {w}")
+        if n < 1:
+            raise BadShape(f"{name}: no entities")
+        if n > MAX_ENTITIES:
+            raise TooManyEntities(f"{name}: {n} entities, at most {MAX_ENTITIES}")
+        if np.any(a[..., 4] <= 0) or np.any(a[..., 5] <= 0):
+            raise InvalidState(f"{name}: radius and mass must be positive")
+        frames = torch.zeros(self.window, n, OBS_DIM)
+        frames[self.window - w:, :, 0:6] = torch.as_tensor(a, dtype=torch.float32)
+        frames[self.window - w:, :, PRESENT] = 1.0
+        frames[: self.window - w, :, 5] = 1.0  # hidden frames: mass 1 keeps divisions finite
+        visible = torch.zeros(self.window)
+        visible[self.window - w:] = 1.0
+        return frames, visible
+
+    def _physics(self, physics: Physics | dict[str, Any]) -> Tensor:
+        if isinstance(physics, dict):
+            missing = {"gravity", "restitution", "drag", "time_step"} - set(physics)
+            if missing:
+                raise BadShape(f"physics: missing {sorted(missing)}")
+            try:
+                physics = Physics.from_dict(physics)
+            except (TypeError, ValueError) as e:
+                raise BadShape(f"physics: {e}") from None
+        if not isinstance(physics, Physics):
+            raise BadShape("physics: expected a Physics or a dict")
+        vals = physics.as_list()
+        if not all(math.isfinite(v) for v in vals):
+            raise NonFiniteInput("physics: contains NaN or infinity")
+        bad = self.cfg.sim.ranges.contains(physics)
+        if bad:
+            ranges = {k: getattr(self.cfg.sim.ranges, k) for k in bad}
+            raise PhysicsOutOfRange(f"physics outside the trained ranges: {ranges}")
+        return torch.tensor(vals, dtype=torch.float32)
+
+    def _horizon(self, horizon: Any) -> int:
+        if isinstance(horizon, bool) or not isinstance(horizon, (int, np.integer)):
+            raise BadShape("horizon: expected an integer")
+        if not 1 <= int(horizon) <= self.max_horizon:
+            raise HorizonOutOfRange(f"horizon {horizon} not in 1..{self.max_horizon}")
+        return int(horizon)
+
+    def _actions(self, actions: Any, steps: int, n: int) -> Tensor:
+        if actions is None:
+            return torch.zeros(steps, n, 2)
+        a = _array(actions, "actions")
+        if a.shape != (steps, n, 2):
+            raise BadShape(f"actions: expected shape ({steps}, {n}, 2), got {a.shape}")
+        return torch.as_tensor(a, dtype=torch.float32)
+
+    def prepare_predict(self, states: Any, physics: Physics | dict[str, Any], horizon: int,
+                        actions: Any = None) -> PreparedPredict:
+        frames, visible = self._frames(states)
+        h = self._horizon(horizon)
+        return PreparedPredict(frames, visible, self._physics(physics),
+                               self._actions(actions, h, frames.shape[1]), h)
+
+    # ---- queries ----------------------------------------------------------
+    def predict(self, states: Any, physics: Physics | dict[str, Any], horizon: int,
+                actions: Any = None) -> Prediction:
+        """Positions and velocities of every entity for steps 1..horizon.
+        actions: optional (horizon, N, 2) impulses applied before each step."""
+        return self.predict_prepared([self.prepare_predict(states, physics, horizon, actions)])[0]
+
+    @torch.inference_mode()
+    def predict_prepared(self, reqs: Sequence[PreparedPredict]) -> list[Prediction]:
+        """One forward pass for many queries: worlds are padded to the largest
+        entity count and horizon; padding bodies are masked out of attention,
+        so each answer is the one it would get alone."""
+        b = len(reqs)
+        n = max(r.frames.shape[1] for r in reqs)
+        h = max(r.horizon for r in reqs)
+        frames = torch.zeros(b, self.window, n, OBS_DIM)
+        frames[..., 5] = 1.0
+        actions = torch.zeros(b, h, n, 2)
+        for i, r in enumerate(reqs):
+            frames[i, :, : r.frames.shape[1]] = r.frames
+            actions[i, : r.horizon, : r.frames.shape[1]] = r.actions
+        dev = self.device
+        visible = torch.stack([r.visible for r in reqs]).to(dev)
+        physics = torch.stack([r.physics for r in reqs]).to(dev)
+        enc = self.jepa.encode(frames.to(dev), physics, visible)
+        z = self.jepa.rollout(enc, physics, actions.to(dev))
+        y = denormalise_state(self.probe(z), self.cfg.sim.box, self.cfg.model).cpu().numpy()
+        out = []
+        for i, r in enumerate(reqs):
+            yi = y[i, : r.horizon, : r.frames.shape[1]]
+            out.append(Prediction(yi[..., 0:2].copy(), yi[..., 2:4].copy()))
+        return out
+
+    @torch.inference_mode()
+    def surprise(self, context_states: Any, observed: Any, physics: Physics | dict[str, Any],
+                 actions: Any = None, observed_present: Any = None) -> SurpriseResult:
+        """How far what was observed is from what the model expected.
+
+        context_states: (N, 6) or (W', N, 6); observed: (K, N, 6), the K frames
+        that followed; observed_present: optional (K, N) booleans, False where an
+        entity was not seen (it vanished); actions: optional (K, N, 2).
+        The energy is the latent distance between the predicted and the observed
+        (target-encoded) latent, scaled per dimension by its typical value; the
+        score is the most surprising entity's median over the K steps, and
+        `surprising` compares it with a threshold calibrated for K steps."""
+        frames, visible = self._frames(context_states, "context_states")
+        n = frames.shape[1]
+        obs = _array(observed, "observed")
+        if obs.ndim != 3 or obs.shape[1:] != (n, 6):
+            raise BadShape(f"observed: expected (K, {n}, 6), got {obs.shape}")
+        k = self._horizon(obs.shape[0])
+        present = np.ones((k, n), dtype=bool)
+        if observed_present is not None:
+            present = np.asarray(observed_present, dtype=bool)
+            if present.shape != (k, n):
+                raise BadShape(f"observed_present: expected ({k}, {n}), got {present.shape}")
+        if np.any((obs[..., 4] <= 0) & present) or np.any((obs[..., 5] <= 0) & present):
+            raise InvalidState("observed: radius and mass must be positive")
+        phys = self._physics(physics)
+        acts = self._actions(actions, k, n)
+        o = torch.zeros(k, n, OBS_DIM)
+        o[..., 0:6] = torch.as_tensor(obs, dtype=torch.float32)
+        o[..., PRESENT] = torch.as_tensor(present, dtype=torch.float32)
+        o = o * o[..., PRESENT:PRESENT + 1]
+        o[..., 5] = torch.where(o[..., PRESENT] > 0, o[..., 5], 1.0)
+        dev = self.device
+        full = torch.cat([frames, o])[None].to(dev)
+        e, valid = self.jepa.surprise(full, acts[None].to(dev), phys[None].to(dev), visible[None].to(dev))
+        score = float(surprise_score(e, valid)[0])
+        per_entity = e[0].mean(0)
+        per_k = self.calibration.get("thresholds") or [self.calibration.get("threshold", float("inf"))]
+        thr = float(per_k[min(k, len(per_k)) - 1])  # calibrated for this many observed steps
+        return SurpriseResult(score, thr, score > thr, int(per_entity.argmax()),
+                              per_entity.cpu().numpy(), e[0].cpu().numpy())
+
+    @torch.inference_mode()
+    def plan(self, state: Any, physics: Physics | dict[str, Any], body: int,
+             goal_region: Any, horizon: int, budget: int = 256, seed: int = 0) -> Plan:
+        """Impulses on entity `body` for the next `horizon` steps that should
+        bring it into goal_region = (x, y, radius) (or a dict with those keys)
+        at the last step. CEM in latent space; budget = candidate rollouts."""
+        frames, visible = self._frames(state, "state")
+        n = frames.shape[1]
+        if isinstance(body, bool) or not isinstance(body, (int, np.integer)) or not 0 <= int(body) < n:
+            raise UnknownEntity(f"body {body!r}: entities are 0..{n - 1}")
+        h = self._horizon(horizon)
+        if isinstance(goal_region, dict):
+            try:
+                goal_region = [goal_region["x"], goal_region["y"], goal_region["radius"]]
+            except KeyError as e:
+                raise InvalidGoal(f"goal_region: missing {e}") from None
+        g = _array(goal_region, "goal_region")
+        if g.shape != (3,) or g[2] <= 0:
+            raise InvalidGoal("goal_region: expected (x, y, radius) with radius > 0")
+        if isinstance(budget, bool) or not isinstance(budget, (int, np.integer)) or not 8 <= budget <= MAX_BUDGET:
+            raise InvalidBudget(f"budget {budget!r} not in 8..{MAX_BUDGET}")
+        phys = self._physics(physics)
+        dev = self.device
+        dyn = LatentDynamics(self.jepa, self.probe, self.cfg)
+        body_t = torch.tensor([int(body)], device=dev)
+        ctx = dyn.prepare(frames[None].to(dev), phys[None].to(dev), body_t, visible[None].to(dev))
+        goal = torch.as_tensor(g, dtype=torch.float32, device=dev)[None]
+        res = cem(dyn, ctx, goal, h, int(budget), self.cfg.sim.action_max,
+                  torch.Generator().manual_seed(seed))
+        dist = float(res.cost[0])
+        return Plan(res.actions[0].cpu().numpy(), res.path[0].cpu().numpy(), dist, dist <= float(g[2]))
