@@ -9,7 +9,7 @@ from fastapi import FastAPI
 
 from api import problems
 from api.body import BodyLimit
-from api.routes import faults, health, observations, params, physics, watch, worlds
+from api.routes import faults, health, model, observations, params, physics, watch, worlds
 from service.config import Settings
 from service.node import Node
 
@@ -31,7 +31,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.node = node
     problems.install(app)
     for router in (health.router, worlds.router, params.router, physics.router, watch.router,
-                   observations.router):
+                   observations.router, model.router):
         app.include_router(router)
     if settings.faults:
         app.include_router(faults.router)

@@ -61,6 +61,17 @@ PROBLEMS = {p.slug: p for p in [
     ProblemType("not-yet-consistent", 504, "Write not replicated yet",
                 "This replica had not applied the write the causal token names within the wait; "
                 "retry, read from the replica that took the write, or read without the token."),
+    ProblemType("model-unavailable", 503, "No world model loaded",
+                "No model has been published (PUT /v1/models/manifest), or the published blob failed its hash "
+                "check on this node."),
+    ProblemType("manifest-invalid", 422, "Manifest refused",
+                "The manifest is malformed, or this node does not hold a blob whose sha256 is its hash."),
+    ProblemType("unknown-entity", 404, "Unknown entity", "No observations of this entity on the replica answering."),
+    ProblemType("entity-incomplete", 422, "Entity lacks state",
+                "The world model needs numeric x, y, vx, vy for every entity in a query (radius and mass default)."),
+    ProblemType("model-input", 422, "World model refused the query",
+                "Out of what the model accepts: horizon over its max, physics outside its trained ranges, "
+                "non-finite numbers, too many entities. `code` names the case."),
     ProblemType("http-error", 400, "HTTP error", "A protocol-level error (unknown path, wrong method, ...)."),
     ProblemType("internal", 500, "Internal error", "An unexpected error; the node's log has the details."),
 ]}
@@ -107,6 +118,26 @@ def from_store_error(e: errors.StoreError) -> Problem:
     return Problem("internal", str(e))
 
 
+def _world_model_problem(e: Exception) -> Problem:
+    from service.models import ModelUnavailable
+    from service.world_view import EntityIncomplete, EntityMissing
+    from world_model import errors as wm
+
+    if isinstance(e, ModelUnavailable):
+        return Problem("model-unavailable", str(e), headers={"Retry-After": "5"})
+    if isinstance(e, EntityMissing):
+        return Problem("unknown-entity", str(e), entity=e.entity)
+    if isinstance(e, EntityIncomplete):
+        return Problem("entity-incomplete", str(e), entity=e.entity, missing=e.missing)
+    if isinstance(e, wm.UnknownEntity):
+        return Problem("unknown-entity", str(e))
+    if isinstance(e, wm.InvalidInput):
+        return Problem("model-input", str(e), code=e.code)
+    if isinstance(e, (wm.Overloaded, wm.BatcherClosed)):
+        return Problem("unavailable", str(e), headers={"Retry-After": "1"})
+    return Problem("internal", type(e).__name__)
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(Problem)
     async def _problem(request: Request, exc: Problem) -> JSONResponse:
@@ -127,6 +158,15 @@ def install(app: FastAPI) -> None:
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         return problem_response(Problem("http-error", str(exc.detail), status=exc.status_code,
                                         headers=dict(exc.headers or {})), request.url.path)
+
+    from service.models import ModelUnavailable
+    from service.world_view import EntityIncomplete, EntityMissing
+    from world_model.errors import WorldModelError
+
+    for exc_type in (ModelUnavailable, EntityMissing, EntityIncomplete, WorldModelError):
+        @app.exception_handler(exc_type)
+        async def _model(request: Request, exc: Exception) -> JSONResponse:
+            return problem_response(_world_model_problem(exc), request.url.path)
 
     @app.exception_handler(Exception)
     async def _internal(request: Request, exc: Exception) -> JSONResponse:

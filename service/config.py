@@ -42,6 +42,11 @@ class Settings:
     dedup_max: int = 1_000_000
     stream_maxlen: int = 1_000_000
     read_wait_s: float = 2.0  # longest a read waits for its causal token before 504
+    # World model serving
+    checkpoint_dir: str = "checkpoints"
+    device: str = "auto"  # cuda when present, else cpu
+    predict_max_batch: int = 32
+    predict_max_wait_ms: float = 2.0
     # Fault injection (jepsen_like only): the /_faults endpoints and planted bugs.
     faults: bool = False
     sabotage: frozenset[str] = frozenset()
@@ -66,7 +71,9 @@ class Settings:
         if "WORLDSTATE_MAX_BODY_BYTES" in env:
             s.max_body_bytes = int(env["WORLDSTATE_MAX_BODY_BYTES"])
         for name, conv in (("max_batch", int), ("max_drift_ms", int), ("dedup_window_s", float),
-                           ("dedup_max", int), ("stream_maxlen", int), ("read_wait_s", float)):
+                           ("dedup_max", int), ("stream_maxlen", int), ("read_wait_s", float),
+                           ("checkpoint_dir", str), ("device", str), ("predict_max_batch", int),
+                           ("predict_max_wait_ms", float)):
             var = f"WORLDSTATE_{name.upper()}"
             if var in env:
                 setattr(s, name, conv(env[var]))
@@ -96,6 +103,10 @@ class Settings:
             "WORLDSTATE_DEDUP_MAX": str(self.dedup_max),
             "WORLDSTATE_STREAM_MAXLEN": str(self.stream_maxlen),
             "WORLDSTATE_READ_WAIT_S": str(self.read_wait_s),
+            "WORLDSTATE_CHECKPOINT_DIR": self.checkpoint_dir,
+            "WORLDSTATE_DEVICE": self.device,
+            "WORLDSTATE_PREDICT_MAX_BATCH": str(self.predict_max_batch),
+            "WORLDSTATE_PREDICT_MAX_WAIT_MS": str(self.predict_max_wait_ms),
             "WORLDSTATE_FAULTS": "1" if self.faults else "0",
             "WORLDSTATE_SABOTAGE": ",".join(sorted(self.sabotage)),
         }

@@ -10,6 +10,7 @@ from consistency.hlc import HybridLogicalClock, wall_clock_ms
 from consistency.replication import Replicator
 from service import faults
 from service.config import Settings
+from service.models import ModelHost
 from service.worlds import WorldRegistry
 
 
@@ -21,6 +22,7 @@ class Node:
     ap: ReplicaStore = field(init=False)
     replicator: Replicator = field(init=False)
     worlds: WorldRegistry = field(init=False)
+    models: ModelHost = field(init=False)
 
     clock_offset_ms: int = 0  # set only through the fault-injection endpoint
 
@@ -38,6 +40,7 @@ class Node:
         peers = [peer(url, region, s.node_id) for region, url in sorted(s.peers.items())]
         self.replicator = Replicator(self.ap, peers)
         self.worlds = WorldRegistry(self.cp, self.ap)
+        self.models = ModelHost(self.cp, s.checkpoint_dir, s.device, s.predict_max_batch, s.predict_max_wait_ms)
 
     def now_ms(self) -> int:
         """This node's wall clock, as its HLC reads it (skewed when a nemesis says so)."""
@@ -46,8 +49,10 @@ class Node:
     async def start(self) -> None:
         await self.cp.connect()
         self.replicator.start()
+        self.models.start()
 
     async def stop(self) -> None:
+        await self.models.stop()
         await self.replicator.stop()
         await self.ap.close()
         await self.cp.close()
@@ -58,4 +63,4 @@ class Node:
                 "peers": self.replicator.status(), "behind": self.replicator.behind()}
 
     async def readiness(self) -> dict[str, dict[str, object]]:
-        return {"cp": await self.cp.health(), "ap": await self.ap_health()}
+        return {"cp": await self.cp.health(), "ap": await self.ap_health(), "model": self.models.status()}
