@@ -198,6 +198,7 @@ class Deployment:
                 redis_url=f"redis://127.0.0.1:{link(me, f'redis-{region}', self.redis[region].port)}/0",
                 peers={r: f"redis://127.0.0.1:{link(me, n.name, n.port)}/0"
                        for r, n in self.redis.items() if r != region},
+                checkpoint_dir=str(self.run_dir / "checkpoints"),  # shared by every node, as a volume is
             )
             argv = [sys.executable, "-m", "service", *api_args("127.0.0.1", port)]
             env = {**settings.to_env(), **t.api_env}

@@ -23,8 +23,9 @@ CP_TIMEOUT_S = 4.0
 @pytest.fixture(scope="session")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
     """3 etcd members, 2 regions, an API node per region; shared by the whole session."""
-    topo = Topology(etcd_members=3, regions=2, run_dir=tmp_path_factory.mktemp("cluster"),
-                    cp_timeout_s=CP_TIMEOUT_S)
+    run_dir = tmp_path_factory.mktemp("cluster")
+    topo = Topology(etcd_members=3, regions=2, run_dir=run_dir, cp_timeout_s=CP_TIMEOUT_S,
+                    api_env={"WORLDSTATE_DEVICE": "cpu"})
     with Deployment(topo) as d:
         yield d
 

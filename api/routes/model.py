@@ -136,12 +136,12 @@ async def predict(world: str, body: PredictIn, n: NodeDep,
 @router.post("/v1/worlds/{world}/surprise")
 async def surprise(world: str, body: SurpriseIn, n: NodeDep,
                    consistency: Consistency = ConsistencyQuery) -> JSONResponse:
-    serving = n.models.require()
-    view = await _view(n, world, body.entities, consistency, also=list(body.observed))
     steps = {len(frames) for frames in body.observed.values()}
     if len(steps) != 1 or 0 in steps:
         raise Problem("validation-error", "every observed entity needs the same, non-zero number of frames")
     k = steps.pop()
+    serving = n.models.require()
+    view = await _view(n, world, body.entities, consistency, also=list(body.observed))
     observed = np.zeros((k, len(view.ids), 6))
     present = np.zeros((k, len(view.ids)), dtype=bool)
     for ent, frames in body.observed.items():
