@@ -31,6 +31,8 @@ from consistency.hlc import HLCTimestamp, HybridLogicalClock, wall_clock_ms
 Scalar = float | int | str | bool | None
 T = TypeVar("T")
 StreamEntry = tuple[str, dict[str, bytes]]
+# A Redis killed mid-command surfaces, under uvloop, as a RuntimeError about a closed transport.
+_UNREACHABLE = (RedisConnectionError, RedisTimeoutError, OSError, RuntimeError)
 # Entries per script call: bounds how long one call holds Redis's single thread.
 CHUNK = 1000
 
@@ -139,7 +141,7 @@ class ReplicaStore:
     async def _call(self, name: str, keys: list[str], args: list[Any]) -> Any:
         try:
             return await self._scripts[name](keys=keys, args=args)
-        except (RedisConnectionError, RedisTimeoutError, OSError) as e:
+        except _UNREACHABLE as e:
             raise Unavailable(f"redis {self.region} unreachable: {e}") from e
 
     # -- writes ----------------------------------------------------------------
@@ -193,7 +195,7 @@ class ReplicaStore:
         for attempt in (1, 2):
             try:
                 return await fn()
-            except (RedisConnectionError, RedisTimeoutError, OSError) as e:
+            except _UNREACHABLE as e:
                 if attempt == 2:
                     raise Unavailable(f"redis {self.region} unreachable: {e}") from e
         raise AssertionError("unreachable")
@@ -305,7 +307,7 @@ class ReplicaStore:
     async def ping(self) -> bool:
         try:
             return bool(await self.redis.ping())
-        except (RedisConnectionError, RedisTimeoutError, OSError):
+        except _UNREACHABLE:
             return False
 
 

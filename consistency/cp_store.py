@@ -116,8 +116,10 @@ class CPStore:
             "grpc.initial_reconnect_backoff_ms": 100,
             "grpc.min_reconnect_backoff_ms": 100,
             "grpc.max_reconnect_backoff_ms": 1000,
-            "grpc.keepalive_time_ms": 5000,  # etcd refuses pings more often than 5 s
-            "grpc.keepalive_timeout_ms": 2000,
+            # A member that stops answering (paused, partitioned away) is noticed within ~3 s and
+            # skipped; etcd must allow it with --grpc-keepalive-min-time below 2 s (the launcher does).
+            "grpc.keepalive_time_ms": 2000,
+            "grpc.keepalive_timeout_ms": 1000,
         })
         await client.connect()
         self._client = client

@@ -113,13 +113,12 @@ class Shipper:
                 self.status.reachable = True
                 self.status.last_error = ""
                 backoff = 0.05
-            except (Unavailable, RedisError, OSError) as e:
+            except Exception as e:  # noqa: BLE001 - a shipper must outlive any failure of either Redis
                 self.status.reachable = False
                 self.status.last_error = f"{type(e).__name__}: {e}"
-                try:
-                    await self._measure(self.status.acked)
-                except (RedisError, OSError):
-                    pass
+                self.status.behind = True
+                if not isinstance(e, (Unavailable, RedisError, OSError, RuntimeError)):
+                    log.exception("shipper %s -> %s failed", self.home.region, self.peer.region)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, self.max_backoff_s)
 
@@ -154,7 +153,7 @@ class Replicator:
             await asyncio.sleep(self.housekeeping_s)
             try:
                 await self.housekeep()
-            except (Unavailable, RedisError, OSError) as e:
+            except (Unavailable, RedisError, OSError, RuntimeError) as e:
                 log.warning("housekeeping of %s failed: %s", self.home.region, e)
 
     async def housekeep(self) -> None:

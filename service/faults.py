@@ -62,6 +62,10 @@ class WallClock:
         self.last = HLCTimestamp(max(0, int(self._now_ms())), 0)
         return self.last
 
+    def reserve(self, n: int) -> HLCTimestamp:
+        self.last = HLCTimestamp(max(0, int(self._now_ms())), n - 1)
+        return HLCTimestamp(self.last.wall_ms, 0)
+
     def update(self, remote: HLCTimestamp, **_: Any) -> HLCTimestamp:
         return self.now()  # never moves past what it has seen: causality is lost
 

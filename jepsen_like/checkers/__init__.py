@@ -3,13 +3,14 @@
 - `linearizability.check(history, model=KV(), time_limit=None, explain=True)` -> LinearizabilityResult
 - `convergence.check(regions, events)` -> Result; `convergence.observations_from_history(history)`
 - `watch.check(history)` -> Result
+- `causal.check(history, regions)` -> Result: a write made after reading another never loses to it
 - `staleness.check(history, allowed=("serializable",))` -> Result
 - `availability.check(history, intervals, tier_of=..., minimum=None)` -> Result; `availability.table(result)`
 
 `history` is a list of `history.Event`s or of paired `history.Operation`s.
 """
 
-from . import availability, convergence, linearizability, staleness, watch
+from . import availability, causal, convergence, linearizability, staleness, watch
 from .result import Result, Violation
 
-__all__ = ["availability", "convergence", "linearizability", "staleness", "watch", "Result", "Violation"]
+__all__ = ["availability", "causal", "convergence", "linearizability", "staleness", "watch", "Result", "Violation"]

@@ -1,0 +1,117 @@
+"""Command line: run a test, or re-check a stored one.
+
+    python -m jepsen_like run --workload register,observations,watch \\
+        --nemesis partition,kill,pause,clock --time-limit 60 --seed 7
+    python -m jepsen_like check store/<test>/<time>
+
+`run` exits 0 when every checker is valid, 1 when one found a violation,
+2 when the verdict is unknown (a checker ran out of time).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
+
+from . import nemesis, report, runner  # noqa: E402
+from .client import Api  # noqa: E402
+from .history import read_jsonl  # noqa: E402
+from .recorder import Recorder  # noqa: E402
+from .workloads import WORKLOADS, Context  # noqa: E402
+
+
+def _list(value: str) -> list[str]:
+    return [v.strip() for v in value.split(",") if v.strip() and v.strip() != "none"]
+
+
+def _skews(value: str) -> dict[str, int]:
+    out = {}
+    for item in _list(value):
+        region, _, ms = item.partition("=")
+        out[region] = int(ms)
+    return out
+
+
+def _pair(value: str) -> tuple[float, float]:
+    lo, _, hi = value.partition(",")
+    return float(lo), float(hi or lo)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m jepsen_like", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    r = sub.add_parser("run", help="run a test against a fresh local cluster")
+    r.add_argument("--workload", type=_list, default=["register", "observations", "watch"],
+                   help=f"comma list of {', '.join(WORKLOADS)}")
+    r.add_argument("--nemesis", type=_list, default=["partition", "kill", "pause", "clock"],
+                   help=f"comma list of {', '.join(nemesis.FAMILIES)} (or none)")
+    r.add_argument("--time-limit", type=float, default=60.0, help="seconds of load and faults")
+    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--store", type=Path, default=Path("store"))
+    r.add_argument("--name", default=None, help="test name (default: from workloads and nemeses)")
+    r.add_argument("--sabotage", type=_list, default=[],
+                   help="FOR TESTS ONLY: plant bugs (cp-stale-cache, no-dedup, wall-clock-lww, drop-deltas)")
+    r.add_argument("--clock-skew", type=_skews, default={}, help="hold skews for the whole run: r1=-5000,r2=300")
+    r.add_argument("--kill-targets", type=_list, default=["etcd", "redis"], help="etcd, redis, api")
+    r.add_argument("--pause-targets", type=_list, default=["etcd", "redis", "api"], help="etcd, redis, api")
+    r.add_argument("--net", choices=("proxy", "netns"), default="proxy",
+                   help="links through TCP proxies (default), or namespaces + iptables (root)")
+    r.add_argument("--regions", type=int, default=3)
+    r.add_argument("--etcd-members", type=int, default=3)
+    r.add_argument("--cp-timeout", type=float, default=3.0, help="the API nodes' CP timeout (s)")
+    r.add_argument("--client-timeout", type=float, default=6.0, help="a client gives up after this (s): info")
+    r.add_argument("--think", type=float, default=0.05, help="mean pause between a client's operations (s)")
+    r.add_argument("--quiet", type=float, default=5.0, help="seconds between heal and final reads")
+    r.add_argument("--final-wait", type=float, default=15.0, help="most seconds final reads wait for agreement")
+    r.add_argument("--gap", type=_pair, default=(1.0, 3.0), help="seconds between faults: lo,hi")
+    r.add_argument("--hold", type=_pair, default=(3.0, 6.0), help="seconds a fault lasts: lo,hi")
+    r.add_argument("--order", choices=("random", "cycle"), default="random",
+                   help="draw each fault's family at random, or take them in turn")
+    r.add_argument("--check-time-limit", type=float, default=60.0, help="linearizability search bound (s)")
+    r.add_argument("--clients", type=int, default=None, help="clients per register/observations workload")
+    r.add_argument("--no-plots", action="store_true")
+    r.add_argument("--keep-data", action="store_true", help="keep the etcd and Redis data directories")
+    c = sub.add_parser("check", help="re-run the checkers on a stored history")
+    c.add_argument("dir", type=Path)
+    args = ap.parse_args(argv)
+
+    if args.cmd == "check":
+        return _recheck(args.dir)
+    per = {w: {"clients": args.clients} for w in ("register", "observations")} if args.clients else {}
+    o = runner.Options(workloads=args.workload, nemeses=args.nemesis, time_limit_s=args.time_limit, seed=args.seed,
+                       store=args.store, name=args.name, sabotage=args.sabotage, clock_skew=args.clock_skew,
+                       kill_targets=args.kill_targets, pause_targets=args.pause_targets, regions=args.regions,
+                       etcd_members=args.etcd_members, net=args.net,
+                       cp_timeout_s=args.cp_timeout, client_timeout_s=args.client_timeout, think_s=args.think,
+                       quiet_s=args.quiet, final_wait_s=args.final_wait, gap_s=args.gap, hold_s=args.hold,
+                       order=args.order,
+                       check_time_limit_s=args.check_time_limit, workload_options=per, plots=not args.no_plots,
+                       keep_data=args.keep_data)
+    out = runner.run(o)
+    print(out.summary)
+    return {True: 0, False: 1, None: 2}[out.valid]
+
+
+def _recheck(d: Path) -> int:
+    events = read_jsonl(str(d / "history.jsonl"))
+    finals = json.loads((d / "final.json").read_text())
+    old = json.loads((d / "results.json").read_text())
+    opts = old["test"]["options"]
+    ctx = Context(Api({}, 1.0), Recorder(None), [f"r{i + 1}" for i in range(opts["regions"])], runner.WORLD,
+                  asyncio.Event())
+    workloads = [WORKLOADS[n](ctx, **opts.get("workload_options", {}).get(n, {})) for n in opts["workloads"]]
+    results = runner.check(events, workloads, finals, {})
+    results["test"] = old["test"]
+    print(report.summary(results))
+    return {True: 0, False: 1, None: 2}[results["valid"]]
+
+
+if __name__ == "__main__":
+    sys.exit(main())
