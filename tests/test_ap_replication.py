@@ -230,3 +230,27 @@ def test_any_delivery_order_with_duplicates_converges(fresh: Deployment) -> None
             await s.close()
 
     asyncio.run(asyncio.wait_for(scenario(), 60))
+
+
+def test_dedup_window_forgets_old_ids_by_age_and_by_count(fresh: Deployment,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    import consistency.ap_store as ap_store
+
+    async def scenario() -> None:
+        store = ReplicaStore(fresh.redis["r1"].url, "r1", "node-r1", dedup_window_s=3600, dedup_max=1000)
+        real = ap_store.wall_clock_ms
+        monkeypatch.setattr(ap_store, "wall_clock_ms", lambda: real() - 2 * 3600 * 1000)  # seen 2 h ago
+        assert (await store.ingest([ob("a", "old-1", v=1)])).accepted == [True]
+        monkeypatch.setattr(ap_store, "wall_clock_ms", real)
+        assert (await store.ingest([ob("a", "new-1", v=2)])).accepted == [True]
+        assert await store.expire_dedup() == 1  # only the id older than the window
+        assert (await store.ingest([ob("a", "old-1", v=1)])).accepted == [True]  # counted again, as documented
+        assert (await store.ingest([ob("a", "new-1", v=2)])).accepted == [False]
+
+        capped = ReplicaStore(fresh.redis["r1"].url, "r1", "node-r1", dedup_window_s=3600, dedup_max=1)
+        assert await capped.expire_dedup() >= 1  # over the cap: the oldest minute goes
+        assert (await store.ingest([ob("a", "new-1", v=2)])).accepted == [True]
+        await store.close()
+        await capped.close()
+
+    asyncio.run(scenario())

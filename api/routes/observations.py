@@ -39,7 +39,7 @@ def entity_document(e: EntityState) -> dict[str, Any]:
     }
 
 
-@router.post("/observations", status_code=202)
+@router.post("/observations", status_code=202, openapi_extra=observations.OPENAPI_BODY)
 async def post_observations(world: str, request: Request, n: NodeDep) -> JSONResponse:
     cp_keys.check_world(world)
     body = await json_body(request)
@@ -48,12 +48,11 @@ async def post_observations(world: str, request: Request, n: NodeDep) -> JSONRes
     await n.worlds.require(world)
     result = await n.ap.ingest(obs)
     token_id = result.last_id or await n.ap.last_id()
-    results = [{"event_id": o.event_id, "status": "accepted" if a else "duplicate"}
-               for o, a in zip(obs, result.accepted)]
-    accepted = sum(result.accepted)
+    duplicates = [o.event_id for o, a in zip(obs, result.accepted) if not a]
     return JSONResponse({
-        "replica": s.region, "accepted": accepted, "duplicate": len(obs) - accepted, "hlc": result.stamp,
-        "token": f"{s.region}:{token_id}", "results": results, "behind": n.replicator.behind(),
+        "replica": s.region, "accepted": len(obs) - len(duplicates), "duplicate": len(duplicates),
+        "duplicates": duplicates, "hlc": result.stamp, "token": f"{s.region}:{token_id}",
+        "behind": n.replicator.behind(),
     }, status_code=202)
 
 

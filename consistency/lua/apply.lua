@@ -1,21 +1,24 @@
 -- Deltas from one peer's stream, applied with the same merge rules; replaying
 -- any of them changes nothing.
--- KEYS: stream, dedup, applied
--- ARGV: self, now_ms, origin, last stream id, then one msgpack array per entry:
---       [world, entity, event_id, source, p, n, fields] ('' where absent;
---       fields as in ingest.lua)
+-- KEYS: stream, applied
+-- ARGV: self, now_ms, origin, last stream id, then three per entry:
+--       'd', observation (as in ingest.lua), counter slot total   or
+--       'c', msgpack [world, entity, source], compensation total
 local self, now, origin, last_id = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
-local stream, dedup, applied = KEYS[1], KEYS[2], KEYS[3]
-for a = 5, #ARGV do
-  local en = cmsgpack.unpack(ARGV[a])
-  local world, entity, ev, source, p, n, packed = en[1], en[2], en[3], en[4], en[5], en[6], en[7]
+local stream, applied = KEYS[1], KEYS[2]
+note_minute(now)
+for a = 5, #ARGV, 3 do
+  local kind, t, count = ARGV[a], cmsgpack.unpack(ARGV[a + 1]), ARGV[a + 2]
+  local world, entity = t[1], t[2]
   local ekey, skey = entity_keys(world, entity)
   index_entity(ekey, world, entity)
-  if packed ~= '' then merge_registers(ekey, cmsgpack.unpack(packed)) end
-  if p ~= '' then merge_slot(ekey, 'p:' .. source .. '@' .. origin, p) end
-  if n ~= '' then merge_slot(ekey, 'n:' .. source .. '@' .. origin, n) end
-  if ev ~= '' then
-    note_event(stream, dedup, ekey, skey, world, entity, ev, origin, source, self, now)
+  if kind == 'd' then
+    local ev, source = t[3], t[4]
+    merge_registers(ekey, t, 5)
+    merge_slot(ekey, 'p:' .. source .. '@' .. origin, count)
+    note_event(stream, ekey, skey, world, entity, ev, origin, source, self, now)
+  else
+    merge_slot(ekey, 'n:' .. t[3] .. '@' .. origin, count)
   end
 end
 local cur = redis.call('HGET', applied, origin)

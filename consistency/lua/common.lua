@@ -10,22 +10,32 @@ local function stream_id_lt(a, b)
 end
 
 -- Last-writer-wins: the register with the greater order key ("<hlc>|<node>") wins.
--- `fields` is a list of {name, order_key, register}; one HMGET and one HSET for all.
-local function merge_registers(ekey, fields)
-  if #fields == 0 then return end
+-- `t` holds flat triples (name, order_key, register) from index `from` on;
+-- one HMGET and one HSET cover them all.
+local function merge_registers(ekey, t, from)
+  if #t < from then return end
   local names = {}
-  for i, f in ipairs(fields) do names[i] = 't:' .. f[1] end
+  for i = from, #t, 3 do names[#names + 1] = 't:' .. t[i] end
   local cur = redis.call('HMGET', ekey, unpack(names))
   local winners = {}
-  for i, f in ipairs(fields) do
-    if (not cur[i]) or cur[i] < f[2] then
-      winners[#winners + 1] = names[i]
-      winners[#winners + 1] = f[2]
-      winners[#winners + 1] = 'f:' .. f[1]
-      winners[#winners + 1] = f[3]
+  for j, name in ipairs(names) do
+    local i = from + 3 * (j - 1)
+    if (not cur[j]) or cur[j] < t[i + 1] then
+      winners[#winners + 1] = name
+      winners[#winners + 1] = t[i + 1]
+      winners[#winners + 1] = 'f:' .. t[i]
+      winners[#winners + 1] = t[i + 2]
     end
   end
   if #winners > 0 then redis.call('HSET', ekey, unpack(winners)) end
+end
+
+-- The dedup window: seen ids are listed per minute, so forgetting old ones is
+-- a walk over whole old minutes (expire_dedup.lua) and remembering one is an RPUSH.
+local function remember(now, skey, ev)
+  local minute = math.floor(tonumber(now) / 60000)
+  redis.call('RPUSH', 'ws:dedup:' .. minute, skey .. '\n' .. ev)
+  return minute
 end
 
 -- A counter slot has one writer (its origin replica); everyone else keeps the max.
@@ -57,14 +67,20 @@ end
 -- this replica had itself accepted the same event from a client (a duplicate
 -- posted to two regions), the region that sorts first keeps the count and this
 -- one takes its own increment back with a decrement it ships to everyone.
-local function note_event(stream, dedup, ekey, skey, world, entity, ev, origin, source, self, now)
+local function note_event(stream, ekey, skey, world, entity, ev, origin, source, self, now)
   local v = redis.call('HGET', skey, ev)
   if not v then
     redis.call('HSET', skey, ev, origin .. '|' .. source)
-    redis.call('ZADD', dedup, now, skey .. '\n' .. ev)
+    remember(now, skey, ev)
   elseif v == self .. '|' .. source and origin ~= self and origin < self then
     redis.call('HSET', skey, ev, v .. '!')
     local n = redis.call('HINCRBY', ekey, 'n:' .. source .. '@' .. self, 1)
-    redis.call('XADD', stream, '*', 'w', world, 'e', entity, 's', source, 'n', n)
+    redis.call('XADD', stream, '*', 'c', cmsgpack.pack({world, entity, source}), 'n', n)
   end
+end
+
+-- Called once per script call: the minute lists that exist, for expire_dedup.lua.
+local function note_minute(now)
+  local minute = math.floor(tonumber(now) / 60000)
+  redis.call('ZADD', 'ws:dedup:minutes', minute, minute)
 end

@@ -1,15 +1,30 @@
--- Forget event ids older than the dedup window, and the oldest beyond the cap.
--- KEYS: dedup. ARGV: oldest score to keep (ms), max entries
-local dedup = KEYS[1]
-local function forget(members)
+-- Forget event ids seen before the dedup window (whole minutes), and the
+-- oldest minutes beyond the cap on remembered ids; at most 10000 ids a call.
+-- ARGV: oldest minute to keep, max ids
+local budget = 10000
+local forgotten = 0
+local function forget_minute(minute)
+  local list = 'ws:dedup:' .. minute
+  local members = redis.call('LPOP', list, budget - forgotten) or {}
   for _, m in ipairs(members) do
     local skey, ev = string.match(m, '^(.-)\n(.*)$')
     redis.call('HDEL', skey, ev)
-    redis.call('ZREM', dedup, m)
   end
-  return #members
+  forgotten = forgotten + #members
+  if redis.call('LLEN', list) == 0 then redis.call('ZREM', 'ws:dedup:minutes', minute) end
 end
-local n = forget(redis.call('ZRANGEBYSCORE', dedup, '-inf', '(' .. ARGV[1], 'LIMIT', 0, 10000))
-local over = redis.call('ZCARD', dedup) - tonumber(ARGV[2])
-if over > 0 then n = n + forget(redis.call('ZRANGE', dedup, 0, math.min(over, 10000) - 1)) end
-return n
+for _, minute in ipairs(redis.call('ZRANGEBYSCORE', 'ws:dedup:minutes', '-inf', '(' .. ARGV[1])) do
+  if forgotten >= budget then return forgotten end
+  forget_minute(minute)
+end
+local minutes = redis.call('ZRANGE', 'ws:dedup:minutes', 0, -1)
+local total = 0
+for _, minute in ipairs(minutes) do total = total + redis.call('LLEN', 'ws:dedup:' .. minute) end
+local i = 1
+while total > tonumber(ARGV[2]) and forgotten < budget and i <= #minutes do
+  local before = forgotten
+  forget_minute(minutes[i])
+  total = total - (forgotten - before)
+  i = i + 1
+end
+return forgotten

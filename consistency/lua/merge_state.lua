@@ -1,10 +1,11 @@
 -- Anti-entropy: whole entities from a peer (its hash and its seen events),
 -- merged field by field; used when the peer's stream no longer holds what we missed.
--- KEYS: stream, dedup
+-- KEYS: stream
 -- ARGV: self, now_ms, then per entity: world, entity, nstate, nstate x (field, value),
 --       nseen, nseen x (event_id, "origin|source[!]")
 local self, now = ARGV[1], ARGV[2]
-local stream, dedup = KEYS[1], KEYS[2]
+local stream = KEYS[1]
+note_minute(now)
 local a = 3
 while a <= #ARGV do
   local world, entity, nstate = ARGV[a], ARGV[a + 1], tonumber(ARGV[a + 2])
@@ -20,19 +21,21 @@ while a <= #ARGV do
   for field, value in pairs(state) do
     local kind, name = string.sub(field, 1, 2), string.sub(field, 3)
     if kind == 't:' then
-      registers[#registers + 1] = {name, value, state['f:' .. name]}
+      registers[#registers + 1] = name
+      registers[#registers + 1] = value
+      registers[#registers + 1] = state['f:' .. name]
     elseif kind == 'p:' or kind == 'n:' then
       merge_slot(ekey, field, value)
     end
   end
-  merge_registers(ekey, registers)
+  merge_registers(ekey, registers, 1)
   local nseen = tonumber(ARGV[a])
   a = a + 1
   for _ = 1, nseen do
     local ev, v = ARGV[a], ARGV[a + 1]
     a = a + 2
     local origin, source = string.match(v, '^([^|]*)|(.-)!?$')
-    note_event(stream, dedup, ekey, skey, world, entity, ev, origin, source, self, now)
+    note_event(stream, ekey, skey, world, entity, ev, origin, source, self, now)
   end
 end
 return 1
