@@ -27,7 +27,7 @@ class Connection:
         if self._writer is None:
             self._reader, self._writer = await asyncio.open_connection(self.host, self.port)
         assert self._reader is not None
-        payload = b"" if body is None else orjson.dumps(body)
+        payload = b"" if body is None else body if isinstance(body, bytes) else orjson.dumps(body)
         head = [f"{method} {path} HTTP/1.1", f"Host: {self.host}", f"Content-Length: {len(payload)}"]
         head += [f"{k}: {v}" for k, v in (headers or {}).items()]
         self._writer.write(("\r\n".join(head) + "\r\n\r\n").encode() + payload)
