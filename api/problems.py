@@ -48,8 +48,9 @@ PROBLEMS = {p.slug: p for p in [
                 "nothing was changed. Retry after Retry-After; a CP read can ask for ?consistency=serializable "
                 "to accept a possibly stale answer."),
     ProblemType("outcome-unknown", 504, "Write outcome unknown",
-                "The write was sent but not answered; it may or may not have been applied. "
-                "Read the key before trying again: a blind retry can apply a write twice."),
+                "The write was sent but not answered; it may or may not have been applied. For a CP value, "
+                "read the key before trying again: a blind retry can apply a write twice. For observations, "
+                "posting the same event ids again is safe: any that were applied come back as duplicates."),
     ProblemType("unknown-world", 404, "Unknown world",
                 "Nothing is stored for this world in the CP tier; create it with PUT /v1/worlds/{world} first."),
     ProblemType("batch-too-large", 413, "Batch too large", "A batch holds more observations than the node's limit."),

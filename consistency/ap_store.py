@@ -25,7 +25,7 @@ from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from consistency import ap_keys as K
-from consistency.errors import Unavailable
+from consistency.errors import OutcomeUnknown, Unavailable
 from consistency.hlc import HLCTimestamp, HybridLogicalClock, wall_clock_ms
 
 Scalar = float | int | str | bool | None
@@ -33,6 +33,15 @@ T = TypeVar("T")
 StreamEntry = tuple[str, dict[str, bytes]]
 # A Redis killed mid-command surfaces, under uvloop, as a RuntimeError about a closed transport.
 _UNREACHABLE = (RedisConnectionError, RedisTimeoutError, OSError, RuntimeError)
+
+
+def _never_sent(e: BaseException) -> bool:
+    """Errors that prove the command never reached Redis: no connection, or a closed one."""
+    text = str(e)
+    return isinstance(e, RuntimeError) or any(
+        m in text for m in ("Error 111", "Connect call failed", "Connection refused", "connecting to"))
+
+
 # Entries per script call: bounds how long one call holds Redis's single thread.
 CHUNK = 1000
 
@@ -146,7 +155,11 @@ class ReplicaStore:
         try:
             return await self._scripts[name](keys=keys, args=args)
         except _UNREACHABLE as e:
-            raise Unavailable(f"redis {self.region} unreachable: {e}") from e
+            if _never_sent(e):
+                raise Unavailable(f"redis {self.region} unreachable: {e}") from e
+            # Sent, then no answer: a paused Redis runs the script when it wakes up, so
+            # "nothing changed" would be a lie. Replaying the same event ids is safe.
+            raise OutcomeUnknown(f"redis {self.region} did not answer: {e}") from e
 
     # -- writes ----------------------------------------------------------------
 

@@ -48,7 +48,8 @@ def _serve(args: argparse.Namespace) -> int:
 
     from api.app import create_app
 
-    uvicorn.run(create_app(), host=args.host, port=args.port, log_level=args.log_level)
+    # No per-request access log: a world-state node answers thousands of requests a second.
+    uvicorn.run(create_app(), host=args.host, port=args.port, log_level=args.log_level, access_log=False)
     return 0
 
 

@@ -47,6 +47,7 @@ class Settings:
     device: str = "auto"  # cuda when present, else cpu
     predict_max_batch: int = 32
     predict_max_wait_ms: float = 2.0
+    telemetry: bool = False  # FastAPI's native OpenTelemetry spans and metrics
     # Fault injection (jepsen_like only): the /_faults endpoints and planted bugs.
     faults: bool = False
     sabotage: frozenset[str] = frozenset()
@@ -78,6 +79,7 @@ class Settings:
             if var in env:
                 setattr(s, name, conv(env[var]))
         s.faults = env.get("WORLDSTATE_FAULTS", "") in ("1", "true", "yes")
+        s.telemetry = env.get("WORLDSTATE_TELEMETRY", "") in ("1", "true", "yes")
         if env.get("WORLDSTATE_SABOTAGE"):
             from service.faults import parse_sabotage
 
@@ -107,6 +109,7 @@ class Settings:
             "WORLDSTATE_DEVICE": self.device,
             "WORLDSTATE_PREDICT_MAX_BATCH": str(self.predict_max_batch),
             "WORLDSTATE_PREDICT_MAX_WAIT_MS": str(self.predict_max_wait_ms),
+            "WORLDSTATE_TELEMETRY": "1" if self.telemetry else "0",
             "WORLDSTATE_FAULTS": "1" if self.faults else "0",
             "WORLDSTATE_SABOTAGE": ",".join(sorted(self.sabotage)),
         }

@@ -76,7 +76,7 @@ class NoDedupReplicaStore(ReplicaStore):
     _serial = itertools.count()
 
     async def ingest(self, observations: list[Observation]):  # type: ignore[no-untyped-def]
-        fresh = [replace(o, event_id=f"{o.event_id}.{next(self._serial)}") for o in observations]
+        fresh = [o._replace(event_id=f"{o.event_id}.{next(self._serial)}") for o in observations]
         return await super().ingest(fresh)
 
 

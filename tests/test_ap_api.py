@@ -169,3 +169,20 @@ def test_region_redis_down_then_back_converges(healthy_cluster: Deployment, api:
     assert r.status_code == 200
     assert r.json()["counters"]["observations"]["total"] == 50
     assert r.json()["fields"]["v"]["value"] == 49
+
+
+def test_paused_redis_gives_outcome_unknown_and_a_replay_is_safe(healthy_cluster: Deployment,
+                                                                 api: httpx.Client, ap_world: str) -> None:
+    ob = {"event_id": "paused-1", "entity": "crane", "source": "enc", "fields": {"h": 3.0}}
+    healthy_cluster.redis["r1"].pause()
+    try:
+        r = api.post(f"/v1/worlds/{ap_world}/observations", json=ob)
+    finally:
+        healthy_cluster.redis["r1"].resume()
+    # Sent and not answered: a paused Redis may run it when it wakes, so "nothing changed"
+    # (503) would be a promise the node cannot keep.
+    assert r.status_code == 504 and r.json()["type"] == "/problems/outcome-unknown"
+    again = api.post(f"/v1/worlds/{ap_world}/observations", json=ob)  # the safe reaction: post it again
+    assert again.status_code == 202 and again.json()["accepted"] + again.json()["duplicate"] == 1
+    e = api.get(f"/v1/worlds/{ap_world}/entities/crane").json()
+    assert e["counters"]["observations"]["total"] == 1  # applied once, whichever attempt it was
