@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from typing import Annotated, Any
 
 import numpy as np
@@ -73,7 +74,7 @@ def _provenance(n: Node, view: world_view.WorldView, serving: Any) -> dict[str, 
 
 
 async def _view(n: Node, world: str, entities: list[str] | None, consistency: Consistency,
-                also: list[str] = ()) -> world_view.WorldView:  # type: ignore[assignment]
+                also: Sequence[str] = ()) -> world_view.WorldView:
     cp_keys.check_world(world)
     wanted = None if entities is None else list(dict.fromkeys([*entities, *also]))
     return await world_view.load(n.cp, n.ap, world, wanted, consistency)
