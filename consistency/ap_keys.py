@@ -22,7 +22,6 @@ per region, so keys need not be declared to the script).
 
 from __future__ import annotations
 
-import hashlib
 import re
 
 from consistency.errors import InvalidKey
@@ -53,10 +52,6 @@ def entity_key(world: str, entity: str) -> str:
 
 def seen_key(world: str, entity: str) -> str:
     return f"ws:s:{world}:{entity}"
-
-
-def bucket_of(ekey: str) -> int:
-    return hashlib.sha1(ekey.encode()).digest()[0]
 
 
 def bucket_key(bucket: int) -> str:

@@ -11,7 +11,6 @@ converges to the same state.
 from __future__ import annotations
 
 import asyncio
-import math
 import time
 from dataclasses import dataclass, field
 from importlib import resources
@@ -274,6 +273,12 @@ class ReplicaStore:
     async def all_acked(self) -> dict[str, str]:
         return {_s(k): _s(v) for k, v in (await self.redis.hgetall(K.ACKED)).items()}
 
+    async def watermark(self) -> dict[str, str]:
+        """What this replica reflects: the last stream id applied from each region, its own included."""
+        applied = await self.applied()
+        applied[self.region] = await self.last_id()
+        return dict(sorted(applied.items()))
+
     async def applied(self) -> dict[str, str]:
         return {_s(k): _s(v) for k, v in (await self._read(lambda: self.redis.hgetall(K.APPLIED))).items()}
 
@@ -327,13 +332,3 @@ class ReplicaStore:
         except _UNREACHABLE:
             return False
 
-
-def finite_scalar(value: Any) -> bool:
-    """What an observation field may hold: a finite number, a short string, a bool or null."""
-    if isinstance(value, bool) or value is None:
-        return True
-    if isinstance(value, int):
-        return abs(value) <= 2**53 - 1
-    if isinstance(value, float):
-        return math.isfinite(value)
-    return isinstance(value, str) and len(value) <= 1024

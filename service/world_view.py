@@ -75,7 +75,5 @@ async def load(cp: CPStore, ap: ReplicaStore, world: str, entities: list[str] | 
             states.append(s)
     if not states:
         raise NotFound(f"no entities observed in world {world!r}")
-    applied = await ap.applied()
-    applied[ap.region] = await ap.last_id()
     return WorldView([s.entity for s in states], [row(s) for s in states], physics.value, physics.mod_revision,
-                     physics.consistency, ap.region, dict(sorted(applied.items())))
+                     physics.consistency, ap.region, await ap.watermark())

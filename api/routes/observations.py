@@ -18,14 +18,12 @@ from service.node import Node
 
 router = APIRouter(prefix="/v1/worlds/{world}", tags=["observations"])
 NodeDep = Annotated[Node, Depends(node)]
-_TOKEN = re.compile(r"([a-z0-9-]{1,32}):(\d{1,20}-\d{1,20})")
+_TOKEN = re.compile(rf"({ap_keys.REGION_RE.pattern}):(\d{{1,20}}-\d{{1,20}})")
 
 
 async def _provenance(n: Node) -> dict[str, Any]:
     """What an AP answer reflects: the replica, what it has applied from each region, who lags."""
-    applied = await n.ap.applied()
-    applied[n.settings.region] = await n.ap.last_id()
-    return {"replica": n.settings.region, "watermark": dict(sorted(applied.items())),
+    return {"replica": n.settings.region, "watermark": await n.ap.watermark(),
             "hlc": n.hlc.last.to_string(), "behind": n.replicator.behind(),
             "replication": n.replicator.status()}
 

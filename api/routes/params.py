@@ -67,10 +67,7 @@ async def list_params(
 
 
 @router.get("/params/{key:path}")
-async def get_param(world: str, key: str, request: Request, consistency: Consistency = ConsistencyQuery,
-                    ) -> JSONResponse:
-    # The hottest read path: the node comes straight from app state, not through Depends.
-    n: Node = request.app.state.node
+async def get_param(world: str, key: str, n: NodeDep, consistency: Consistency = ConsistencyQuery) -> JSONResponse:
     entry = await n.cp.get(cp_keys.param_path(world, key), consistency)
     return JSONResponse(entry_document(world, key, entry), headers=read_headers(entry))
 
