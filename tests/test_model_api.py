@@ -196,7 +196,8 @@ def test_hot_swap_without_dropping_requests(cluster: Deployment, api: httpx.Clie
                     await asyncio.sleep(0.02)
 
             async def publish() -> None:
-                await asyncio.sleep(0.1)
+                while not hashes:  # swap only once the old model has answered, however slow the machine
+                    await asyncio.sleep(0.01)
                 etag = (await c.get("/v1/models/manifest")).headers["etag"]
                 r = await c.put("/v1/models/manifest", json=second, headers={"If-Match": etag})
                 assert r.status_code == 200, r.text

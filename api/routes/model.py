@@ -114,7 +114,7 @@ async def current_model(n: NodeDep) -> dict[str, Any]:
 @router.post("/v1/worlds/{world}/predict")
 async def predict(world: str, body: PredictIn, n: NodeDep,
                   consistency: Consistency = ConsistencyQuery) -> JSONResponse:
-    serving = n.models.require()
+    n.models.require()  # no model: 503 before any I/O
     view = await _view(n, world, body.entities, consistency)
     actions = None
     if body.actions:
@@ -127,6 +127,9 @@ async def predict(world: str, body: PredictIn, n: NodeDep,
                 raise Problem("validation-error", f"actions[{ent}]: {len(steps)} steps, horizon is {body.horizon}")
             if steps:
                 actions[: len(steps), view.ids.index(ent)] = steps
+    # Taken with no await before the batcher queues the query: a hot-swap closes the old
+    # batcher, and one taken before the reads above could already be closed (a dropped request).
+    serving = n.models.require()
     p = await serving.batcher.predict(view.rows, view.physics, body.horizon, actions)
     trajectories = {ent: {"positions": p.positions[:, i].tolist(), "velocities": p.velocities[:, i].tolist()}
                     for i, ent in enumerate(view.ids)}
