@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
 
 from api import problems
 from api.body import BodyLimit
@@ -34,10 +36,22 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                   description="World state for world-model agents: CP params in etcd, AP observations in Redis.")
     app.state.node = node
     problems.install(app)
-    for router in (health.router, worlds.router, params.router, physics.router, watch.router,
+    # The hottest routes go first: matching walks the routes in order.
+    app.add_route(params.GET_PATH, params.get_param, methods=["GET"])
+    for router in (params.router, health.router, worlds.router, physics.router, watch.router,
                    observations.router, model.router):
         app.include_router(router)
     if settings.faults:
         app.include_router(faults.router)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
+
+
+def _openapi(app: FastAPI) -> dict[str, Any]:
+    """FastAPI's schema plus the GET of one param, which is a plain Starlette route."""
+    if app.openapi_schema is None:
+        schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+        schema["paths"].setdefault(params.GET_PATH.replace(":path", ""), {})["get"] = params.GET_OPENAPI
+        app.openapi_schema = schema
+    return app.openapi_schema

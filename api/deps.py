@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, get_args
 
 from fastapi import Query, Request
 
 from service.node import Node
 
 Consistency = Literal["linearizable", "serializable"]
+CONSISTENCIES = get_args(Consistency)
 ConsistencyQuery = Query(
     "linearizable",
     description="linearizable (default) or serializable: a possibly stale local read, labelled as such, "

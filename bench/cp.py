@@ -4,9 +4,11 @@
     python bench/cp.py --requests 2000 --concurrency 16
 
 The API is driven by a minimal keep-alive HTTP/1.1 client (bench/rawhttp.py),
-so the figures show the server's cost rather than an HTTP library's. Prints p50/p99 latency (sequential, one request at a time) and throughput (at
---concurrency) for a linearizable GET and a compare-and-swap PUT, and the
-API/raw ratio. Target: the API's p50 for a linearizable GET at most 1.5x raw aetcd's.
+so the figures show the server's cost rather than an HTTP library's. Prints,
+for a linearizable GET and a compare-and-swap PUT, p50/p99 latency (sequential,
+one request at a time, in --rounds blocks alternating raw and API), throughput
+at --concurrency, and the API/raw ratio. Target: the API's p50 for a
+linearizable GET at most 1.5x raw aetcd's.
 """
 
 from __future__ import annotations
@@ -55,7 +57,8 @@ async def throughput(op: Op, n: int, concurrency: int) -> float:
     return (n // concurrency) * concurrency / (time.perf_counter() - t0)
 
 
-async def run(api_url: str, endpoints: list[str], n: int, concurrency: int) -> list[tuple[str, str, float, float, float]]:
+async def run(api_url: str, endpoints: list[str], n: int, concurrency: int,
+              rounds: int) -> list[tuple[str, str, float, float, float]]:
     # Raw aetcd gets the same round-robin channel over every member that the
     # service uses, so both sides pay the same mix of leader and follower reads.
     store = CPStore(endpoints)
@@ -96,11 +99,17 @@ async def run(api_url: str, endpoints: list[str], n: int, concurrency: int) -> l
 
     rows = []
     for name, api_op, raw_op in (("GET linearizable", api_get, raw_get), ("PUT CAS (If-Match)", api_cas, raw_cas)):
-        for label, op in (("raw aetcd", raw_op), ("API", api_op)):
-            await latency(op, 50)  # warm up connections and caches
-            lat = await latency(op, n)
+        sides = (("raw aetcd", raw_op), ("API", api_op))
+        lat: dict[str, list[float]] = {label: [] for label, _ in sides}
+        # Alternate the two sides' blocks (ABAB...) so a drift in the machine's load
+        # lands on both rather than on whichever ran second.
+        for _ in range(rounds):
+            for label, op in sides:
+                await latency(op, 50)  # warm up connections and caches
+                lat[label] += await latency(op, n // rounds)
+        for label, op in sides:
             rate = await throughput(op, n, concurrency)
-            rows.append((name, label, statistics.median(lat), pct(lat, 0.99), rate))
+            rows.append((name, label, statistics.median(lat[label]), pct(lat[label], 0.99), rate))
     for c in conns:
         await c.close()
     await store.close()
@@ -111,6 +120,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--requests", type=int, default=1000)
     ap.add_argument("--concurrency", type=int, default=16)
+    ap.add_argument("--rounds", type=int, default=3,
+                    help="latency: split --requests into this many alternating raw/API blocks")
     ap.add_argument("--api", help="use a running API node instead of starting a cluster")
     ap.add_argument("--etcd", help="the same cluster's etcd endpoints, host:port,host:port (with --api)")
     args = ap.parse_args()
@@ -123,12 +134,13 @@ def main() -> None:
         deployment.start()
         api_url, endpoints = deployment.api["r1"].url, deployment.etcd_endpoints
     try:
-        rows = asyncio.run(run(api_url, endpoints, args.requests, args.concurrency))
+        rows = asyncio.run(run(api_url, endpoints, args.requests, args.concurrency, args.rounds))
     finally:
         if deployment:
             deployment.stop()
 
-    print(f"\nCP tier, {args.requests} requests; latency sequential, throughput at concurrency {args.concurrency}")
+    print(f"\nCP tier, {args.requests} requests; latency sequential in {args.rounds} alternating blocks, "
+          f"throughput at concurrency {args.concurrency}")
     print(f"{'operation':<20} {'path':<10} {'p50 ms':>8} {'p99 ms':>8} {'ops/s':>8} {'p50 vs raw':>11}")
     base: dict[str, float] = {}
     for name, label, p50, p99, rate in rows:
