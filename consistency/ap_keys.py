@@ -10,6 +10,7 @@ per region, so keys need not be declared to the script).
     ws:stream:trimmed         newest stream id removed by trimming
     ws:applied                origin region -> last stream id applied from it
     ws:acked                  peer region -> last id of ws:stream the peer applied
+    ws:clock                  the greatest order key merged here; a node starts its HLC past it
     ws:dedup:<minute>         LIST "<seen key>\\n<event id>" first seen in that minute (the dedup window)
     ws:dedup:minutes          ZSET the minutes that have a list
     ws:e:{world}:{entity}     HASH  t:<field> order key "<hlc>|<node>", f:<field> msgpack [value, source, event_id],
@@ -30,6 +31,7 @@ STREAM = "ws:stream"
 TRIMMED = "ws:stream:trimmed"
 APPLIED = "ws:applied"
 ACKED = "ws:acked"
+CLOCK = "ws:clock"
 WORLDS = "ws:worlds"
 BUCKETS = 256
 

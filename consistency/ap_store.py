@@ -137,6 +137,7 @@ class ReplicaStore:
         self.region = K.check(K.REGION_RE, "region", region)
         self.node_id = node_id
         self.hlc = hlc or HybridLogicalClock(node_id)
+        self._clock_seeded = False
         self.dedup_window_s = dedup_window_s
         self.dedup_max = dedup_max
         self.stream_maxlen = stream_maxlen
@@ -164,6 +165,8 @@ class ReplicaStore:
 
     async def ingest(self, observations: list[Observation]) -> IngestResult:
         """Merge a batch of observations; each is acknowledged only once Redis applied it."""
+        if not self._clock_seeded:
+            await self._seed_clock()
         accepted: list[bool] = []
         last_id, stamp = "", ""
         for start in range(0, len(observations), CHUNK):
@@ -186,6 +189,16 @@ class ReplicaStore:
             for _, f in chunk:
                 args += ("d", f["d"], f["p"]) if "d" in f else ("c", f["c"], f["n"])
             await self._call("apply", [K.STREAM, K.APPLIED], args)
+
+    async def _seed_clock(self) -> None:
+        """Before this node's first stamp: move its HLC past every stamp the replica
+        holds. A fresh clock after a restart, or a wall clock stepped back, would
+        otherwise stamp the next write lower than the last, and last-writer-wins
+        would drop it."""
+        seen = await self._read(lambda: self.redis.get(K.CLOCK))
+        if seen:
+            self._observe_remote(seen)
+        self._clock_seeded = True
 
     def _observe_remote(self, order_key: bytes) -> None:
         self.hlc.update(HLCTimestamp.parse(_s(order_key).partition("|")[0]), enforce_drift=False)

@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--sabotage", type=_list, default=[],
                    help="FOR TESTS ONLY: plant bugs (cp-stale-cache, no-dedup, wall-clock-lww, drop-deltas)")
     r.add_argument("--clock-skew", type=_skews, default={}, help="hold skews for the whole run: r1=-5000,r2=300")
-    r.add_argument("--kill-targets", type=_list, default=["etcd", "redis"], help="etcd, redis, api")
+    r.add_argument("--kill-targets", type=_list, default=["etcd", "redis", "api"], help="etcd, redis, api")
     r.add_argument("--pause-targets", type=_list, default=["etcd", "redis", "api"], help="etcd, redis, api")
     r.add_argument("--net", choices=("proxy", "netns"), default="proxy",
                    help="links through TCP proxies (default), or namespaces + iptables (root)")

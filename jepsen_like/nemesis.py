@@ -15,7 +15,8 @@ Families (Jepsen's etcd test names where they exist):
   ``majorities-ring`` (every host sees a majority, no two the same one:
   one-way cuts), ``bridge`` (two sides that only one host connects).
 - ``kill``: kill -9 an etcd member (sometimes the leader, sometimes a
-  majority) or a region's Redis, restarted when the fault stops.
+  majority), a region's Redis or a region's API node, restarted when the
+  fault stops.
 - ``pause``: SIGSTOP the same kinds of targets, or an API node; SIGCONT at the end.
 - ``clock``: an offset on API nodes' HLC wall clocks: ``bump`` (a fixed
   skew, either way, up to several seconds) or ``strobe`` (flipping between
@@ -104,7 +105,7 @@ class Kill:
     name = "kill"
     verb = "kill"
 
-    def __init__(self, cluster: Cluster, targets: tuple[str, ...] = ("etcd", "redis")) -> None:
+    def __init__(self, cluster: Cluster, targets: tuple[str, ...] = ("etcd", "redis", "api")) -> None:
         self.c = cluster
         self.targets = targets
         self.victims: list[str] = []
@@ -243,7 +244,7 @@ class NetFault:
     heal = stop
 
 
-def make(families: list[str], cluster: Cluster, kill_targets: tuple[str, ...] = ("etcd", "redis"),
+def make(families: list[str], cluster: Cluster, kill_targets: tuple[str, ...] = ("etcd", "redis", "api"),
          pause_targets: tuple[str, ...] = ("etcd", "redis", "api")) -> list[Any]:
     unknown = set(families) - set(FAMILIES)
     if unknown:

@@ -20,6 +20,7 @@ SABOTAGES = {
     "no-dedup": "observations counted without dedup: a replayed event counts again",
     "wall-clock-lww": "LWW ordered by the node's wall clock instead of its HLC",
     "drop-deltas": "replication silently drops every fifth delta",
+    "fresh-hlc": "a restarted node's HLC starts from its wall clock, not past the stamps its replica holds",
 }
 
 
@@ -89,3 +90,10 @@ class DroppingReplicaStore(ReplicaStore):
         kept = [e for e in entries if next(self._serial) % 5 != 4]
         if kept:
             await super().apply_remote(origin, kept)
+
+
+class FreshClockReplicaStore(ReplicaStore):
+    """fresh-hlc: the HLC is never moved past ws:clock, so a restart can stamp backwards."""
+
+    async def _seed_clock(self) -> None:
+        self._clock_seeded = True

@@ -33,7 +33,8 @@ class Node:
                                                                                      s.cp_timeout_s)
         self.hlc = HybridLogicalClock(s.node_id, max_drift_ms=s.max_drift_ms, now_ms=self.now_ms)
         clock = faults.WallClock(self.now_ms) if "wall-clock-lww" in bad else self.hlc
-        home = faults.NoDedupReplicaStore if "no-dedup" in bad else ReplicaStore
+        home = (faults.NoDedupReplicaStore if "no-dedup" in bad else
+                faults.FreshClockReplicaStore if "fresh-hlc" in bad else ReplicaStore)
         self.ap = home(s.redis_url, s.region, s.node_id, clock, dedup_window_s=s.dedup_window_s,  # type: ignore[arg-type]
                        dedup_max=s.dedup_max, stream_maxlen=s.stream_maxlen)
         peer = faults.DroppingReplicaStore if "drop-deltas" in bad else ReplicaStore

@@ -10,6 +10,7 @@ import pytest
 import redis
 
 from consistency.ap_store import ReplicaStore
+from consistency.hlc import HybridLogicalClock, wall_clock_ms
 from service.launcher import Deployment, Topology
 from tests.ap_helpers import cut, flush, heal, ob, quiesce, replication, state
 
@@ -137,6 +138,33 @@ def test_replay_after_redis_restart_is_a_duplicate_and_aof_keeps_acknowledged(fr
         await store.close()
 
     asyncio.run(check())
+
+
+@pytest.mark.parametrize("ahead", ["own", "peer"])
+def test_a_restarted_node_orders_its_next_write_after_what_its_replica_holds(fresh: Deployment,
+                                                                             ahead: str) -> None:
+    """A node restarts with a fresh HLC on a wall clock a minute behind the stamps
+    its replica holds: stamps it issued itself before the restart while its clock ran
+    ahead, or stamps a peer with a fast clock shipped. Its next write must still win."""
+    def fast_clock(node: str) -> HybridLogicalClock:
+        return HybridLogicalClock(node, now_ms=lambda: wall_clock_ms() + 60_000)
+
+    async def scenario() -> None:
+        writer = "r1" if ahead == "own" else "r2"
+        before = ReplicaStore(fresh.redis[writer].url, writer, f"node-{writer}", fast_clock(f"node-{writer}"))
+        first = await before.ingest([ob("ball", "e1", x=1)])
+        await before.close()
+        if ahead == "peer":
+            async with replication(fresh, ["r1", "r2"]) as reps:
+                await quiesce(reps)
+        restarted = ReplicaStore(fresh.redis["r1"].url, "r1", "node-r1")  # a fresh HLC, true clock
+        second = await restarted.ingest([ob("ball", "e2", x=2)])
+        assert second.stamp > first.stamp
+        ball = await restarted.get_entity("w", "ball")
+        assert ball is not None and ball.fields["x"].value == 2
+        await restarted.close()
+
+    asyncio.run(scenario())
 
 
 def test_anti_entropy_after_hard_trim(fresh: Deployment) -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 from jepsen_like import runner
 from jepsen_like.history import pair, read_jsonl
 
-KILL = ["etcd", "redis"]
+KILL = ["etcd", "redis", "api"]
 PAUSE = ["etcd", "redis", "api"]
 
 

@@ -255,3 +255,23 @@ def test_netns_rule_translation() -> None:
     assert cmds[-1][-3:] == ["10.9.0.13/32", "flowid", "1:2"]
     assert net.qdisc_commands("n2") == [["qdisc", "del", "dev", "eth0", "root"]]
     assert net.wrap("redis-r3", ["redis-server"]) == ["ip", "netns", "exec", "wsx-n3", "redis-server"]
+
+
+def test_causal_checker_node_order() -> None:
+    def post(p: int, eid: str, hlc: str, call: int, ret: int, node: str = "api-r1") -> list[Event]:
+        ev = {"id": eid, "entity": eid, "fields": {"x": 1}, "counters": {}}
+        return _op(p, "post", eid, ev, {"status": "accepted", "hlc": hlc}, call, ret, region=node[-2:], node=node)
+
+    ordered = post(1, "a", "0002-0000", 0, 10) + post(2, "b", "0003-0000", 20, 30)
+    assert causal.check(ordered).valid
+    # Concurrent posts may be stamped either way; so may posts on different nodes.
+    concurrent = post(1, "a", "0003-0000", 0, 30) + post(2, "b", "0002-0000", 10, 40)
+    assert causal.check(concurrent).valid
+    elsewhere = post(1, "a", "0003-0000", 0, 10) + post(2, "b", "0002-0000", 20, 30, node="api-r2")
+    assert causal.check(elsewhere).valid
+    # Stamped below a post the same node acknowledged before it: a fresh HLC after a restart.
+    back = post(1, "a", "0003-0000", 0, 10) + post(1, "b", "0004-0000", 12, 14) + post(2, "c", "0003-0000", 20, 30)
+    result = causal.check(back)
+    assert result.kinds() == {"stamp-went-back"}
+    assert len(result.violations) == 1  # c, judged against b: the highest stamp acknowledged before it
+    assert "c @ 0003-0000" in result.violations[0].message and "b @ 0004-0000" in result.violations[0].message

@@ -21,6 +21,7 @@ for a = 5, #ARGV, 3 do
     merge_slot(ekey, 'n:' .. t[3] .. '@' .. origin, count)
   end
 end
+save_clock()
 local cur = redis.call('HGET', applied, origin)
 if (not cur) or stream_id_lt(cur, last_id) then
   redis.call('HSET', applied, origin, last_id)

@@ -9,13 +9,20 @@ local function stream_id_lt(a, b)
   return am < bm or (am == bm and as < bs)
 end
 
+-- The greatest order key this script call has seen; save_clock() keeps the
+-- replica's maximum in ws:clock.
+local clock_max = ''
+
 -- Last-writer-wins: the register with the greater order key ("<hlc>|<node>") wins.
 -- `t` holds flat triples (name, order_key, register) from index `from` on;
 -- one HMGET and one HSET cover them all.
 local function merge_registers(ekey, t, from)
   if #t < from then return end
   local names = {}
-  for i = from, #t, 3 do names[#names + 1] = 't:' .. t[i] end
+  for i = from, #t, 3 do
+    names[#names + 1] = 't:' .. t[i]
+    if t[i + 1] > clock_max then clock_max = t[i + 1] end
+  end
   local cur = redis.call('HMGET', ekey, unpack(names))
   local winners = {}
   for j, name in ipairs(names) do
@@ -83,4 +90,14 @@ end
 local function note_minute(now)
   local minute = math.floor(tonumber(now) / 60000)
   redis.call('ZADD', 'ws:dedup:minutes', minute, minute)
+end
+
+-- Called once per script call that merged registers. A node starts its HLC past
+-- ws:clock (ReplicaStore.ingest), so a node that restarts with a fresh clock, or
+-- whose wall clock stepped back, still orders its next write after every stamp
+-- this replica holds, its own earlier ones and its peers' alike.
+local function save_clock()
+  if clock_max == '' then return end
+  local cur = redis.call('GET', 'ws:clock')
+  if (not cur) or cur < clock_max then redis.call('SET', 'ws:clock', clock_max) end
 end

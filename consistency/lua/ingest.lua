@@ -24,4 +24,5 @@ for a = 3, #ARGV do
     statuses[#statuses + 1] = 1
   end
 end
+save_clock()
 return {statuses, last_id}

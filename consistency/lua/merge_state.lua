@@ -38,4 +38,5 @@ while a <= #ARGV do
     note_event(stream, ekey, skey, world, entity, ev, origin, source, self, now)
   end
 end
+save_clock()
 return 1

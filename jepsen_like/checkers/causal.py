@@ -16,6 +16,11 @@ Violations:
   through a replay accepted on another node promises nothing.)
 - ``regressed``: a read on B's node after B was acknowledged shows ``x``
   stamped below B: the node's register went back (or lost B).
+- ``stamp-went-back``: a node stamped a post at or below one it had already
+  acknowledged before this post was sent. Events on one node are ordered
+  (happened-before includes a process's own order), also across a restart
+  of that node or a step back of its wall clock; otherwise a client's blind
+  second write could lose to its first.
 
 Only posts acknowledged as ``accepted`` on the node of their read count;
 a post answered "duplicate" stored nothing new.
@@ -77,11 +82,34 @@ def check(history: Iterable[Event] | Iterable[Operation],
                 if ps[name]:
                     _judge(res, ev, name, shown.get(name), ps[name], None, f"final state of {region}",
                            {"region": region, "post": b.id})
+    _node_order(res, writes)
     res.stats.update(causal_writes=pairs, reads_after_writes=checked, accepted_posts=len(writes))
     if len(res.violations) > MAX_VIOLATIONS:
         res.stats["violations_total"] = len(res.violations)
         del res.violations[MAX_VIOLATIONS:]
     return res
+
+
+def _node_order(res: Result, writes: list[Operation]) -> None:
+    """Per node, sweep posts in invocation order against the highest stamp of
+    those acknowledged before each was invoked."""
+    by_node: dict[Any, list[Operation]] = {}
+    for w in writes:
+        if w.output.get("hlc"):
+            by_node.setdefault(w.get("node"), []).append(w)
+    for node, ws in by_node.items():
+        done = sorted(ws, key=lambda o: o.ret)
+        j, top = 0, None
+        for b in sorted(ws, key=lambda o: o.call):
+            while j < len(done) and done[j].ret < b.call:
+                if top is None or done[j].output["hlc"] > top.output["hlc"]:
+                    top = done[j]
+                j += 1
+            if top is not None and b.output["hlc"] <= top.output["hlc"]:
+                res.violations.append(Violation(
+                    "stamp-went-back", f"{node} stamped {b.value['id']} @ {b.output['hlc']}, not above "
+                    f"{top.value['id']} @ {top.output['hlc']} which it acknowledged before",
+                    {"post": b.id, "earlier": top.id, "node": node}))
 
 
 def _judge(res: Result, ev: Mapping[str, Any], name: str, shown: Any, preds: dict[str, str],
