@@ -27,8 +27,30 @@ Consistency = Literal["linearizable", "serializable"]
 # instead of queueing the request until its deadline: a definite "not applied".
 _REQUIRE_LEADER = (("hasleader", "true"),)
 # Errors that prove a request never reached raft, so even a write is safely "unavailable".
-_NOT_SENT = ("no leader", "failed to connect", "connection refused", "too many requests",
+_NOT_SENT = ("no leader", "failed to connect", "connection refused",
              "not capable", "Connection refused", "DNS resolution failed")
+
+_NO_ANSWER = (rpc.StatusCode.UNAVAILABLE, rpc.StatusCode.DEADLINE_EXCEEDED, rpc.StatusCode.CANCELLED)
+# etcd hands a server-side timeout or cancellation back as the Go context's error,
+# which gRPC reports as UNKNOWN: a linearizable read whose ReadIndex outlived its
+# deadline (seen under partitions and pauses) means what DEADLINE_EXCEEDED does.
+_CONTEXT_ERRORS = {"context deadline exceeded": rpc.StatusCode.DEADLINE_EXCEEDED,
+                   "context canceled": rpc.StatusCode.CANCELLED}
+
+
+def store_error(code: rpc.StatusCode, details: str, write: bool) -> StoreError:
+    """What a failed etcd call means to the caller; `write`: whether it could have changed state."""
+    if "compacted" in details:
+        return Compacted(0)
+    if code == rpc.StatusCode.UNKNOWN:
+        code = _CONTEXT_ERRORS.get(details.strip(), code)
+    if code == rpc.StatusCode.RESOURCE_EXHAUSTED:  # "too many requests", "database space exceeded"
+        return Unavailable(f"etcd refused the request before proposing it ({code.name}: {details})")
+    if code in _NO_ANSWER:
+        if write and not any(s in details for s in _NOT_SENT):
+            return OutcomeUnknown(f"etcd did not answer the write ({code.name}: {details})")
+        return Unavailable(f"etcd has no quorum or is unreachable ({code.name}: {details})")
+    return StoreError(f"etcd refused the request ({code.name}: {details})")
 
 
 @dataclass(frozen=True)
@@ -144,15 +166,7 @@ class CPStore:
     # -- error mapping -------------------------------------------------------
 
     def _failure(self, e: rpc.AioRpcError, write: bool) -> StoreError:
-        code, details = e.code(), e.details() or ""
-        if "compacted" in details:
-            return Compacted(0)
-        sent = not any(s in details for s in _NOT_SENT)
-        if code in (rpc.StatusCode.UNAVAILABLE, rpc.StatusCode.DEADLINE_EXCEEDED, rpc.StatusCode.CANCELLED):
-            if write and sent:
-                return OutcomeUnknown(f"etcd did not answer the write ({code.name}: {details})")
-            return Unavailable(f"etcd has no quorum or is unreachable ({code.name}: {details})")
-        return StoreError(f"etcd refused the request ({code.name}: {details})")
+        return store_error(e.code(), e.details() or "", write)
 
     async def _read(self, request: Any, serializable: bool) -> Any:
         """A Range with retries until the bound: reads are idempotent, so retrying is safe."""

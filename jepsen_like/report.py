@@ -58,6 +58,8 @@ def _line(name: str, r: dict[str, Any]) -> str:
         detail = f"{s.get('causal_writes')} read-then-write posts, {s.get('reads_after_writes')} reads after them"
     elif name == "watch":
         detail = f"{s.get('watchers')} watchers, {s.get('events')} events"
+    elif name == "availability":
+        detail = f"{r.get('violation_count', 0)} answers of 500"
     else:
         detail = ""
     out = f"  {name:<16} {verdict:<8} {detail}"
@@ -81,8 +83,7 @@ def summary(results: dict[str, Any]) -> str:
                  + ", ".join(sorted({w[2] for w in results.get("nemesis_windows", [])})))
     lines.append("checkers:")
     for name, r in results["checkers"].items():
-        if name != "availability":
-            lines.append(_line(name, r))
+        lines.append(_line(name, r))
     avail = results["checkers"].get("availability")
     if avail:
         res = Result("availability", stats=avail["stats"])

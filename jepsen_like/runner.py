@@ -224,6 +224,7 @@ def check(events: list[Event], workloads: list[Workload], finals: dict[str, Any]
     ops = [op for op in as_operations(events) if op.f != "watch"]
     avail = availability.check(ops, [(s, e) for s, e, _ in windows])
     results["checkers"]["availability"] = report.result_json(avail)
+    verdicts.append(avail.valid)  # judged only on answers of 500: no fault excuses an unclassified failure
     results["nemesis_windows"] = windows
     results["ops"] = _op_counts(events)
     # Reported, not judged: the final reads' checkers judge what a slow recovery left behind.

@@ -5,7 +5,11 @@ from __future__ import annotations
 import time
 
 import httpx
+import pytest
+from aetcd import rpc
 
+from consistency.cp_store import store_error
+from consistency.errors import Compacted, OutcomeUnknown, StoreError, Unavailable
 from service.launcher import Deployment, wait_until
 from tests.conftest import CP_TIMEOUT_S
 
@@ -95,3 +99,27 @@ def test_quorum_loss_refuses_then_recovers_without_loss(healthy_cluster: Deploym
         assert api2.get(f"/v1/worlds/{world}/params/{key}").json()["value"] == value
     assert api.put(f"/v1/worlds/{world}/params/k0", json="after").status_code == 200
     assert api2.get(f"/v1/worlds/{world}/params/k0").json()["value"] == "after"
+
+
+# What etcd 3.4 answered under the harness's faults, and what each must become.
+ETCD_ERRORS = [
+    # A linearizable read whose ReadIndex outlived its deadline inside etcd: UNKNOWN, the Go
+    # context's error. It used to surface as a 500; it is a timeout like any other.
+    (rpc.StatusCode.UNKNOWN, "context deadline exceeded", False, Unavailable),
+    (rpc.StatusCode.UNKNOWN, "context deadline exceeded", True, OutcomeUnknown),
+    (rpc.StatusCode.UNKNOWN, "context canceled", True, OutcomeUnknown),
+    (rpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded", True, OutcomeUnknown),
+    (rpc.StatusCode.UNAVAILABLE, "etcdserver: no leader", True, Unavailable),  # refused before raft
+    (rpc.StatusCode.UNAVAILABLE, "etcdserver: request timed out", True, OutcomeUnknown),
+    (rpc.StatusCode.RESOURCE_EXHAUSTED, "etcdserver: too many requests", True, Unavailable),
+    (rpc.StatusCode.RESOURCE_EXHAUSTED, "etcdserver: mvcc: database space exceeded", True, Unavailable),
+    (rpc.StatusCode.OUT_OF_RANGE, "etcdserver: mvcc: required revision has been compacted", False, Compacted),
+    (rpc.StatusCode.UNKNOWN, "something new", False, StoreError),
+]
+
+
+@pytest.mark.parametrize("code,details,write,expected", ETCD_ERRORS,
+                         ids=[f"{c.name}-{d[:24]}-{'write' if w else 'read'}" for c, d, w, _ in ETCD_ERRORS])
+def test_etcd_errors_map_to_what_the_caller_may_assume(code: rpc.StatusCode, details: str, write: bool,
+                                                       expected: type) -> None:
+    assert type(store_error(code, details, write)) is expected

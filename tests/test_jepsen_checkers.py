@@ -211,3 +211,16 @@ def test_availability_inside_and_outside_faults() -> None:
     assert [v.details["tier"] for v in res.violations] == ["cp"]
     assert "cp" in availability.table(res)
     assert availability.check(ops, [], minimum={("cp", "outside"): 0.5}).stats["tiers"]["cp"]["inside"]["total"] == 0
+
+
+def test_availability_flags_every_500() -> None:
+    def failed(p: int, error: str) -> list[Event]:
+        return [Event(INVOKE, p, "read", "k", None, 10 * p), Event(FAIL, p, "read", "k", None, 10 * p + 5, error=error)]
+
+    typed = history(failed(1, "503 /problems/unavailable: no quorum"), failed(2, "not sent: ConnectError"),
+                    failed(3, "504 /problems/outcome-unknown: etcd did not answer"))
+    assert availability.check(typed).valid
+    untyped = history(failed(1, "503 /problems/unavailable: no quorum"),
+                      failed(4, "500 /problems/internal: etcd refused the request (UNKNOWN: x)"))
+    res = availability.check(untyped)
+    assert res.kinds() == {"server-error"} and len(res.violations) == 1

@@ -11,6 +11,11 @@ The tier of an operation is ``tier_of(op)``; by default its ``tier`` field
 to the least acceptable ok fraction: falling below is a violation, so a run
 can assert that the AP tier kept answering during a partition while the CP
 tier is allowed to refuse.
+
+Whatever the faults, a refusal must say what it is: 503 (nothing changed),
+504 (outcome unknown) or a 4xx. A 500 is a failure the service did not
+classify, so the client cannot know whether to retry; each is a
+``server-error`` violation.
 """
 
 from __future__ import annotations
@@ -35,7 +40,11 @@ def check(history: Iterable[Event] | Iterable[Operation],
     spans = _merge(intervals)
     starts = [s for s, _ in spans]
     counts: dict[str, dict[str, dict[str, int]]] = {}
+    res = Result("availability")
     for op in as_operations(history):
+        error = op.complete.error if op.complete is not None else None
+        if isinstance(error, str) and error.startswith("500"):
+            res.violations.append(Violation("server-error", f"{op}: {error}", {"op": op.id}))
         tier = tier_of(op)
         by_where = counts.setdefault(tier, {w: {OK: 0, FAIL: 0, INFO: 0} for w in WHERE})
         i = bisect.bisect_right(starts, op.call) - 1
@@ -43,7 +52,6 @@ def check(history: Iterable[Event] | Iterable[Operation],
         for where in ("inside" if inside else "outside", "all"):
             by_where[where][op.type] += 1
 
-    res = Result("availability")
     table: dict[str, dict[str, dict[str, Any]]] = {}
     for tier, by_where in sorted(counts.items()):
         table[tier] = {}
