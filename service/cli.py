@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import signal
 import sys
 import threading
@@ -47,9 +48,16 @@ def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from api.app import create_app
+    from service.config import Settings
 
+    settings = Settings.from_env()
     # No per-request access log: a world-state node answers thousands of requests a second.
-    uvicorn.run(create_app(), host=args.host, port=args.port, log_level=args.log_level, access_log=False)
+    # On SIGTERM a request in flight gets its CP bound and a second more to finish; then
+    # what still runs is cancelled. A watch stream never finishes by itself, and without
+    # the bound one connected watcher kept the node from ever exiting; its client resumes
+    # elsewhere with Last-Event-ID.
+    uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level=args.log_level, access_log=False,
+                timeout_graceful_shutdown=math.ceil(settings.cp_timeout_s) + 1)
     return 0
 
 

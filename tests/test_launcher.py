@@ -131,3 +131,26 @@ def test_per_process_control(healthy_cluster: Deployment) -> None:
     t0 = time.monotonic()
     healthy_cluster.api["r2"].restart(wait=True)
     assert time.monotonic() - t0 < 60
+
+
+def test_api_node_with_an_open_watch_exits_on_sigterm(tmp_path: Path) -> None:
+    # uvicorn waits for every response to finish before it exits; a watch never finishes.
+    d = Deployment(Topology(etcd_members=1, regions=1, run_dir=tmp_path))
+    d.start()
+    try:
+        api = d.api["r1"]
+        with httpx.stream("GET", f"{api.url}/v1/worlds/w/watch", timeout=30) as stream:
+            assert stream.status_code == 200
+            lines = stream.iter_lines()  # held: dropping the generator would close the stream
+            assert next(lines).startswith(": watching from revision")
+            t0 = time.monotonic()
+            assert api.popen is not None
+            api.popen.send_signal(signal.SIGTERM)
+            api.popen.wait(30)
+            elapsed = time.monotonic() - t0
+        # The bound is the CP timeout (2 s here) plus a second, then in-flight work is cancelled.
+        assert elapsed < 10, f"took {elapsed:.1f} s"
+        assert api.popen.returncode == -signal.SIGTERM  # uvicorn re-raises the signal once it has shut down
+        assert "timeout graceful shutdown exceeded" in api.log_path.read_text()
+    finally:
+        d.stop()
