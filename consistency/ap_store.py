@@ -25,7 +25,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from consistency import ap_keys as K
 from consistency.errors import OutcomeUnknown, Unavailable
-from consistency.hlc import HLCTimestamp, HybridLogicalClock, wall_clock_ms
+from consistency.hlc import HLCTimestamp, HybridLogicalClock, LogicalOverflowError, wall_clock_ms
 
 Scalar = float | int | str | bool | None
 T = TypeVar("T")
@@ -165,15 +165,24 @@ class ReplicaStore:
 
     async def ingest(self, observations: list[Observation]) -> IngestResult:
         """Merge a batch of observations; each is acknowledged only once Redis applied it."""
+        if not observations:
+            return IngestResult([], "", "")
         if not self._clock_seeded:
             await self._seed_clock()
+        try:
+            # Every stamp of the batch before any chunk is sent: a refusal here changes nothing.
+            first = self.hlc.reserve(len(observations))
+        except LogicalOverflowError as e:
+            # The HLC runs ahead of this node's wall clock (it followed a faster clock) and has
+            # used up that millisecond's logical counter: stamps come back once time reaches it.
+            raise Unavailable(f"this node's clock has no timestamps left before {e.wall_ms} ms",
+                              retry_after_s=max(1.0, (e.wall_ms - wall_clock_ms()) / 1000)) from e
         accepted: list[bool] = []
         last_id, stamp = "", ""
         for start in range(0, len(observations), CHUNK):
             chunk = observations[start:start + CHUNK]
-            first = self.hlc.reserve(len(chunk))
             args: list[Any] = [self.region, wall_clock_ms()]
-            for i, ob in enumerate(chunk):
+            for i, ob in enumerate(chunk, start):
                 stamp = f"{first.wall_ms:012x}-{first.logical + i:04x}"  # HLCTimestamp.to_string, inlined
                 args.append(pack_observation(ob, f"{stamp}|{self.node_id}"))
             statuses, lid = await self._call("ingest", [K.STREAM], args)

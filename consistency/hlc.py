@@ -234,11 +234,14 @@ class HybridLogicalClock:
         all greater than every earlier one; the clock's last becomes the final one.
 
         A batch of writes gets strictly increasing stamps without building a
-        timestamp object per write."""
+        timestamp object per write. On LogicalOverflowError the clock is left
+        exactly as it was, so a smaller batch may still fit."""
         if n < 1:
             raise ValueError("reserve at least one timestamp")
+        before = self._last
         first = self.now()
         if first.logical + n - 1 > MAX_LOGICAL:
+            self._last = before  # nothing was handed out
             raise LogicalOverflowError(first.wall_ms)
         self._last = HLCTimestamp(first.wall_ms, first.logical + n - 1)
         return first

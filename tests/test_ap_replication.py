@@ -9,8 +9,9 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from consistency.ap_store import ReplicaStore
-from consistency.hlc import HybridLogicalClock, wall_clock_ms
+from consistency.ap_store import CHUNK, ReplicaStore
+from consistency.errors import Unavailable
+from consistency.hlc import MAX_LOGICAL, HLCTimestamp, HybridLogicalClock, wall_clock_ms
 from service.launcher import Deployment, Topology
 from tests.ap_helpers import cut, flush, heal, ob, quiesce, replication, state
 
@@ -163,6 +164,23 @@ def test_a_restarted_node_orders_its_next_write_after_what_its_replica_holds(fre
         ball = await restarted.get_entity("w", "ball")
         assert ball is not None and ball.fields["x"].value == 2
         await restarted.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_clock_out_of_timestamps_refuses_the_whole_batch_and_writes_nothing(fresh: Deployment) -> None:
+    # An HLC a minute ahead of the wall clock (it followed a fast peer) with 6 stamps left in its millisecond.
+    ahead = HybridLogicalClock("node-r1", last=HLCTimestamp(wall_clock_ms() + 60_000, MAX_LOGICAL - 6))
+
+    async def scenario() -> None:
+        store = ReplicaStore(fresh.redis["r1"].url, "r1", "node-r1", ahead)
+        batch = [ob(f"e{i}", f"ev{i}", x=i) for i in range(2 * CHUNK)]  # two chunks: neither may be sent
+        with pytest.raises(Unavailable) as refused:
+            await store.ingest(batch)
+        assert refused.value.retry_after_s > 50
+        assert await store.get_entity("w", "e0") is None and await store.last_id() == "0-0"
+        assert (await store.ingest(batch[:6])).accepted == [True] * 6  # what is left still serves
+        await store.close()
 
     asyncio.run(scenario())
 

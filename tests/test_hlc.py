@@ -133,6 +133,11 @@ def test_logical_overflow_refuses_and_leaves_clock_unchanged() -> None:
     assert other.last == HLCTimestamp(0, 0)
     wall.ms += 1  # once the wall clock moves on, the clock works again
     assert clock.now() == HLCTimestamp(BASE + 1, 0)
+    nearly = HybridLogicalClock("n3", now_ms=wall, last=HLCTimestamp(BASE + 5, MAX_LOGICAL - 3))
+    with pytest.raises(LogicalOverflowError):
+        nearly.reserve(4)  # three stamps left
+    assert nearly.last == HLCTimestamp(BASE + 5, MAX_LOGICAL - 3)
+    assert nearly.reserve(3) == HLCTimestamp(BASE + 5, MAX_LOGICAL - 2)
 
 
 def test_restored_watermark_is_never_reissued() -> None:
