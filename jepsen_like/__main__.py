@@ -26,6 +26,7 @@ from .client import Api  # noqa: E402
 from .history import read_jsonl  # noqa: E402
 from .recorder import Recorder  # noqa: E402
 from .workloads import WORKLOADS, Context  # noqa: E402
+from service.faults import SABOTAGES  # noqa: E402
 
 
 def _list(value: str) -> list[str]:
@@ -59,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--store", type=Path, default=Path("store"))
     r.add_argument("--name", default=None, help="test name (default: from workloads and nemeses)")
     r.add_argument("--sabotage", type=_list, default=[],
-                   help="FOR TESTS ONLY: plant bugs (cp-stale-cache, no-dedup, wall-clock-lww, drop-deltas)")
+                   help=f"FOR TESTS ONLY: plant bugs ({', '.join(SABOTAGES)})")
     r.add_argument("--clock-skew", type=_skews, default={}, help="hold skews for the whole run: r1=-5000,r2=300")
     r.add_argument("--kill-targets", type=_list, default=["etcd", "redis", "api"], help="etcd, redis, api")
     r.add_argument("--pause-targets", type=_list, default=["etcd", "redis", "api"], help="etcd, redis, api")
