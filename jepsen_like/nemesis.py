@@ -39,6 +39,8 @@ from .proxy import BLACKHOLE, DELAY, DROP, PASS_RULE, RESET, Rule
 from .recorder import Recorder
 
 FAMILIES = ("partition", "kill", "pause", "clock", "net")
+# What kill and pause act on unless told otherwise: every kind of process.
+TARGETS = ("etcd", "redis", "api")
 
 
 def set_clock(cluster: Cluster, region: str, offset_ms: int) -> bool:
@@ -105,7 +107,7 @@ class Kill:
     name = "kill"
     verb = "kill"
 
-    def __init__(self, cluster: Cluster, targets: tuple[str, ...] = ("etcd", "redis", "api")) -> None:
+    def __init__(self, cluster: Cluster, targets: tuple[str, ...] = TARGETS) -> None:
         self.c = cluster
         self.targets = targets
         self.victims: list[str] = []
@@ -150,9 +152,6 @@ class Kill:
 class Pause(Kill):
     name = "pause"
     verb = "pause"
-
-    def __init__(self, cluster: Cluster, targets: tuple[str, ...] = ("etcd", "redis", "api")) -> None:
-        super().__init__(cluster, targets)
 
 
 class Clock:
@@ -244,8 +243,8 @@ class NetFault:
     heal = stop
 
 
-def make(families: list[str], cluster: Cluster, kill_targets: tuple[str, ...] = ("etcd", "redis", "api"),
-         pause_targets: tuple[str, ...] = ("etcd", "redis", "api")) -> list[Any]:
+def make(families: list[str], cluster: Cluster, kill_targets: tuple[str, ...] = TARGETS,
+         pause_targets: tuple[str, ...] = TARGETS) -> list[Any]:
     unknown = set(families) - set(FAMILIES)
     if unknown:
         raise ValueError(f"unknown nemesis {sorted(unknown)}; known: {list(FAMILIES)}")

@@ -42,8 +42,8 @@ class Options:
     name: str | None = None
     sabotage: list[str] = field(default_factory=list)
     clock_skew: dict[str, int] = field(default_factory=dict)   # region -> ms held for the whole run
-    kill_targets: list[str] = field(default_factory=lambda: ["etcd", "redis", "api"])
-    pause_targets: list[str] = field(default_factory=lambda: ["etcd", "redis", "api"])
+    kill_targets: list[str] = field(default_factory=lambda: list(nemesis.TARGETS))
+    pause_targets: list[str] = field(default_factory=lambda: list(nemesis.TARGETS))
     regions: int = 3
     net: str = "proxy"                                         # proxy (no privileges) or netns (root)
     etcd_members: int = 3
