@@ -3,6 +3,7 @@ WORKDIR /app
 # torch first and pinned, as in the README; in a container this is the CUDA build.
 RUN pip install --no-cache-dir torch==2.13.0
 COPY pyproject.toml README.md ./
+COPY deploy deploy
 COPY api api
 COPY service service
 COPY consistency consistency

@@ -1,4 +1,4 @@
-"""HTTP preconditions mapped onto etcd compare-and-swap.
+"""HTTP preconditions mapped onto the service's compare-and-swap.
 
 ETag = the key's mod revision, as a strong entity tag ("12").
   If-Match: "12"     -> write only if the key is at revision 12
@@ -9,22 +9,13 @@ ETag = the key's mod revision, as a strong entity tag ("12").
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 
-from api.problems import Problem
+from api.problems import Problem, etag
+from service.versioned import Precondition
+
+__all__ = ["etag", "parse"]
 
 _ETAG = re.compile(r'"?([1-9][0-9]{0,18})"?')
-
-
-@dataclass(frozen=True)
-class Precondition:
-    if_revision: int | None = None
-    create_only: bool = False
-    must_exist: bool = False
-
-
-def etag(revision: int) -> str:
-    return f'"{revision}"'
 
 
 def parse(if_match: str | None, if_none_match: str | None) -> Precondition:

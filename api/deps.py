@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Literal, get_args
+from typing import Annotated
 
-from fastapi import Query, Request
+from fastapi import Depends, Query, Request
 
 from service.node import Node
+from service.versioned import CONSISTENCIES, Consistency
 
-Consistency = Literal["linearizable", "serializable"]
-CONSISTENCIES = get_args(Consistency)
+__all__ = ["CONSISTENCIES", "Consistency", "ConsistencyQuery", "NodeDep", "node"]
+
 ConsistencyQuery = Query(
     "linearizable",
     description="linearizable (default) or serializable: a possibly stale local read, labelled as such, "
@@ -19,3 +20,6 @@ ConsistencyQuery = Query(
 
 async def node(request: Request) -> Node:
     return request.app.state.node  # type: ignore[no-any-return]
+
+
+NodeDep = Annotated[Node, Depends(node)]

@@ -1,4 +1,5 @@
-"""Errors as RFC 9457 problem+json: one table of problem types, mapped in one place.
+"""Errors as RFC 9457 problem+json: one table of problem types, and one table
+from exception class to problem type, mapped in one place.
 
 Each `type` is a stable relative URI; GET on it returns its description, so a
 client can switch on it and a person can look it up.
@@ -14,9 +15,15 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from consistency import errors
+from service import errors as service
+from service.errors import model, store
 
 MEDIA_TYPE = "application/problem+json"
+
+
+def etag(revision: int) -> str:
+    """A revision as a strong entity tag: "12"."""
+    return f'"{revision}"'
 
 
 @dataclass(frozen=True)
@@ -100,53 +107,82 @@ def problem_response(p: Problem, instance: str | None = None) -> JSONResponse:
     return JSONResponse(body, status_code=p.status, headers=p.headers, media_type=MEDIA_TYPE)
 
 
-def from_store_error(e: errors.StoreError) -> Problem:
-    if isinstance(e, errors.UnknownWorld):
-        return Problem("unknown-world", f"world {e.world!r} does not exist", world=e.world)
-    if isinstance(e, errors.NotFound):
-        return Problem("not-found", str(e))
-    if isinstance(e, errors.Conflict):
-        etag = {"ETag": f'"{e.current_revision}"'} if e.current_revision else {}
-        return Problem("precondition-failed", str(e), headers=etag, current_revision=e.current_revision)
-    if isinstance(e, errors.Unavailable):
-        return Problem("unavailable", str(e), headers={"Retry-After": str(max(1, round(e.retry_after_s)))})
-    if isinstance(e, errors.OutcomeUnknown):
-        return Problem("outcome-unknown", str(e))
-    if isinstance(e, errors.InvalidKey):
-        return Problem("invalid-key", str(e))
-    if isinstance(e, errors.Compacted):
-        return Problem("compacted", str(e), compact_revision=e.compact_revision)
-    return Problem("internal", str(e))
+# Exception class -> problem type, looked up along the class's MRO (most specific
+# first), as starlette's exception handler does: a subclass needs no entry of its own.
+PROBLEM: dict[type[BaseException], str] = {
+    # the stores
+    store.UnknownWorld: "unknown-world",
+    store.NotFound: "not-found",
+    store.Conflict: "precondition-failed",
+    store.Unavailable: "unavailable",
+    store.OutcomeUnknown: "outcome-unknown",
+    store.InvalidKey: "invalid-key",
+    store.Compacted: "compacted",
+    # the service
+    service.InvalidInput: "validation-error",
+    service.ClockDrift: "clock-drift",
+    service.BatchTooLarge: "batch-too-large",
+    service.InvalidToken: "invalid-token",
+    service.TokenUnknown: "token-unknown",
+    service.NotYetConsistent: "not-yet-consistent",
+    service.EntityNotFound: "not-found",
+    service.EntityMissing: "unknown-entity",
+    service.ActionsForUnknown: "unknown-entity",
+    service.EntityIncomplete: "entity-incomplete",
+    service.ManifestInvalid: "manifest-invalid",
+    service.ModelUnavailable: "model-unavailable",
+    # the world model
+    model.UnknownEntity: "unknown-entity",
+    model.InvalidInput: "model-input",
+    model.Overloaded: "unavailable",
+    model.BatcherClosed: "unavailable",
+}
+# The attributes of an error that its problem document carries as members.
+MEMBERS: dict[type[BaseException], tuple[str, ...]] = {
+    store.UnknownWorld: ("world",),
+    store.Conflict: ("current_revision",),
+    store.Compacted: ("compact_revision",),
+    service.InvalidInput: ("errors",),
+    service.ClockDrift: ("index", "drift_ms", "max_drift_ms"),
+    service.BatchTooLarge: ("limit",),
+    service.TokenUnknown: ("region",),
+    service.NotYetConsistent: ("token", "behind"),
+    service.EntityMissing: ("entity",),
+    service.ActionsForUnknown: ("entities",),
+    service.EntityIncomplete: ("entity", "missing"),
+    model.InvalidInput: ("code",),
+}
+# Seconds a client should wait before retrying what a busy or partitioned node refused.
+RETRY_AFTER_S: dict[type[BaseException], float] = {model.Overloaded: 1.0, model.BatcherClosed: 1.0}
 
 
-def _world_model_problem(e: Exception) -> Problem:
-    from service.models import ModelUnavailable
-    from service.world_view import EntityIncomplete, EntityMissing
-    from world_model import errors as wm
+def _lookup(table: dict[type[BaseException], Any], exc: BaseException) -> Any:
+    return next((table[c] for c in type(exc).__mro__ if c in table), None)
 
-    if isinstance(e, ModelUnavailable):
-        return Problem("model-unavailable", str(e), headers={"Retry-After": "5"})
-    if isinstance(e, EntityMissing):
-        return Problem("unknown-entity", str(e), entity=e.entity)
-    if isinstance(e, EntityIncomplete):
-        return Problem("entity-incomplete", str(e), entity=e.entity, missing=e.missing)
-    if isinstance(e, wm.UnknownEntity):
-        return Problem("unknown-entity", str(e))
-    if isinstance(e, wm.InvalidInput):
-        return Problem("model-input", str(e), code=e.code)
-    if isinstance(e, (wm.Overloaded, wm.BatcherClosed)):
-        return Problem("unavailable", str(e), headers={"Retry-After": "1"})
-    return Problem("internal", type(e).__name__)
+
+def problem_of(exc: BaseException) -> Problem:
+    """The problem an error stands for; anything unmapped is `internal` and names only its class."""
+    if isinstance(exc, Problem):
+        return exc
+    slug = _lookup(PROBLEM, exc)
+    if slug is None:
+        return Problem("internal", type(exc).__name__)
+    extra = {name: getattr(exc, name) for name in _lookup(MEMBERS, exc) or ()}
+    extra = {k: v for k, v in extra.items() if v is not None}
+    headers = {}
+    retry = getattr(exc, "retry_after_s", None) or _lookup(RETRY_AFTER_S, exc)
+    if retry is not None:
+        headers["Retry-After"] = str(max(1, round(retry)))
+    if isinstance(exc, store.Conflict) and exc.current_revision:
+        headers["ETag"] = etag(exc.current_revision)
+    detail = str(exc) if not isinstance(exc, store.UnknownWorld) else f"world {exc.world!r} does not exist"
+    return Problem(slug, detail, headers=headers, **extra)
 
 
 def install(app: FastAPI) -> None:
     @app.exception_handler(Problem)
     async def _problem(request: Request, exc: Problem) -> JSONResponse:
         return problem_response(exc, request.url.path)
-
-    @app.exception_handler(errors.StoreError)
-    async def _store(request: Request, exc: errors.StoreError) -> JSONResponse:
-        return problem_response(from_store_error(exc), request.url.path)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -160,18 +196,13 @@ def install(app: FastAPI) -> None:
         return problem_response(Problem("http-error", str(exc.detail), status=exc.status_code,
                                         headers=dict(exc.headers or {})), request.url.path)
 
-    from service.models import ModelUnavailable
-    from service.world_view import EntityIncomplete, EntityMissing
-    from world_model.errors import WorldModelError
+    async def _mapped(request: Request, exc: Exception) -> JSONResponse:
+        return problem_response(problem_of(exc), request.url.path)
 
-    for exc_type in (ModelUnavailable, EntityMissing, EntityIncomplete, WorldModelError):
-        @app.exception_handler(exc_type)
-        async def _model(request: Request, exc: Exception) -> JSONResponse:
-            return problem_response(_world_model_problem(exc), request.url.path)
-
-    @app.exception_handler(Exception)
-    async def _internal(request: Request, exc: Exception) -> JSONResponse:
-        return problem_response(Problem("internal", type(exc).__name__), request.url.path)
+    # Every mapped class gets the handler: one registered for Exception alone would run
+    # in Starlette's ServerErrorMiddleware, which logs and re-raises after answering.
+    for exc_type in (*PROBLEM, Exception):
+        app.add_exception_handler(exc_type, _mapped)
 
     @app.get("/problems/{slug}", include_in_schema=False)
     async def _describe(slug: str) -> dict[str, Any]:

@@ -1,41 +1,137 @@
-"""Request and response documents of the HTTP API."""
+"""Request and response documents of the HTTP API.
+
+Request bodies the routes validate with pydantic are models here; the
+physics and observation documents are validated by the service and only
+described here (for OpenAPI), derived from the definitions the service uses.
+Responses are rendered from the service's results by the functions below.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import dataclasses
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, create_model
 
-from consistency.cp_store import Entry
+from api.problems import etag
+from service.observation_input import MAX_FIELDS, PATTERNS
+from service.observations import EntityState, Reflects
+from service.versioned import Versioned
+from world_model.config import Physics
+from world_model.state import MAX_BUDGET, MAX_ENTITIES, MIN_BUDGET
 
 
-class Physics(BaseModel):
-    """A world's physics constants, stored as one CP value so no reader sees half an update."""
+def _full(pattern: str) -> str:
+    return f"^{pattern}$"
 
+
+class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
-    gravity: float = Field(..., ge=-50.0, le=50.0, description="downward acceleration, m/s^2 (negative: upward)")
-    restitution: float = Field(..., ge=0.0, le=1.0, description="bounce: 0 fully inelastic, 1 elastic")
-    drag: float = Field(..., ge=0.0, le=10.0, description="linear drag coefficient, 1/s")
-    time_step: float = Field(..., gt=0.0, le=0.1, description="simulation step, s")
+
+def _physics_field(f: dataclasses.Field[Any]) -> Any:
+    lo, hi = f.metadata["range"]
+    low = {"gt": lo} if f.metadata["lo_open"] else {"ge": lo}
+    return (float, Field(..., le=hi, description=f.metadata["description"], **low))
 
 
-def entry_document(world: str, key: str, entry: Entry) -> dict[str, Any]:
+PhysicsIn = create_model("Physics", __base__=Strict, __doc__=Physics.__doc__,  # type: ignore[call-overload]
+                         **{f.name: _physics_field(f) for f in dataclasses.fields(Physics)})
+
+
+class ObservationIn(BaseModel):
+    """The documented shape of one observation (service.observation_input enforces it)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    event_id: str = Field(pattern=_full(PATTERNS["event_id"]), description="unique per event; a replay is a duplicate")
+    entity: str = Field(pattern=_full(PATTERNS["entity"]))
+    source: str = Field(pattern=_full(PATTERNS["source"]), description="sensor or agent that observed it")
+    observed_at: float | None = Field(None, ge=0, description="unix time in seconds, by the source's clock")
+    fields: dict[Annotated[str, StringConstraints(pattern=_full(PATTERNS["field"]))],
+                 float | int | str | bool | None] = Field(default_factory=dict, max_length=MAX_FIELDS)
+
+
+def json_body_openapi(schema: dict[str, Any]) -> dict[str, Any]:
+    """`openapi_extra` for a route that reads its JSON body itself."""
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
+
+
+OBSERVATIONS_BODY = json_body_openapi({"oneOf": [
+    ObservationIn.model_json_schema(ref_template="#/components/schemas/{model}"),
+    {"type": "array", "items": {"$ref": "#/components/schemas/ObservationIn"}}]})
+PHYSICS_BODY = json_body_openapi(PhysicsIn.model_json_schema())
+
+# -- the world model's queries ------------------------------------------------
+
+EntityId = Annotated[str, StringConstraints(pattern=_full(PATTERNS["entity"]))]
+Finite = Annotated[float, Field(allow_inf_nan=False)]
+
+
+class PredictIn(Strict):
+    entities: list[EntityId] | None = Field(None, min_length=1, max_length=MAX_ENTITIES,
+                                            description=f"default: every entity of the world (up to {MAX_ENTITIES})")
+    horizon: int = Field(..., ge=1, description="steps to predict (at most the model's max_horizon)")
+    actions: dict[EntityId, list[tuple[Finite, Finite]]] | None = Field(
+        None, description="impulses (N*s) per entity, one [ax, ay] per step from the first; missing steps are 0")
+
+
+class Frame(Strict):
+    x: float
+    y: float
+    vx: float
+    vy: float
+    radius: float | None = Field(None, gt=0)
+    mass: float | None = Field(None, gt=0)
+
+
+class SurpriseIn(Strict):
+    observed: dict[EntityId, list[Frame]] = Field(..., min_length=1,
+                                                  description="per entity, the frames observed after the current state")
+    entities: list[EntityId] | None = Field(None, min_length=1, max_length=MAX_ENTITIES)
+
+
+class Goal(Strict):
+    x: float
+    y: float
+    radius: float = Field(..., gt=0)
+
+
+class PlanIn(Strict):
+    entity: EntityId
+    goal: Goal
+    horizon: int = Field(..., ge=1)
+    budget: int = Field(256, ge=MIN_BUDGET, le=MAX_BUDGET, description="candidate action sequences evaluated")
+    entities: list[EntityId] | None = Field(None, min_length=1, max_length=MAX_ENTITIES)
+
+
+# -- responses ------------------------------------------------------------------
+
+
+def revisions(v: Versioned) -> dict[str, int]:
+    return {"revision": v.revision, "create_revision": v.create_revision, "version": v.version}
+
+
+def read_document(v: Versioned, value_name: str = "value", **names: str) -> dict[str, Any]:
+    """A CP value as read: `names` first (world, key), the value under `value_name`, its revisions."""
+    return {**names, value_name: v.value, **revisions(v), "store_revision": v.store_revision,
+            "consistency": v.consistency}
+
+
+def read_headers(v: Versioned) -> dict[str, str]:
+    return {"ETag": etag(v.revision), "X-Worldstate-Revision": str(v.store_revision),
+            "X-Worldstate-Consistency": v.consistency}
+
+
+def entity_document(e: EntityState) -> dict[str, Any]:
     return {
-        "world": world,
-        "key": key,
-        "value": entry.value,
-        "revision": entry.mod_revision,
-        "create_revision": entry.create_revision,
-        "version": entry.version,
-        "store_revision": entry.revision,
-        "consistency": entry.consistency,
+        "entity": e.entity,
+        "fields": {k: {"value": f.value, "hlc": f.hlc, "node": f.node, "source": f.source,
+                       "event_id": f.event_id, "observed_at_ms": f.observed_at_ms} for k, f in e.fields.items()},
+        "counters": {"observations": {"by_source": e.counters, "total": sum(e.counters.values())}},
     }
 
 
-def read_headers(entry: Entry) -> dict[str, str]:
-    return {
-        "ETag": f'"{entry.mod_revision}"',
-        "X-Worldstate-Revision": str(entry.revision),
-        "X-Worldstate-Consistency": entry.consistency,
-    }
+def reflects_document(r: Reflects) -> dict[str, Any]:
+    return {"replica": r.replica, "watermark": r.watermark, "hlc": r.hlc, "behind": r.behind,
+            "replication": r.replication}

@@ -34,7 +34,7 @@ from bench.rawhttp import Connection  # noqa: E402
 from consistency import ap_keys as K  # noqa: E402
 from consistency.ap_store import Observation, ReplicaStore, pack_observation, stream_id  # noqa: E402
 from consistency.replication import Replicator  # noqa: E402
-from service.launcher import Deployment, Topology  # noqa: E402
+from deploy.launcher import Deployment, Topology  # noqa: E402
 
 WORLD = "bench"
 _counter = 0

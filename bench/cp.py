@@ -28,7 +28,7 @@ os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
 from bench.rawhttp import Connection  # noqa: E402
 
 from consistency.cp_store import CPStore  # noqa: E402
-from service.launcher import Deployment, Topology  # noqa: E402
+from deploy.launcher import Deployment, Topology  # noqa: E402
 
 Op = Callable[[int, int], Awaitable[None]]  # (worker, i)
 

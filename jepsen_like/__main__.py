@@ -26,7 +26,7 @@ from .client import Api  # noqa: E402
 from .history import read_jsonl  # noqa: E402
 from .recorder import Recorder  # noqa: E402
 from .workloads import WORKLOADS, Context  # noqa: E402
-from service.faults import SABOTAGES  # noqa: E402
+from service.sabotage import SABOTAGES  # noqa: E402
 
 
 def _list(value: str) -> list[str]:

@@ -18,8 +18,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from service.launcher import Deployment, Topology, wait_until
-from service.processes import ManagedProcess
+from deploy.launcher import Deployment, Topology, wait_until
+from deploy.processes import ManagedProcess
 
 from .proxy import Net
 

@@ -25,7 +25,7 @@ if [ "$(id -u)" = 0 ] && have apt-get && ! have iptables; then
 fi
 
 "$PY" - <<'PYEOF'
-from service import binaries
+from deploy import binaries
 for name in ("etcd", "redis-server"):
     b = binaries.find(name)
     print(f"{name} {'.'.join(map(str, b.version))} ({b.source}: {b.path})")

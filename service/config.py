@@ -11,6 +11,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from service import sabotage
+
 
 def _split(value: str) -> list[str]:
     return [v.strip() for v in value.split(",") if v.strip()]
@@ -80,9 +82,7 @@ def _parse(name: str, default: Any, raw: str) -> Any:
     if name == "peers":
         return _peers(raw)
     if name == "sabotage":
-        from service.faults import parse_sabotage
-
-        return parse_sabotage(raw)
+        return sabotage.parse(raw)
     if isinstance(default, bool):
         return raw.strip().lower() in ("1", "true", "yes")
     if isinstance(default, list):

@@ -20,18 +20,15 @@ from typing import Any
 from consistency import cp_keys
 from consistency.cp_store import CPStore
 from consistency.errors import Compacted, NotFound, StoreError
+from service.errors import ManifestInvalid, ModelUnavailable
+from service.versioned import Consistency, Precondition, Versioned, Written, read, write
+
+# world_model is imported inside the functions that load a model: torch takes
+# seconds to import, and a node that serves no model (or not yet) never pays it.
 
 log = logging.getLogger("worldstate.models")
 MANIFEST_KEY = f"{cp_keys.ROOT}/models/manifest"
 _HASH = re.compile(r"[0-9a-f]{64}")
-
-
-class ModelUnavailable(Exception):
-    """No model is loaded yet (none published, or its blob was refused)."""
-
-
-class ManifestInvalid(ValueError):
-    pass
 
 
 @dataclass
@@ -78,6 +75,15 @@ class ModelHost:
         self.serving: Serving | None = None
         self.last_error = ""
         self._task: asyncio.Task[None] | None = None
+
+    async def manifest(self, consistency: Consistency = "linearizable") -> Versioned:
+        return await read(self.cp, MANIFEST_KEY, consistency)
+
+    async def publish(self, manifest: Any, pre: Precondition) -> Written:
+        """Publish a model: compare-and-swap on the manifest's revision, like any CP value.
+        Refused (ManifestInvalid) unless this node holds the blob and its hash matches."""
+        await asyncio.to_thread(check_manifest, manifest, self.checkpoint_dir)
+        return await write(self.cp, MANIFEST_KEY, manifest, pre)
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._follow(), name="model-manifest-watch")

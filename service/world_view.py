@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -10,31 +9,14 @@ from consistency import cp_keys
 from consistency.ap_store import EntityState, ReplicaStore
 from consistency.cp_store import Consistency, CPStore
 from consistency.errors import NotFound
-
-# Fields an entity needs to be simulated; radius and mass default to mid-range
-# values of the trained world when a source never reported them.
-REQUIRED = ("x", "y", "vx", "vy")
-DEFAULTS = {"radius": 0.5, "mass": 1.0}
-MAX_ENTITIES = 64
-
-
-class EntityMissing(LookupError):
-    def __init__(self, entity: str) -> None:
-        super().__init__(f"no observations of entity {entity!r} on this replica")
-        self.entity = entity
-
-
-class EntityIncomplete(ValueError):
-    def __init__(self, entity: str, missing: list[str]) -> None:
-        super().__init__(f"entity {entity!r} lacks numeric {', '.join(missing)}")
-        self.entity = entity
-        self.missing = missing
+from service.errors import EntityIncomplete, EntityMissing
+from world_model.state import MAX_ENTITIES, MissingState, state_row
 
 
 @dataclass
 class WorldView:
     ids: list[str]
-    rows: list[list[float]]  # x, y, vx, vy, radius, mass per entity
+    rows: list[list[float]]  # one world_model.state row per entity
     physics: dict[str, float]
     physics_revision: int
     physics_consistency: str
@@ -47,22 +29,15 @@ class WorldView:
 
 
 def row(e: EntityState) -> list[float]:
-    values: dict[str, float] = {}
-    missing = []
-    for name in (*REQUIRED, *DEFAULTS):
-        f = e.fields.get(name)
-        v = f.value if f else DEFAULTS.get(name)
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-            missing.append(name)
-        else:
-            values[name] = float(v)
-    if missing:
-        raise EntityIncomplete(e.entity, missing)
-    return [values[n] for n in (*REQUIRED, *DEFAULTS)]
+    try:
+        return state_row({name: f.value for name, f in e.fields.items()})
+    except MissingState as m:
+        raise EntityIncomplete(e.entity, m.missing) from None
 
 
 async def load(cp: CPStore, ap: ReplicaStore, world: str, entities: list[str] | None,
                consistency: Consistency = "linearizable") -> WorldView:
+    cp_keys.check_world(world)
     physics = await cp.get(cp_keys.param_path(world, cp_keys.PHYSICS_KEY), consistency)
     if entities is None:
         states, _ = await ap.list_entities(world, None, MAX_ENTITIES)

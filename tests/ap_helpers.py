@@ -11,7 +11,7 @@ from redis.exceptions import RedisError
 
 from consistency.ap_store import Observation, ReplicaStore
 from consistency.replication import Replicator
-from service.launcher import Deployment
+from deploy.launcher import Deployment
 
 
 def flush(d: Deployment) -> None:

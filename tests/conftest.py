@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from consistency.cp_store import CPStore
-from service.launcher import Deployment, Topology, wait_until
+from deploy.launcher import Deployment, Topology, wait_until
 
 # Generous enough for an election on a loaded 2-core machine, still "a few seconds".
 CP_TIMEOUT_S = 4.0

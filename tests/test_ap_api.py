@@ -8,7 +8,7 @@ import httpx
 import pytest
 import redis
 
-from service.launcher import Deployment, wait_until
+from deploy.launcher import Deployment, wait_until
 
 
 @pytest.fixture

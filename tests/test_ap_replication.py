@@ -12,7 +12,7 @@ import redis
 from consistency.ap_store import CHUNK, ReplicaStore
 from consistency.errors import Unavailable
 from consistency.hlc import MAX_LOGICAL, HLCTimestamp, HybridLogicalClock, wall_clock_ms
-from service.launcher import Deployment, Topology
+from deploy.launcher import Deployment, Topology
 from tests.ap_helpers import cut, flush, heal, ob, quiesce, replication, state
 
 

@@ -10,7 +10,7 @@ import subprocess
 import httpx
 import pytest
 
-from service.launcher import Deployment
+from deploy.launcher import Deployment
 from tests.conftest import etcd_revision
 
 PHYSICS = {"gravity": 9.81, "restitution": 0.8, "drag": 0.1, "time_step": 0.01}

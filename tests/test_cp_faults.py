@@ -10,7 +10,7 @@ from aetcd import rpc
 
 from consistency.cp_store import store_error
 from consistency.errors import Compacted, OutcomeUnknown, StoreError, Unavailable
-from service.launcher import Deployment, wait_until
+from deploy.launcher import Deployment, wait_until
 from tests.conftest import CP_TIMEOUT_S
 
 # The bound plus what one HTTP round trip and a loaded machine can add.

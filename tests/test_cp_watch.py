@@ -11,7 +11,7 @@ import pytest
 
 from consistency.cp_store import CPStore, WatchEvent
 from consistency.errors import Compacted
-from service.launcher import Deployment
+from deploy.launcher import Deployment
 from tests.conftest import CP_TIMEOUT_S
 
 

@@ -25,7 +25,7 @@ import pytest
 from jepsen_like import netns, runner
 from jepsen_like.cluster import Cluster, host_of
 from jepsen_like.proxy import BLACKHOLE, RESET, Rule
-from service.launcher import Deployment, EtcdMember, Topology, wait_until
+from deploy.launcher import Deployment, EtcdMember, Topology, wait_until
 
 
 def _flags(argv: list[str]) -> dict[str, str]:

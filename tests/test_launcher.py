@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import yaml
 
-from service.launcher import Deployment, Topology, wait_until
+from deploy.launcher import Deployment, Topology, wait_until
 from tests.conftest import repo_root
 
 
@@ -72,7 +72,7 @@ def test_compose_matches_launcher_topology(tmp_path: Path) -> None:
 
 def test_worldstate_up_starts_everything_and_leaves_no_orphans(tmp_path: Path) -> None:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "service", "up", "--etcd-members", "3", "--regions", "2", "--run-dir", str(tmp_path)],
+        [sys.executable, "-m", "deploy", "up", "--etcd-members", "3", "--regions", "2", "--run-dir", str(tmp_path)],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=repo_root(),
     )
     try:
@@ -100,7 +100,7 @@ def test_worldstate_up_starts_everything_and_leaves_no_orphans(tmp_path: Path) -
 
 def test_children_die_with_a_killed_launcher(tmp_path: Path) -> None:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "service", "up", "--etcd-members", "1", "--regions", "1", "--run-dir", str(tmp_path)],
+        [sys.executable, "-m", "deploy", "up", "--etcd-members", "1", "--regions", "1", "--run-dir", str(tmp_path)],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=repo_root(),
     )
     assert proc.stdout is not None

@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from service.launcher import Deployment, wait_until
+from deploy.launcher import Deployment, wait_until
 from world_model.config import tiny_config
 from world_model.train import train
 

@@ -16,26 +16,34 @@ from typing import Any
 # x, y, vx, vy, radius, mass, present (1.0 for a real body, 0.0 for padding).
 OBS_DIM = 7
 X, Y, VX, VY, RADIUS, MASS, PRESENT = range(OBS_DIM)
-# Public state layout accepted by the inference API (no `present` column).
-STATE_FIELDS = ("x", "y", "vx", "vy", "radius", "mass")
+
+
+def _constant(default: float, lo: float, hi: float, description: str, *, lo_open: bool = False) -> Any:
+    """A physics field with the range a stored document may take: wider than what the
+    model was trained on (PhysicsRanges), so a world can hold physics no model serves."""
+    return field(default=default, metadata={"range": (lo, hi), "lo_open": lo_open, "description": description})
 
 
 @dataclass(frozen=True)
 class Physics:
-    """The physics document: gravity (m/s^2, pulls towards -y), restitution
-    (0..1, energy kept in a bounce), linear drag (1/s) and time step (s)."""
+    """The physics document stored in the CP tier, defined here once: the service
+    validates documents against these fields and ranges, and the API's schema is
+    derived from them."""
 
-    gravity: float = 9.81
-    restitution: float = 0.9
-    drag: float = 0.1
-    time_step: float = 0.05
+    gravity: float = _constant(9.81, -50.0, 50.0, "downward acceleration, m/s^2 (negative: upward)")
+    restitution: float = _constant(0.9, 0.0, 1.0, "bounce: 0 fully inelastic, 1 elastic")
+    drag: float = _constant(0.1, 0.0, 10.0, "linear drag coefficient, 1/s")
+    time_step: float = _constant(0.05, 0.0, 0.1, "simulation step, s", lo_open=True)
 
     def as_list(self) -> list[float]:
-        return [self.gravity, self.restitution, self.drag, self.time_step]
+        return [getattr(self, name) for name in PHYSICS_FIELDS]
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Physics":
-        return cls(**{k: float(d[k]) for k in ("gravity", "restitution", "drag", "time_step") if k in d})
+        return cls(**{k: float(d[k]) for k in PHYSICS_FIELDS if k in d})
+
+
+PHYSICS_FIELDS = tuple(f.name for f in dataclasses.fields(Physics))
 
 
 @dataclass
@@ -51,7 +59,7 @@ class PhysicsRanges:
     def contains(self, p: Physics, slack: float = 1e-6) -> list[str]:
         """Names of the constants of `p` outside the ranges (empty if none)."""
         bad = []
-        for name in ("gravity", "restitution", "drag", "time_step"):
+        for name in PHYSICS_FIELDS:
             lo, hi = getattr(self, name)
             v = getattr(p, name)
             if not (lo - slack <= v <= hi + slack):

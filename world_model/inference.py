@@ -17,16 +17,15 @@ import torch
 from torch import Tensor
 
 from .checkpoints import CheckpointStore, from_bytes, sha256_hex
-from .config import OBS_DIM, PRESENT, Config, Physics
+from .config import OBS_DIM, PHYSICS_FIELDS, PRESENT, Config, Physics
 from .errors import (BadShape, HorizonOutOfRange, InvalidBudget, InvalidGoal, InvalidState, NonFiniteInput,
                      PhysicsOutOfRange, TooManyEntities, UnknownEntity)
 from .model import JEPA, surprise_score
 from .planner import LatentDynamics, cem
 from .probe import Probe, denormalise_state
-from .train import resolve_device
+from .state import MAX_BUDGET, MAX_ENTITIES, MIN_BUDGET
+from .device import resolve_device
 
-MAX_ENTITIES = 64  # hard cap per query; the model was trained on cfg.sim.max_bodies
-MAX_BUDGET = 65536
 
 
 @dataclass
@@ -140,7 +139,7 @@ class WorldModel:
 
     def _physics(self, physics: Physics | dict[str, Any]) -> Tensor:
         if isinstance(physics, dict):
-            missing = {"gravity", "restitution", "drag", "time_step"} - set(physics)
+            missing = set(PHYSICS_FIELDS) - set(physics)
             if missing:
                 raise BadShape(f"physics: missing {sorted(missing)}")
             try:
@@ -274,8 +273,8 @@ class WorldModel:
         g = _array(goal_region, "goal_region")
         if g.shape != (3,) or g[2] <= 0:
             raise InvalidGoal("goal_region: expected (x, y, radius) with radius > 0")
-        if isinstance(budget, bool) or not isinstance(budget, (int, np.integer)) or not 8 <= budget <= MAX_BUDGET:
-            raise InvalidBudget(f"budget {budget!r} not in 8..{MAX_BUDGET}")
+        if isinstance(budget, bool) or not isinstance(budget, (int, np.integer)) or not MIN_BUDGET <= budget <= MAX_BUDGET:
+            raise InvalidBudget(f"budget {budget!r} not in {MIN_BUDGET}..{MAX_BUDGET}")
         phys = self._physics(physics)
         dev = self.device
         dyn = LatentDynamics(self.jepa, self.probe, self.cfg)

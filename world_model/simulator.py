@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from .config import MASS, OBS_DIM, PRESENT, RADIUS, DataConfig, Physics, PhysicsRanges, SimConfig
+from .config import MASS, OBS_DIM, PHYSICS_FIELDS, PRESENT, RADIUS, DataConfig, Physics, PhysicsRanges, SimConfig
 
 
 @dataclass
@@ -35,7 +35,7 @@ def physics_tensor(p: Physics | list[Physics], device: torch.device | str = "cpu
 
 def sample_physics(n: int, ranges: PhysicsRanges, gen: torch.Generator) -> Tensor:
     cols = []
-    for name in ("gravity", "restitution", "drag", "time_step"):
+    for name in PHYSICS_FIELDS:
         lo, hi = getattr(ranges, name)
         cols.append(lo + (hi - lo) * torch.rand(n, generator=gen))
     return torch.stack(cols, dim=1)

@@ -24,6 +24,7 @@ from tqdm import tqdm
 
 from .checkpoints import CheckpointStore, make_manifest, to_bytes
 from .config import Config, Physics, TrainConfig, cosine, default_config, tiny_config
+from .device import resolve_device
 from .model import JEPA
 from .probe import Probe
 from .simulator import Rollouts, datasets, sample_windows
@@ -40,12 +41,6 @@ class TrainResult:
     metrics: dict[str, Any] = field(default_factory=dict)
     resume_hash: str | None = None
     history: list[dict[str, float]] = field(default_factory=list)
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def step_generator(seed: int, step: int, stream: int = 0) -> torch.Generator:

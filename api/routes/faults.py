@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
-from api.deps import node
-from service.faults import SABOTAGES
-from service.node import Node
+from api.deps import NodeDep
 
 router = APIRouter(prefix="/_faults", tags=["faults"])
 
@@ -19,13 +15,12 @@ class ClockOffset(BaseModel):
 
 
 @router.get("")
-async def get_faults(n: Annotated[Node, Depends(node)]) -> dict[str, object]:
-    return {"clock_offset_ms": n.clock_offset_ms, "sabotage": sorted(n.settings.sabotage),
-            "known_sabotage": SABOTAGES, "hlc": n.hlc.last.to_string()}
+async def get_faults(n: NodeDep) -> dict[str, object]:
+    return n.faults()
 
 
 @router.put("/clock")
-async def set_clock(body: ClockOffset, n: Annotated[Node, Depends(node)]) -> dict[str, object]:
+async def set_clock(body: ClockOffset, n: NodeDep) -> dict[str, object]:
     """Skew this node's wall clock, as its HLC sees it, by `offset_ms`."""
-    n.clock_offset_ms = body.offset_ms
+    n.skew_clock(body.offset_ms)
     return {"clock_offset_ms": n.clock_offset_ms, "wall_ms": n.now_ms()}

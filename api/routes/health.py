@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
-from api.deps import node
-from service.node import Node
+from api.deps import NodeDep
 
 router = APIRouter(tags=["health"])
 
@@ -20,7 +17,7 @@ async def healthz() -> dict[str, str]:
 
 
 @router.get("/readyz")
-async def readyz(n: Annotated[Node, Depends(node)]) -> JSONResponse:
+async def readyz(n: NodeDep) -> JSONResponse:
     """Each tier's state; 503 while any tier cannot serve its guarantee."""
     tiers = await n.readiness()
     # The model is reported, not required: a node without one still serves both tiers.

@@ -4,40 +4,23 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, Query, Request
+from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import JSONResponse
-from pydantic import ValidationError
 
 from api import conditions
 from api.body import json_body
-from api.deps import CONSISTENCIES, Consistency, ConsistencyQuery, node
+from api.deps import CONSISTENCIES, Consistency, ConsistencyQuery, NodeDep
 from api.problems import Problem
-from api.schemas import Physics, entry_document, read_headers
-from consistency import cp_keys
+from api.schemas import read_document, read_headers
 from service.node import Node
+from service.versioned import Written
 
 router = APIRouter(prefix="/v1/worlds/{world}", tags=["params"])
-NodeDep = Annotated[Node, Depends(node)]
 
 
-def validate_value(key: str, value: Any) -> Any:
-    """The physics document is validated wherever it is written, also through this route."""
-    if key != cp_keys.PHYSICS_KEY:
-        return value
-    try:
-        return Physics.model_validate(value).model_dump()
-    except ValidationError as e:
-        errs = [{"loc": list(x["loc"]), "msg": x["msg"], "type": x["type"]} for x in e.errors()]
-        raise Problem("validation-error", "physics document failed validation", errors=errs) from None
-
-
-async def write(n: Node, world: str, key: str, value: Any, if_match: str | None,
-                if_none_match: str | None) -> JSONResponse:
-    pre = conditions.parse(if_match, if_none_match)
-    result = await n.cp.put(cp_keys.param_path(world, key), value, if_revision=pre.if_revision,
-                            create_only=pre.create_only, must_exist=pre.must_exist)
+def written(world: str, key: str, result: Written) -> JSONResponse:
     return JSONResponse({"world": world, "key": key, "revision": result.revision},
-                        status_code=201 if pre.create_only else 200,
+                        status_code=201 if result.created else 200,
                         headers={"ETag": conditions.etag(result.revision)})
 
 
@@ -51,18 +34,16 @@ async def list_params(
     revision: int = Query(0, ge=0, description="pin the snapshot of the previous page (0: now)"),
     consistency: Consistency = ConsistencyQuery,
 ) -> JSONResponse:
-    base = cp_keys.params_prefix(world)
-    after = cp_keys.param_path(world, start_after) if start_after else None
-    listing = await n.cp.list(cp_keys.params_prefix(world, prefix), consistency=consistency, limit=limit,
-                              start_after=after, revision=revision)
-    items = [entry_document(world, e.key[len(base):], e) for e in listing.entries]
-    for item in items:
-        del item["world"], item["store_revision"], item["consistency"]
-    nxt = {"start_after": items[-1]["key"], "revision": listing.revision} if listing.more and items else None
+    page = await n.params.list(world, prefix, limit=limit, start_after=start_after, revision=revision,
+                               consistency=consistency)
+    items: list[dict[str, Any]] = [{"key": i.key, "value": i.value, "revision": i.revision,
+                                    "create_revision": i.create_revision, "version": i.version}
+                                   for i in page.items]
+    nxt = {"start_after": items[-1]["key"], "revision": page.revision} if page.more and items else None
     return JSONResponse(
-        {"world": world, "prefix": prefix, "revision": listing.revision, "consistency": consistency,
+        {"world": world, "prefix": prefix, "revision": page.revision, "consistency": consistency,
          "items": items, "next": nxt},
-        headers={"X-Worldstate-Revision": str(listing.revision), "X-Worldstate-Consistency": consistency},
+        headers={"X-Worldstate-Revision": str(page.revision), "X-Worldstate-Consistency": consistency},
     )
 
 
@@ -85,8 +66,8 @@ async def get_param(request: Request) -> JSONResponse:
             "loc": ["query", "consistency"], "msg": "Input should be 'linearizable' or 'serializable'",
             "type": "literal_error"}])
     node: Node = request.app.state.node
-    entry = await node.cp.get(cp_keys.param_path(world, key), consistency)  # type: ignore[arg-type]
-    return JSONResponse(entry_document(world, key, entry), headers=read_headers(entry))
+    value = await node.params.get(world, key, consistency)  # type: ignore[arg-type]
+    return JSONResponse(read_document(value, world=world, key=key), headers=read_headers(value))
 
 
 GET_OPENAPI = {
@@ -109,9 +90,10 @@ async def put_param(
     if_match: Annotated[str | None, Header()] = None,
     if_none_match: Annotated[str | None, Header()] = None,
 ) -> JSONResponse:
-    cp_keys.param_path(world, key)  # a bad key is refused before the body is read
-    value = validate_value(key, await json_body(request))
-    return await write(n, world, key, value, if_match, if_none_match)
+    n.params.check(world, key)  # a bad key is refused before the body is read
+    value = await json_body(request)
+    pre = conditions.parse(if_match, if_none_match)
+    return written(world, key, await n.params.put(world, key, value, pre))
 
 
 @router.delete("/params/{key:path}")
@@ -119,5 +101,5 @@ async def delete_param(
     world: str, key: str, n: NodeDep, if_match: Annotated[str | None, Header()] = None,
 ) -> JSONResponse:
     pre = conditions.parse(if_match, None)
-    result = await n.cp.delete(cp_keys.param_path(world, key), if_revision=pre.if_revision)
-    return JSONResponse({"world": world, "key": key, "deleted": True, "store_revision": result.revision})
+    store_revision = await n.params.delete(world, key, if_revision=pre.if_revision)
+    return JSONResponse({"world": world, "key": key, "deleted": True, "store_revision": store_revision})

@@ -10,14 +10,12 @@ import json
 from collections.abc import AsyncIterator
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Header, Query
+from fastapi import APIRouter, Header, Query
 from fastapi.responses import StreamingResponse
 
-from api.deps import node
-from api.problems import Problem, from_store_error
-from consistency import cp_keys
-from consistency.errors import Compacted
-from service.node import Node
+from api.deps import NodeDep
+from api.problems import Problem, problem_of
+from service.errors import store
 
 router = APIRouter(prefix="/v1/worlds/{world}", tags=["watch"])
 
@@ -30,29 +28,25 @@ def _sse(event: str, data: dict[str, object], id_: int | None = None) -> bytes:
 @router.get("/watch")
 async def watch(
     world: str,
-    n: Annotated[Node, Depends(node)],
+    n: NodeDep,
     prefix: str = Query("", description="key prefix under params/"),
     start_revision: int = Query(0, ge=0, description="first revision to deliver (0: changes after now)"),
     last_event_id: Annotated[str | None, Header()] = None,
 ) -> StreamingResponse:
-    watched = cp_keys.params_prefix(world, prefix)
-    base = cp_keys.params_prefix(world)
     if last_event_id is not None:
         if not last_event_id.isdigit():
             raise Problem("validation-error", "Last-Event-ID must be a revision")
         start_revision = int(last_event_id) + 1
-    if start_revision == 0:
-        start_revision = await n.cp.current_revision() + 1
+    start, changes = await n.params.watch(world, prefix, start_revision)
 
     async def stream() -> AsyncIterator[bytes]:
-        yield b": watching from revision %d\n\n" % start_revision
+        yield b": watching from revision %d\n\n" % start
         try:
-            async for ev in n.cp.watch(watched, start_revision):
-                yield _sse(ev.type, {"key": ev.key[len(base):], "value": ev.value, "revision": ev.mod_revision},
-                           ev.mod_revision)
-        except Compacted as c:
-            p = from_store_error(c)
+            async for c in changes:
+                yield _sse(c.type, {"key": c.key, "value": c.value, "revision": c.revision}, c.revision)
+        except store.Compacted as compacted:
+            p = problem_of(compacted)
             yield _sse("error", {"type": f"/problems/{p.type.slug}", "status": p.status, "detail": p.detail,
-                                 "compact_revision": c.compact_revision})
+                                 "compact_revision": compacted.compact_revision})
 
     return StreamingResponse(stream(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})

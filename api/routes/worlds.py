@@ -4,19 +4,15 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Header, Request
+from fastapi import APIRouter, Header, Request
 from fastapi.responses import JSONResponse
 
 from api import conditions
 from api.body import json_body
-from api.deps import Consistency, ConsistencyQuery, node
-from api.problems import Problem
-from api.schemas import entry_document, read_headers
-from consistency import cp_keys
-from service.node import Node
+from api.deps import Consistency, ConsistencyQuery, NodeDep
+from api.schemas import read_document, read_headers
 
 router = APIRouter(prefix="/v1/worlds", tags=["worlds"])
-NodeDep = Annotated[Node, Depends(node)]
 
 
 @router.put("/{world}")
@@ -26,22 +22,14 @@ async def put_world(
     if_none_match: Annotated[str | None, Header()] = None,
 ) -> JSONResponse:
     """Create or update a world's metadata document (any JSON object, `{}` by default)."""
-    path = cp_keys.world_root(world) + "/meta"
+    n.worlds.check(world)
     meta = await json_body(request) if (await request.body()).strip() else {}
-    if not isinstance(meta, dict):
-        raise Problem("validation-error", "world metadata must be a JSON object")
-    pre = conditions.parse(if_match, if_none_match)
-    result = await n.cp.put(path, meta, if_revision=pre.if_revision, create_only=pre.create_only,
-                            must_exist=pre.must_exist)
-    n.worlds.add(world)
-    return JSONResponse({"world": world, "revision": result.revision}, status_code=201 if pre.create_only else 200,
+    result = await n.worlds.put(world, meta, conditions.parse(if_match, if_none_match))
+    return JSONResponse({"world": world, "revision": result.revision}, status_code=201 if result.created else 200,
                         headers={"ETag": conditions.etag(result.revision)})
 
 
 @router.get("/{world}")
 async def get_world(world: str, n: NodeDep, consistency: Consistency = ConsistencyQuery) -> JSONResponse:
-    entry = await n.cp.get(cp_keys.world_root(world) + "/meta", consistency)
-    doc = entry_document(world, "meta", entry)
-    doc["meta"] = doc.pop("value")
-    del doc["key"]
-    return JSONResponse(doc, headers=read_headers(entry))
+    value = await n.worlds.get(world, consistency)
+    return JSONResponse(read_document(value, "meta", world=world), headers=read_headers(value))

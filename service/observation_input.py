@@ -2,48 +2,28 @@
 
 Validation is hand-written rather than a pydantic model: at tens of thousands
 of observations a second it is a third of the node's work, and this is about
-twice as fast. `ObservationIn` still describes the document for OpenAPI.
+twice as fast. `api.schemas.ObservationIn` describes the same document for
+OpenAPI from these limits and patterns.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Annotated, Any
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
-
-from api.problems import Problem
 from consistency import ap_keys
 from consistency.ap_store import Observation
+from service.errors import BatchTooLarge, ClockDrift, InvalidInput
 
 MAX_SAFE_INT = 2**53 - 1  # beyond it, JSON readers in other languages lose precision
 MAX_FIELDS = 64
 MAX_STRING = 1024
 _KEYS = {"event_id", "entity", "source", "observed_at", "fields"}
+# The names' patterns, for documents that describe an observation (OpenAPI).
+PATTERNS = {"event_id": ap_keys.EVENT_RE.pattern, "entity": ap_keys.ENTITY_RE.pattern,
+            "source": ap_keys.SOURCE_RE.pattern, "field": ap_keys.FIELD_RE.pattern}
 # Field names repeat across observations; a name seen valid once skips its regex.
 _GOOD_FIELDS: set[str] = set()
-
-
-def _full(pattern: str) -> str:
-    return f"^{pattern}$"
-
-
-class ObservationIn(BaseModel):
-    """The documented shape of one observation (the validator below enforces it)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    event_id: str = Field(pattern=_full(ap_keys.EVENT_RE.pattern), description="unique per event; a replay is a duplicate")
-    entity: str = Field(pattern=_full(ap_keys.ENTITY_RE.pattern))
-    source: str = Field(pattern=_full(ap_keys.SOURCE_RE.pattern), description="sensor or agent that observed it")
-    observed_at: float | None = Field(None, ge=0, description="unix time in seconds, by the source's clock")
-    fields: dict[Annotated[str, StringConstraints(pattern=_full(ap_keys.FIELD_RE.pattern))],
-                 float | int | str | bool | None] = Field(default_factory=dict, max_length=MAX_FIELDS)
-
-
-OPENAPI_BODY = {"requestBody": {"required": True, "content": {"application/json": {"schema": {
-    "oneOf": [ObservationIn.model_json_schema(ref_template="#/components/schemas/{model}"),
-              {"type": "array", "items": {"$ref": "#/components/schemas/ObservationIn"}}]}}}}}
 
 
 class _Invalid(Exception):
@@ -107,23 +87,22 @@ def _one(ob: Any, i: int, world: str, now_ms: int, max_drift_ms: int) -> Observa
             raise _Invalid([i, "observed_at"], "unix seconds, a finite number >= 0")
         at_ms = int(at * 1000)
         if at_ms - now_ms > max_drift_ms:
-            raise Problem("clock-drift", f"observation {i} ({event_id}) is {at_ms - now_ms} ms ahead of this "
-                          f"node's clock; at most {max_drift_ms} ms is accepted", index=i,
-                          drift_ms=at_ms - now_ms, max_drift_ms=max_drift_ms)
+            raise ClockDrift(f"observation {i} ({event_id}) is {at_ms - now_ms} ms ahead of this "
+                             f"node's clock; at most {max_drift_ms} ms is accepted", index=i,
+                             drift_ms=at_ms - now_ms, max_drift_ms=max_drift_ms)
     return Observation(world, entity, event_id, source, fields, at_ms)
 
 
 def parse(body: Any, world: str, max_batch: int, now_ms: int, max_drift_ms: int) -> list[Observation]:
-    """One observation (an object) or a batch (an array) into store records, or a 4xx Problem."""
+    """One observation (an object) or a batch (an array) into store records."""
     items = body if isinstance(body, list) else [body]
     if isinstance(body, list):
         if len(body) > max_batch:
-            raise Problem("batch-too-large", f"{len(body)} observations; at most {max_batch} per request",
-                          limit=max_batch)
+            raise BatchTooLarge(len(body), max_batch)
         if not body:
-            raise Problem("validation-error", "the batch is empty")
+            raise InvalidInput("the batch is empty")
     try:
         return [_one(ob, i, world, now_ms, max_drift_ms) for i, ob in enumerate(items)]
     except _Invalid as e:
-        raise Problem("validation-error", f"observation {e.loc[0]}: {e.msg}",
-                      errors=[{"loc": e.loc, "msg": e.msg, "type": "value_error"}]) from None
+        raise InvalidInput(f"observation {e.loc[0]}: {e.msg}",
+                           [{"loc": e.loc, "msg": e.msg, "type": "value_error"}]) from None

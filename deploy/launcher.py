@@ -19,9 +19,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from service import binaries
+from deploy import binaries
 from service.config import Settings
-from service.processes import ManagedProcess, ProcessFailed, free_port
+from deploy.processes import ManagedProcess, ProcessFailed, free_port
 
 ETCD_CLUSTER_TOKEN = "worldstate"
 
@@ -227,7 +227,7 @@ class Deployment:
                        for r, n in self.redis.items() if r != region},
                 checkpoint_dir=str(self.run_dir / "checkpoints"),  # shared by every node, as a volume is
             )
-            argv = [sys.executable, "-m", "service", *api_args(addr(me), port)]
+            argv = [sys.executable, "-m", "deploy", *api_args(addr(me), port)]
             env = {**settings.to_env(), **t.api_env}
             self.api[region] = ApiNode(region, port, wrap(me, argv), logs / f"{me}.log", env, addr(me))
 

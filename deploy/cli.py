@@ -12,7 +12,7 @@ from pathlib import Path
 
 
 def _up(args: argparse.Namespace) -> int:
-    from service.launcher import Deployment, Topology
+    from deploy.launcher import Deployment, Topology
 
     topo = Topology(etcd_members=args.etcd_members, regions=args.regions, run_dir=args.run_dir,
                     cp_timeout_s=args.cp_timeout)

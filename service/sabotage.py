@@ -1,35 +1,21 @@
-"""Fault injection for jepsen_like, off unless WORLDSTATE_FAULTS=1.
+"""Planted bugs, one per guarantee, that jepsen_like's checkers must catch.
 
-Two kinds: a clock offset the nemesis can set on a running node (to skew its
-HLC), and sabotage: planted bugs, one per guarantee, that the harness's
-checkers must catch. Sabotage exists only to prove the checkers can fail.
+Sabotage exists only to prove the checkers can fail. Each name maps to the
+store classes it swaps in; `plan` folds the names a node was started with
+(WORLDSTATE_SABOTAGE) into one `StorePlan`, and the node builds whatever the
+plan names. With no sabotage the plan is the production one.
 """
 
 from __future__ import annotations
 
 import itertools
-from dataclasses import replace
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from typing import Any
 
 from consistency.ap_store import Observation, ReplicaStore, StreamEntry
 from consistency.cp_store import Consistency, CPStore, Entry, WriteResult
 from consistency.hlc import HLCTimestamp
-
-SABOTAGES = {
-    "cp-stale-cache": "CP reads served from a node-local cache that is never invalidated",
-    "no-dedup": "observations counted without dedup: a replayed event counts again",
-    "wall-clock-lww": "LWW ordered by the node's wall clock instead of its HLC",
-    "drop-deltas": "replication silently drops every fifth delta",
-    "fresh-hlc": "a restarted node's HLC starts from its wall clock, not past the stamps its replica holds",
-}
-
-
-def parse_sabotage(value: str) -> frozenset[str]:
-    names = frozenset(v.strip() for v in value.split(",") if v.strip())
-    unknown = names - SABOTAGES.keys()
-    if unknown:
-        raise ValueError(f"unknown sabotage {sorted(unknown)}; known: {sorted(SABOTAGES)}")
-    return names
 
 
 class StaleCacheCPStore(CPStore):
@@ -97,3 +83,50 @@ class FreshClockReplicaStore(ReplicaStore):
 
     async def _seed_clock(self) -> None:
         self._clock_seeded = True
+
+
+@dataclass(frozen=True)
+class StorePlan:
+    """The classes a node builds its stores from; the default is production."""
+
+    cp: type[CPStore] = CPStore
+    home: type[ReplicaStore] = ReplicaStore  # this region's replica
+    peer: type[ReplicaStore] = ReplicaStore  # every other region's, as replication writes to them
+    wall_clock: bool = False  # stamp writes with the wall clock instead of the HLC
+
+
+@dataclass(frozen=True)
+class Sabotage:
+    description: str
+    plant: Callable[[StorePlan], StorePlan]
+
+
+REGISTRY: dict[str, Sabotage] = {
+    "cp-stale-cache": Sabotage("CP reads served from a node-local cache that is never invalidated",
+                               lambda p: replace(p, cp=StaleCacheCPStore)),
+    "no-dedup": Sabotage("observations counted without dedup: a replayed event counts again",
+                         lambda p: replace(p, home=NoDedupReplicaStore)),
+    "wall-clock-lww": Sabotage("LWW ordered by the node's wall clock instead of its HLC",
+                               lambda p: replace(p, wall_clock=True)),
+    "drop-deltas": Sabotage("replication silently drops every fifth delta",
+                            lambda p: replace(p, peer=DroppingReplicaStore)),
+    "fresh-hlc": Sabotage("a restarted node's HLC starts from its wall clock, not past the stamps its replica holds",
+                          lambda p: replace(p, home=FreshClockReplicaStore)),
+}
+SABOTAGES = {name: s.description for name, s in REGISTRY.items()}
+
+
+def parse(value: str) -> frozenset[str]:
+    """`a,b` -> the names, refusing any not in the registry."""
+    names = frozenset(v.strip() for v in value.split(",") if v.strip())
+    unknown = names - REGISTRY.keys()
+    if unknown:
+        raise ValueError(f"unknown sabotage {sorted(unknown)}; known: {sorted(REGISTRY)}")
+    return names
+
+
+def plan(names: frozenset[str]) -> StorePlan:
+    store_plan = StorePlan()
+    for name in sorted(names):
+        store_plan = REGISTRY[name].plant(store_plan)
+    return store_plan

@@ -1,0 +1,104 @@
+"""The errors the service raises on purpose, one base for all.
+
+    ServiceError
+    ├── InvalidInput          a request document is malformed or out of range (`errors` lists each)
+    │   └── ClockDrift        an observation is stamped too far ahead of this node's clock
+    ├── BatchTooLarge         more observations than the node takes in one request
+    ├── InvalidToken          a causal token that does not parse
+    ├── TokenUnknown          a causal token from a region this replica never hears from
+    ├── NotYetConsistent      a causal token not honoured within the wait
+    ├── EntityNotFound        GET of an entity with no observations on this replica
+    ├── EntityMissing         an entity a model query names has no observations here
+    ├── ActionsForUnknown     a predict query gives actions for entities it does not query
+    ├── EntityIncomplete      an entity lacks the numeric state the model needs
+    ├── ManifestInvalid       a manifest that is malformed or names a blob this node lacks
+    └── ModelUnavailable      no model is loaded yet
+
+The stores' errors (`consistency.errors`, here as `store`) and the world
+model's (`world_model.errors`, here as `model`) pass through the service
+unchanged; `api.problems` maps all three families to problem types in one
+table.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from consistency import errors as store
+from world_model import errors as model
+
+__all__ = ["ActionsForUnknown", "BatchTooLarge", "ClockDrift", "EntityIncomplete", "EntityMissing",
+           "EntityNotFound", "InvalidInput", "InvalidToken", "ManifestInvalid", "ModelUnavailable",
+           "NotYetConsistent", "ServiceError", "TokenUnknown", "model", "store"]
+
+
+class ServiceError(Exception):
+    """Base of every error the service raises on purpose."""
+
+
+class InvalidInput(ServiceError, ValueError):
+    """A request document is malformed or out of range; nothing was changed."""
+
+    def __init__(self, detail: str, errors: list[dict[str, Any]] | None = None) -> None:
+        super().__init__(detail)
+        self.errors = errors
+
+
+class ClockDrift(InvalidInput):
+    def __init__(self, detail: str, index: int, drift_ms: int, max_drift_ms: int) -> None:
+        super().__init__(detail)
+        self.index, self.drift_ms, self.max_drift_ms = index, drift_ms, max_drift_ms
+
+
+class BatchTooLarge(ServiceError):
+    def __init__(self, size: int, limit: int) -> None:
+        super().__init__(f"{size} observations; at most {limit} per request")
+        self.limit = limit
+
+
+class InvalidToken(ServiceError, ValueError):
+    pass
+
+
+class TokenUnknown(ServiceError):
+    def __init__(self, detail: str, region: str) -> None:
+        super().__init__(detail)
+        self.region = region
+
+
+class NotYetConsistent(ServiceError):
+    def __init__(self, detail: str, token: str, behind: list[str]) -> None:
+        super().__init__(detail)
+        self.token, self.behind = token, behind
+
+
+class EntityNotFound(ServiceError, LookupError):
+    pass
+
+
+class EntityMissing(ServiceError, LookupError):
+    def __init__(self, entity: str) -> None:
+        super().__init__(f"no observations of entity {entity!r} on this replica")
+        self.entity = entity
+
+
+class ActionsForUnknown(ServiceError, LookupError):
+    def __init__(self, entities: list[str]) -> None:
+        super().__init__(f"actions for entities not in the query: {entities}")
+        self.entities = entities
+
+
+class EntityIncomplete(ServiceError, ValueError):
+    def __init__(self, entity: str, missing: list[str]) -> None:
+        super().__init__(f"entity {entity!r} lacks numeric {', '.join(missing)}")
+        self.entity, self.missing = entity, missing
+
+
+class ManifestInvalid(ServiceError, ValueError):
+    pass
+
+
+class ModelUnavailable(ServiceError):
+    """No model is loaded yet (none published, or its blob was refused)."""
+
+    retry_after_s = 5.0
