@@ -16,9 +16,9 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, create_mod
 from api.problems import etag
 from service.observation_input import MAX_FIELDS, PATTERNS
 from service.observations import EntityState, Reflects
+from service.params import Physics
+from service.queries import MAX_BUDGET, MAX_ENTITIES, MIN_BUDGET
 from service.versioned import Versioned
-from world_model.config import Physics
-from world_model.state import MAX_BUDGET, MAX_ENTITIES, MIN_BUDGET
 
 
 def _full(pattern: str) -> str:

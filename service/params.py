@@ -20,6 +20,8 @@ from service.errors import InvalidInput
 from service.versioned import Consistency, Precondition, Versioned, Written, read, write
 from world_model.config import Physics
 
+__all__ = ["PHYSICS_KEY", "Change", "Listed", "Page", "Params", "Physics", "check_physics"]
+
 PHYSICS_KEY = cp_keys.PHYSICS_KEY
 
 

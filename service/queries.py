@@ -20,7 +20,9 @@ from service import world_view
 from service.errors import ActionsForUnknown, InvalidInput
 from service.models import ModelHost, Serving
 from service.versioned import Consistency
-from world_model.state import observed_frames
+from world_model.state import MAX_BUDGET, MAX_ENTITIES, MIN_BUDGET, observed_frames
+
+__all__ = ["MAX_BUDGET", "MAX_ENTITIES", "MIN_BUDGET", "Answer", "Frame", "ModelQueries"]
 
 Frame = Mapping[str, float | None]  # x, y, vx, vy and optionally radius, mass
 

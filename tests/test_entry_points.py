@@ -1,0 +1,49 @@
+"""Every command-line entry point the README shows, run as a user runs it: a subprocess.
+
+`worldstate up` itself is run in test_launcher.py; here the rest: the
+command's help, a tiny training run, its evaluation, and jepsen_like's CLI.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+WORLDSTATE = Path(sys.executable).with_name("worldstate")
+
+
+def run(*argv: str | Path, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    done = subprocess.run([str(a) for a in argv], cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+    assert done.returncode == 0, f"{argv} exited {done.returncode}\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}"
+    return done
+
+
+@pytest.mark.parametrize("argv", [[], ["up"], ["serve"], ["train"], ["eval"]], ids=lambda a: " ".join(a) or "-")
+def test_worldstate_help(argv: list[str]) -> None:
+    out = run(WORLDSTATE, *argv, "--help").stdout
+    assert out.startswith(f"usage: worldstate {' '.join(argv)}".rstrip())
+
+
+@pytest.mark.parametrize("argv", [[], ["run"], ["check"]], ids=lambda a: " ".join(a) or "-")
+def test_jepsen_like_help(argv: list[str]) -> None:
+    out = run(sys.executable, "-m", "jepsen_like", *argv, "--help").stdout
+    assert out.startswith("usage: python -m jepsen_like")
+
+
+def test_train_then_eval(tmp_path: Path) -> None:
+    """`worldstate train` writes a blob and its manifest; `worldstate eval` reads it back by 'latest'."""
+    ck, manifest = tmp_path / "checkpoints", tmp_path / "manifest.json"
+    run(WORLDSTATE, "train", "--config", "tiny", "--steps", "3", "--threads", "1",
+        "--checkpoint-dir", ck, "--manifest-out", manifest)
+    doc = json.loads(manifest.read_text())
+    assert (ck / doc["hash"]).exists() or any(ck.rglob(f"*{doc['hash']}*")), "the manifest names a blob on disk"
+    out = tmp_path / "results"
+    run(WORLDSTATE, "eval", "--checkpoint", "latest", "--checkpoint-dir", ck, "--out-dir", out,
+        "--episodes", "1", "--budget", "8", "--threads", "1", "--no-progress")
+    report = json.loads(next(out.glob("eval-*.json")).read_text())
+    assert report and doc["hash"].startswith(next(out.glob("eval-*.json")).stem.removeprefix("eval-"))
