@@ -13,7 +13,8 @@ per region, so keys need not be declared to the script).
     ws:clock                  the greatest order key merged here; a node starts its HLC past it
     ws:dedup:<minute>         LIST "<seen key>\\n<event id>" first seen in that minute (the dedup window)
     ws:dedup:minutes          ZSET the minutes that have a list
-    ws:e:{world}:{entity}     HASH  t:<field> order key "<hlc>|<node>", f:<field> msgpack [value, source, event_id],
+    ws:e:{world}:{entity}     HASH  t:<field> order key "<hlc>|<node>" (compared as bytes),
+                                    f:<field> msgpack [value, source, event_id, observed_at_ms],
                                     p:<source>@<region> / n:<source>@<region> counter slots
     ws:s:{world}:{entity}     HASH  event id -> "<region that accepted it>|<source>" ("!" appended once compensated)
     ws:b:<bucket>             SET   entity keys in one of 256 buckets (first byte of sha1 of the key)

@@ -5,7 +5,8 @@ it has seen, merges the fields as last-writer-wins registers ordered by
 (HLC, node), counts the event in its source's counter slot, and appends the
 delta to this replica's stream. Peers apply those deltas with the same merge
 rules (see consistency/lua/), so any delivery order, with duplicates,
-converges to the same state.
+converges to the same state. consistency/crdt is the same rules as a pure
+model, which tests/test_crdt_lua.py holds the scripts to.
 """
 
 from __future__ import annotations
@@ -168,7 +169,8 @@ class ReplicaStore:
         if not observations:
             return IngestResult([], "", "")
         if not self._clock_seeded:
-            await self._seed_clock()
+            await self.seed_clock()
+            self._clock_seeded = True
         try:
             # Every stamp of the batch before any chunk is sent: a refusal here changes nothing.
             first = self.hlc.reserve(len(observations))
@@ -199,18 +201,17 @@ class ReplicaStore:
                 args += ("d", f["d"], f["p"]) if "d" in f else ("c", f["c"], f["n"])
             await self._call("apply", [K.STREAM, K.APPLIED], args)
 
-    async def _seed_clock(self) -> None:
-        """Before this node's first stamp: move its HLC past every stamp the replica
-        holds. A fresh clock after a restart, or a wall clock stepped back, would
-        otherwise stamp the next write lower than the last, and last-writer-wins
-        would drop it."""
+    async def seed_clock(self) -> None:
+        """Move this node's HLC past every stamp the replica holds; `ingest` calls it
+        before the first stamp. A fresh clock after a restart, or a wall clock stepped
+        back, would otherwise stamp the next write lower than the last, and
+        last-writer-wins would drop it."""
         seen = await self._read(lambda: self.redis.get(K.CLOCK))
         if seen:
             self._observe_remote(seen)
-        self._clock_seeded = True
 
     def _observe_remote(self, order_key: bytes) -> None:
-        self.hlc.update(HLCTimestamp.parse(_s(order_key).partition("|")[0]), enforce_drift=False)
+        self.hlc.update(HLCTimestamp.parse(_s(order_key).partition("|")[0]))
 
     async def merge_state(self, dumps: list[tuple[str, str, dict[bytes, bytes], dict[bytes, bytes]]]) -> None:
         """Anti-entropy: merge whole entities (state and seen events) shipped from a peer."""

@@ -50,7 +50,3 @@ def param_path(world: str, key: str) -> str:
 
 def params_prefix(world: str, key_prefix: str = "") -> str:
     return f"{world_root(world)}/params/{check_key(key_prefix, prefix=True)}"
-
-
-def param_from_path(world: str, path: str) -> str:
-    return path[len(params_prefix(world)):]

@@ -9,7 +9,6 @@ the caller decides, after reading, whether to try again.
 from __future__ import annotations
 
 import asyncio
-import json
 import socket
 import time
 from collections.abc import AsyncIterator, Sequence
@@ -19,13 +18,14 @@ from typing import Any, Literal
 import aetcd
 from aetcd import rpc
 
+from consistency.cp_codec import REQUIRE_LEADER, WatchEvent, decode, encode, prefix_end
+from consistency.cp_watch import watch_prefix
 from consistency.errors import Compacted, Conflict, NotFound, OutcomeUnknown, StoreError, Unavailable
+
+__all__ = ["CPStore", "Consistency", "Entry", "Listing", "WatchEvent", "WriteResult", "encode", "store_error"]
 
 Consistency = Literal["linearizable", "serializable"]
 
-# With this metadata a member without a leader refuses at once ("no leader")
-# instead of queueing the request until its deadline: a definite "not applied".
-_REQUIRE_LEADER = (("hasleader", "true"),)
 # Errors that prove a request never reached raft, so even a write is safely "unavailable".
 _NOT_SENT = ("no leader", "failed to connect", "connection refused",
              "not capable", "Connection refused", "DNS resolution failed")
@@ -76,36 +76,6 @@ class Listing:
 class WriteResult:
     key: str
     revision: int  # mod revision of the key after the write (the store revision for deletes)
-
-
-@dataclass(frozen=True)
-class WatchEvent:
-    type: Literal["put", "delete"]
-    key: str
-    value: Any
-    mod_revision: int
-
-
-def encode(value: Any) -> bytes:
-    """Compact JSON, refusing NaN and infinities (etcdctl readers expect plain JSON)."""
-    return json.dumps(value, separators=(",", ":"), allow_nan=False, sort_keys=True).encode()
-
-
-def _decode(raw: bytes) -> Any:
-    try:
-        return json.loads(raw)
-    except ValueError:
-        return raw.decode(errors="replace")  # written by someone else with etcdctl
-
-
-def _prefix_end(prefix: bytes) -> bytes:
-    b = bytearray(prefix)
-    while b:
-        if b[-1] < 0xFF:
-            b[-1] += 1
-            return bytes(b)
-        b.pop()
-    return b"\0"
 
 
 def _resolve(endpoints: Sequence[str]) -> str:
@@ -171,7 +141,7 @@ class CPStore:
     async def _read(self, request: Any, serializable: bool) -> Any:
         """A Range with retries until the bound: reads are idempotent, so retrying is safe."""
         deadline = time.monotonic() + self.timeout_s
-        metadata = None if serializable else _REQUIRE_LEADER
+        metadata = None if serializable else REQUIRE_LEADER
         delay = 0.05
         while True:
             remaining = deadline - time.monotonic()
@@ -186,7 +156,7 @@ class CPStore:
 
     async def _write(self, method: str, request: Any) -> Any:
         try:
-            return await getattr(self._kv, method)(request, timeout=self.timeout_s, metadata=_REQUIRE_LEADER)
+            return await getattr(self._kv, method)(request, timeout=self.timeout_s, metadata=REQUIRE_LEADER)
         except rpc.AioRpcError as e:
             raise self._failure(e, write=True) from e
 
@@ -208,7 +178,7 @@ class CPStore:
         """
         serializable = consistency == "serializable"
         start = prefix.encode() if start_after is None else start_after.encode() + b"\0"
-        req = rpc.RangeRequest(key=start, range_end=_prefix_end(prefix.encode()), limit=limit,
+        req = rpc.RangeRequest(key=start, range_end=prefix_end(prefix.encode()), limit=limit,
                                revision=revision, serializable=serializable,
                                sort_order=rpc.RangeRequest.ASCEND, sort_target=rpc.RangeRequest.KEY)
         try:
@@ -233,7 +203,7 @@ class CPStore:
 
     @staticmethod
     def _entry(kv: Any, revision: int, consistency: Consistency) -> Entry:
-        return Entry(kv.key.decode(), _decode(kv.value), kv.mod_revision, kv.create_revision,
+        return Entry(kv.key.decode(), decode(kv.value), kv.mod_revision, kv.create_revision,
                      kv.version, revision, consistency)
 
     # -- writes --------------------------------------------------------------
@@ -285,8 +255,6 @@ class CPStore:
         repeated. A start revision older than the compaction point raises
         Compacted: the caller must re-read and watch from a newer revision.
         """
-        from consistency.cp_watch import watch_prefix
-
         async for event in watch_prefix(self, prefix, start_revision, max_backoff_s):
             yield event
 

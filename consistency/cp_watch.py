@@ -9,16 +9,19 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from aetcd import rpc
 
+from consistency.cp_codec import REQUIRE_LEADER, WatchEvent, decode, prefix_end
 from consistency.errors import Compacted
 
-if TYPE_CHECKING:
-    from consistency.cp_store import CPStore, WatchEvent
 
-_REQUIRE_LEADER = (("hasleader", "true"),)
+class Channelled(Protocol):
+    """A connected store (CPStore): read anew at each reopening, as a reconnect replaces it."""
+
+    @property
+    def channel(self) -> Any: ...
 
 
 async def _requests(create: Any, done: asyncio.Event) -> AsyncIterator[Any]:
@@ -26,19 +29,17 @@ async def _requests(create: Any, done: asyncio.Event) -> AsyncIterator[Any]:
     await done.wait()  # keep the request side open: a half-closed stream may be dropped
 
 
-async def watch_prefix(store: "CPStore", prefix: str, start_revision: int,
-                       max_backoff_s: float = 1.0) -> AsyncIterator["WatchEvent"]:
-    from consistency.cp_store import WatchEvent, _decode, _prefix_end
-
+async def watch_prefix(store: Channelled, prefix: str, start_revision: int,
+                       max_backoff_s: float = 1.0) -> AsyncIterator[WatchEvent]:
     key = prefix.encode()
     next_revision = start_revision
     delay = 0.05
     while True:
         done = asyncio.Event()
         create = rpc.WatchRequest(create_request=rpc.WatchCreateRequest(
-            key=key, range_end=_prefix_end(key), start_revision=next_revision))
+            key=key, range_end=prefix_end(key), start_revision=next_revision))
         stub = rpc.WatchStub(store.channel)
-        call = stub.Watch(_requests(create, done), metadata=_REQUIRE_LEADER)
+        call = stub.Watch(_requests(create, done), metadata=REQUIRE_LEADER)
         try:
             async for resp in call:
                 if resp.compact_revision:
@@ -48,7 +49,7 @@ async def watch_prefix(store: "CPStore", prefix: str, start_revision: int,
                 delay = 0.05
                 for ev in resp.events:
                     kind = "delete" if ev.type == rpc.Event.DELETE else "put"
-                    value = None if kind == "delete" else _decode(ev.kv.value)
+                    value = None if kind == "delete" else decode(ev.kv.value)
                     next_revision = ev.kv.mod_revision + 1
                     yield WatchEvent(kind, ev.kv.key.decode(), value, ev.kv.mod_revision)
         except rpc.AioRpcError:

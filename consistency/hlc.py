@@ -4,9 +4,15 @@ The AP tier orders last-writer-wins registers by HLC timestamps. A plain wall
 clock is not enough: clocks of different regions disagree and can step
 backwards (NTP), which would let an older write beat a newer one. A pure
 Lamport clock would fix causality but says nothing about real time, so a
-timestamp could no longer be read as "about when". The HLC keeps the wall
-component within ``max_drift_ms`` of real time and uses a logical counter to
-break ties and to absorb backwards steps.
+timestamp could no longer be read as "about when". The HLC's wall component
+is the greatest physical time it has seen, and a logical counter breaks ties
+and absorbs backwards steps.
+
+It bounds nothing: a stamp from a clock running ahead is followed, because the
+stamps it receives are already merged into its own replica (refusing them would
+protect nothing, and following them orders a write made after a read after what
+was read). Observations stamped too far ahead are refused at the API instead
+(Settings.max_drift_ms).
 
 Thread safety: none. A clock belongs to one node and is driven from a single
 asyncio event loop; ``now()`` and ``update()`` never await, so they are atomic
@@ -25,7 +31,6 @@ __all__ = [
     "LOGICAL_BITS",
     "MAX_LOGICAL",
     "MAX_WALL_MS",
-    "ClockDriftError",
     "HLCError",
     "HLCTimestamp",
     "HybridLogicalClock",
@@ -36,9 +41,8 @@ __all__ = [
 
 LOGICAL_BITS = 16
 MAX_LOGICAL = (1 << LOGICAL_BITS) - 1
-# 47 bits of milliseconds (until the year 6429) keep the packed integer below
-# 2**63, so it fits a signed int64 (Redis INCR/HSET integers, msgpack int64)
-# as well as an unsigned one.
+# 47 bits of milliseconds (until the year 6429): fits the 12 hex digits of the
+# string form, and stays exact in a double (Lua 5.1's only number type).
 WALL_BITS = 47
 MAX_WALL_MS = (1 << WALL_BITS) - 1
 
@@ -59,8 +63,8 @@ class LogicalOverflowError(HLCError):
     """The logical counter would pass MAX_LOGICAL.
 
     Wrapping would reorder events and borrowing a millisecond from the future
-    would break the drift bound, so the clock refuses instead. It happens only
-    when more than 65535 events share one wall millisecond, or the local wall
+    would run the clock ahead of real time, so it refuses instead. It happens
+    only when more than 65535 events share one wall millisecond, or the local wall
     clock lags far behind the HLC (after a big backwards step) under heavy load;
     the caller should retry once the wall clock has moved on.
     """
@@ -71,23 +75,6 @@ class LogicalOverflowError(HLCError):
             f"{MAX_LOGICAL} events in one millisecond; retry when the wall clock advances"
         )
         self.wall_ms = wall_ms
-
-
-class ClockDriftError(HLCError):
-    """A remote timestamp is further ahead of our wall clock than allowed.
-
-    Accepting it would drag this node's clock (and every later write) into the
-    future, so the message is refused and the clock is left unchanged.
-    """
-
-    def __init__(self, remote: HLCTimestamp, local_wall: int, max_drift_ms: int) -> None:
-        super().__init__(
-            f"remote HLC {remote} is {remote.wall_ms - local_wall} ms ahead of the local "
-            f"wall clock ({local_wall} ms); at most {max_drift_ms} ms is allowed"
-        )
-        self.remote = remote
-        self.local_wall = local_wall
-        self.max_drift_ms = max_drift_ms
 
 
 def _check_int(name: str, value: object, upper: int) -> int:
@@ -116,10 +103,8 @@ class HLCTimestamp:
     def to_string(self) -> str:
         """Fixed-width lowercase hex ``wwwwwwwwwwww-llll``.
 
-        Byte-wise (and code point) string order equals timestamp order, so the
-        string can be used directly as a Redis sorted-set member or stream id
-        suffix.
-        """
+        Byte-wise (and code point) string order equals timestamp order: the
+        Lua merges compare order keys "<this>|<node>" as bytes (common.lua)."""
         return f"{self.wall_ms:0{_WALL_HEX}x}-{self.logical:0{_LOGICAL_HEX}x}"
 
     @classmethod
@@ -134,34 +119,6 @@ class HLCTimestamp:
         wall_hex, logical_hex = text.split("-")
         return cls(int(wall_hex, 16), int(logical_hex, 16))
 
-    def to_int(self) -> int:
-        """Pack as ``wall_ms << 16 | logical``.
-
-        Integer order equals timestamp order, and the result is below 2**63
-        (fits signed and unsigned 64-bit integers). It does NOT fit a double
-        exactly: Redis Lua (5.1, numbers are doubles) and sorted-set scores
-        would silently lose the low logical bits. Use the ``[wall_ms,
-        logical]`` pair of to_wire() wherever Lua may touch the value.
-        """
-        return (self.wall_ms << LOGICAL_BITS) | self.logical
-
-    @classmethod
-    def from_int(cls, packed: int) -> HLCTimestamp:
-        """Inverse of to_int()."""
-        _check_int("packed HLC", packed, (MAX_WALL_MS << LOGICAL_BITS) | MAX_LOGICAL)
-        return cls(packed >> LOGICAL_BITS, packed & MAX_LOGICAL)
-
-    def to_wire(self) -> list[int]:
-        """``[wall_ms, logical]``: two integers, both exact in a Lua double."""
-        return [self.wall_ms, self.logical]
-
-    @classmethod
-    def from_wire(cls, wire: object) -> HLCTimestamp:
-        """Inverse of to_wire(); accepts a list or tuple of two ints."""
-        if not isinstance(wire, (list, tuple)) or len(wire) != 2:
-            raise InvalidTimestampError(f"HLC wire form must be [wall_ms, logical], got {wire!r}")
-        return cls(wire[0], wire[1])
-
 
 def wall_clock_ms() -> int:
     """Milliseconds since the Unix epoch from the system clock."""
@@ -174,7 +131,6 @@ class HybridLogicalClock:
     def __init__(
         self,
         node_id: str,
-        max_drift_ms: int = 500,
         now_ms: Callable[[], int] = wall_clock_ms,
         *,
         last: HLCTimestamp | None = None,
@@ -183,22 +139,15 @@ class HybridLogicalClock:
         issues a timestamp at or below one it issued before the restart."""
         if not isinstance(node_id, str) or not node_id:
             raise ValueError("node_id must be a non-empty string")
-        if isinstance(max_drift_ms, bool) or not isinstance(max_drift_ms, int) or max_drift_ms < 0:
-            raise ValueError(f"max_drift_ms must be a non-negative int, got {max_drift_ms!r}")
         if last is not None and not isinstance(last, HLCTimestamp):
             raise TypeError(f"last must be an HLCTimestamp, got {type(last).__name__}")
         self._node_id = node_id
-        self._max_drift_ms = max_drift_ms
         self._now_ms = now_ms
         self._last = last if last is not None else HLCTimestamp(0, 0)
 
     @property
     def node_id(self) -> str:
         return self._node_id
-
-    @property
-    def max_drift_ms(self) -> int:
-        return self._max_drift_ms
 
     @property
     def last(self) -> HLCTimestamp:
@@ -246,27 +195,13 @@ class HybridLogicalClock:
         self._last = HLCTimestamp(first.wall_ms, first.logical + n - 1)
         return first
 
-    def check(self, remote: HLCTimestamp) -> None:
-        """Raise ClockDriftError if ``remote`` is too far ahead; change nothing."""
-        self._check_drift(remote, self._read_wall())
-
-    def _check_drift(self, remote: HLCTimestamp, wall: int) -> None:
+    def update(self, remote: HLCTimestamp) -> HLCTimestamp:
+        """Timestamp for a receive event: greater than ``remote`` and than every
+        earlier timestamp of this clock. On LogicalOverflowError the clock is
+        left exactly as it was."""
         if not isinstance(remote, HLCTimestamp):
             raise TypeError(f"expected HLCTimestamp, got {type(remote).__name__}")
-        if remote.wall_ms - wall > self._max_drift_ms:
-            raise ClockDriftError(remote, wall, self._max_drift_ms)
-
-    def update(self, remote: HLCTimestamp, *, enforce_drift: bool = True) -> HLCTimestamp:
-        """Timestamp for a receive event: greater than ``remote`` and than every
-        earlier timestamp of this clock. On ClockDriftError or
-        LogicalOverflowError the clock is left exactly as it was.
-
-        ``enforce_drift=False`` is for stamps already merged into our own
-        replica: refusing them protects nothing any more, and following them
-        keeps a write made after a read ordered after what was read."""
         wall = self._read_wall()
-        if enforce_drift:
-            self._check_drift(remote, wall)
         last = self._last
         top = max(wall, last.wall_ms, remote.wall_ms)
         if top == last.wall_ms and top == remote.wall_ms:

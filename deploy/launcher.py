@@ -152,8 +152,8 @@ class RedisNode(ManagedProcess):
         self.region = region
         self.port = port
         self.host = host
-        # The merge scripts compare strings with Lua's `<`, which follows LC_COLLATE:
-        # byte order on every replica needs the C locale.
+        # The merge scripts compare order keys byte by byte whatever the locale
+        # (common.lua's bytes_lt); the C locale keeps Redis's own sorting plain too.
         super().__init__(f"redis-{region}", argv, log, lambda: _redis_ping(port, host), {"LC_ALL": "C"})
 
     @property

@@ -42,7 +42,7 @@ class Node:
         s = self.settings
         plan = sabotage.plan(s.sabotage)  # the production classes unless a test planted a bug
         self.cp = plan.cp(s.etcd_endpoints, s.cp_timeout_s)
-        self.hlc = HybridLogicalClock(s.node_id, max_drift_ms=s.max_drift_ms, now_ms=self.now_ms)
+        self.hlc = HybridLogicalClock(s.node_id, now_ms=self.now_ms)
         clock: Any = sabotage.WallClock(self.now_ms) if plan.wall_clock else self.hlc
         self.ap = plan.home(s.redis_url, s.region, s.node_id, clock, dedup_window_s=s.dedup_window_s,
                             dedup_max=s.dedup_max, stream_maxlen=s.stream_maxlen)

@@ -1,4 +1,4 @@
-"""Properties of the hybrid logical clock and its timestamp encodings."""
+"""Properties of the hybrid logical clock and its timestamp string."""
 
 from __future__ import annotations
 
@@ -11,19 +11,15 @@ from hypothesis import strategies as st
 from consistency.hlc import (
     MAX_LOGICAL,
     MAX_WALL_MS,
-    ClockDriftError,
     HLCTimestamp,
     HybridLogicalClock,
     InvalidTimestampError,
     LogicalOverflowError,
 )
 
-MAX_DRIFT = 500
 BASE = 1_700_000_000_000
 
 timestamps = st.builds(HLCTimestamp, st.integers(0, MAX_WALL_MS), st.integers(0, MAX_LOGICAL))
-# Small ranges so that equal wall times (the logical tie-break) are common.
-close_timestamps = st.builds(HLCTimestamp, st.integers(0, 3), st.integers(0, 3))
 
 
 class FakeWall:
@@ -38,11 +34,11 @@ class FakeWall:
 
 # One step: the wall clock moves by `step` (possibly backwards or not at all),
 # then either a local event or the receipt of a timestamp `offset` ms from the
-# local wall clock (beyond MAX_DRIFT ahead is sometimes drawn on purpose).
+# local wall clock (far ahead included: the clock follows it).
 events = st.lists(
     st.tuples(
         st.integers(-300, 300) | st.just(0),
-        st.none() | st.tuples(st.integers(-1500, MAX_DRIFT + 300), st.integers(0, 50)),
+        st.none() | st.tuples(st.integers(-1500, 5000), st.integers(0, 50)),
     ),
     min_size=1,
     max_size=60,
@@ -51,9 +47,9 @@ events = st.lists(
 
 @settings(max_examples=150, deadline=None)
 @given(events)
-def test_clock_is_monotonic_bounded_and_refuses_drift(steps: list) -> None:
+def test_clock_is_monotonic_and_tracks_the_greatest_time_seen(steps: list) -> None:
     wall = FakeWall(BASE)
-    clock = HybridLogicalClock("n1", max_drift_ms=MAX_DRIFT, now_ms=wall)
+    clock = HybridLogicalClock("n1", now_ms=wall)
     issued: list[HLCTimestamp] = []
     highest_wall_seen = 0  # max of every wall reading and accepted remote wall
     for step, remote_spec in steps:
@@ -64,13 +60,6 @@ def test_clock_is_monotonic_bounded_and_refuses_drift(steps: list) -> None:
         else:
             offset, logical = remote_spec
             remote = HLCTimestamp(wall.ms + offset, logical)
-            if offset > MAX_DRIFT:
-                with pytest.raises(ClockDriftError) as info:
-                    clock.update(remote)
-                assert (info.value.remote, info.value.local_wall) == (remote, wall.ms)
-                assert info.value.max_drift_ms == MAX_DRIFT
-                assert clock.last == before  # refused means unchanged
-                continue
             result = clock.update(remote)
             assert result > remote
             highest_wall_seen = max(highest_wall_seen, remote.wall_ms)
@@ -85,26 +74,12 @@ def test_clock_is_monotonic_bounded_and_refuses_drift(steps: list) -> None:
         issued.append(result)
 
 
-@settings(max_examples=100, deadline=None)
-@given(st.integers(0, 2000), close_timestamps)
-def test_check_validates_without_changing_state(ahead: int, last: HLCTimestamp) -> None:
-    wall = FakeWall(BASE)
-    clock = HybridLogicalClock("n1", max_drift_ms=1000, now_ms=wall, last=last)
-    remote = HLCTimestamp(BASE + ahead, 7)
-    if ahead > 1000:
-        with pytest.raises(ClockDriftError):
-            clock.check(remote)
-    else:
-        assert clock.check(remote) is None
-    assert clock.last == last
-
-
-def test_drift_boundary_is_inclusive() -> None:
-    clock = HybridLogicalClock("n1", max_drift_ms=500, now_ms=FakeWall(BASE))
-    assert clock.update(HLCTimestamp(BASE + 500, 3)) == HLCTimestamp(BASE + 500, 4)
-    with pytest.raises(ClockDriftError):
-        clock.update(HLCTimestamp(BASE + 501, 0))
-    assert clock.last == HLCTimestamp(BASE + 500, 4)
+def test_a_remote_stamp_far_ahead_is_followed() -> None:
+    """No drift bound: the stamps a node receives are already merged into its
+    replica; observations stamped too far ahead are refused at the API instead."""
+    clock = HybridLogicalClock("n1", now_ms=FakeWall(BASE))
+    assert clock.update(HLCTimestamp(BASE + 3_600_000, 3)) == HLCTimestamp(BASE + 3_600_000, 4)
+    assert clock.now() == HLCTimestamp(BASE + 3_600_000, 5)
 
 
 def test_wall_clock_standing_still_and_going_back_only_bumps_logical() -> None:
@@ -158,30 +133,25 @@ def test_bad_time_source_is_refused(bad: object) -> None:
         clock.now()
 
 
-@pytest.mark.parametrize("kwargs", [{"node_id": ""}, {"node_id": "n", "max_drift_ms": -1}])
-def test_bad_clock_arguments_are_refused(kwargs: dict) -> None:
+def test_bad_clock_arguments_are_refused() -> None:
     with pytest.raises(ValueError):
-        HybridLogicalClock(**kwargs)
+        HybridLogicalClock("")
+    with pytest.raises(TypeError):
+        HybridLogicalClock("n1").update("000000000001-0000")  # type: ignore[arg-type]
 
 
 @settings(max_examples=200, deadline=None)
 @given(timestamps, timestamps)
-def test_encodings_round_trip_and_preserve_order(a: HLCTimestamp, b: HLCTimestamp) -> None:
+def test_string_round_trips_and_byte_order_is_timestamp_order(a: HLCTimestamp, b: HLCTimestamp) -> None:
     for t in (a, b):
         assert HLCTimestamp.parse(t.to_string()) == t
-        assert HLCTimestamp.from_int(t.to_int()) == t
-        assert HLCTimestamp.from_wire(t.to_wire()) == t
-        assert 0 <= t.to_int() < 2**63
-        assert all(0 <= part <= 2**53 for part in t.to_wire())  # exact in a Lua double
     assert (a < b) == (a.to_string() < b.to_string())
-    assert (a < b) == (a.to_string().encode() < b.to_string().encode())
-    assert (a < b) == (a.to_int() < b.to_int())
+    assert (a < b) == (a.to_string().encode() < b.to_string().encode())  # what the Lua merges compare
     assert (a == b) == (a.to_string() == b.to_string())
 
 
 def test_string_encoding_is_fixed_width_hex() -> None:
     assert HLCTimestamp(0x18F3A2B4C5D, 3).to_string() == "018f3a2b4c5d-0003"
-    assert HLCTimestamp(0x18F3A2B4C5D, 3).to_int() == (0x18F3A2B4C5D << 16) | 3
 
 
 @pytest.mark.parametrize(
@@ -220,9 +190,3 @@ def test_parse_accepts_only_what_to_string_writes(text: str) -> None:
 def test_timestamp_range_is_enforced(args: tuple) -> None:
     with pytest.raises(InvalidTimestampError):
         HLCTimestamp(*args)
-
-
-@pytest.mark.parametrize("packed", [-1, 1 << 63, 2.0])
-def test_from_int_refuses_out_of_range(packed: object) -> None:
-    with pytest.raises(ValueError):
-        HLCTimestamp.from_int(packed)  # type: ignore[arg-type]

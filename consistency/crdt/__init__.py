@@ -1,28 +1,24 @@
-"""State-based CRDTs for the AP tier (pure: no I/O).
+"""The AP tier's merge rules as a pure reference model (no I/O): see `replica`.
 
-Every type is immutable: operations and ``merge`` return new objects. Each
-has ``to_wire()``/``from_wire()`` (nested arrays of str/int/bool only, see
-``_wire`` for why) and ``canonical_bytes()``/``from_bytes()`` (msgpack of the
-wire form). Equal states have equal bytes; the Redis Lua merge must produce
-the same bytes.
+What the Lua scripts implement, and so all this models: per entity,
+last-writer-wins field registers ordered by the order key "<hlc>|<node>"
+compared as bytes, PN-counter slots per source@region (with compensation for
+an event accepted at two regions), and dedup by event id. The AP tier has no
+add-wins set (no tags): nothing stores or merges one, so none is modelled.
 """
 
-from ._wire import SAFE_INT, CRDTError, InvalidValueError, Scalar, WireFormatError
-from .awset import AWSet, make_tag
-from .counter import CounterOverflowError, PNCounter
-from .entity import Entity
-from .register import LWWRegister
+from consistency.crdt.replica import (
+    Compensated,
+    Delta,
+    EntityModel,
+    Observed,
+    Register,
+    ReplicaModel,
+    Scalar,
+    anti_entropy,
+    bucket,
+    byte_lt,
+)
 
-__all__ = [
-    "SAFE_INT",
-    "AWSet",
-    "CRDTError",
-    "CounterOverflowError",
-    "Entity",
-    "InvalidValueError",
-    "LWWRegister",
-    "PNCounter",
-    "Scalar",
-    "WireFormatError",
-    "make_tag",
-]
+__all__ = ["Compensated", "Delta", "EntityModel", "Observed", "Register", "ReplicaModel", "Scalar",
+           "anti_entropy", "bucket", "byte_lt"]

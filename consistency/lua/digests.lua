@@ -7,7 +7,7 @@ for b = 0, tonumber(ARGV[1]) - 1 do
   if #members == 0 then
     out[#out + 1] = ''
   else
-    table.sort(members)
+    table.sort(members, bytes_lt)  -- not `<`: the digest must not depend on the locale
     local parts = {}
     for _, ekey in ipairs(members) do
       local kv = redis.call('HGETALL', ekey)
@@ -16,7 +16,7 @@ for b = 0, tonumber(ARGV[1]) - 1 do
         fields[#fields + 1] = kv[i]
         values[kv[i]] = kv[i + 1]
       end
-      table.sort(fields)
+      table.sort(fields, bytes_lt)
       parts[#parts + 1] = ekey
       for _, f in ipairs(fields) do
         parts[#parts + 1] = f .. ':' .. #values[f] .. ':' .. values[f]
