@@ -22,11 +22,17 @@ from pathlib import Path
 os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
 
 from . import nemesis, netns, report, runner  # noqa: E402
+from .checkers.result import Verdict  # noqa: E402
 from .client import Api  # noqa: E402
 from .history import read_jsonl  # noqa: E402
 from .recorder import Recorder  # noqa: E402
 from .workloads import WORKLOADS, Context  # noqa: E402
 from service.sabotage import SABOTAGES  # noqa: E402
+
+
+# The exit status of `run` and `check` for the run's verdict; 3 is `--net netns` refusing to start.
+EXIT_STATUS = {Verdict.OK: 0, Verdict.ILLEGAL: 1, Verdict.UNKNOWN: 2}
+NETNS_UNAVAILABLE = 3
 
 
 def _list(value: str) -> list[str]:
@@ -103,9 +109,9 @@ def main(argv: list[str] | None = None) -> int:
         out = runner.run(o)
     except netns.Unavailable as e:
         print(f"python -m jepsen_like: {e}", file=sys.stderr)
-        return 3
+        return NETNS_UNAVAILABLE
     print(out.summary)
-    return {True: 0, False: 1, None: 2}[out.valid]
+    return EXIT_STATUS[out.verdict]
 
 
 def _terminate(sig: int, _frame: object) -> None:
@@ -131,7 +137,7 @@ def _recheck(d: Path) -> int:
     results = runner.check(events, workloads, finals, {})
     results["test"] = old["test"]
     print(report.summary(results))
-    return {True: 0, False: 1, None: 2}[results["valid"]]
+    return EXIT_STATUS[Verdict(results["verdict"])]
 
 
 if __name__ == "__main__":

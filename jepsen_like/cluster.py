@@ -12,8 +12,6 @@ directly, like Jepsen's control node, and are never partitioned.
 from __future__ import annotations
 
 import json
-import re
-import time
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -21,17 +19,13 @@ from typing import Any
 from deploy.launcher import Deployment, Topology, wait_until
 from deploy.processes import ManagedProcess
 
+from . import netns
+from .hosts import Links, host_of
 from .proxy import Net
 
+__all__ = ["Cluster", "FAULTS_ENV", "host_of"]  # host_of re-exported: tests and callers name hosts through here
+
 FAULTS_ENV = {"WORLDSTATE_FAULTS": "1"}
-
-
-def host_of(process: str) -> str:
-    """``etcd2`` / ``redis-r2`` / ``api-r2`` -> ``n2``."""
-    m = re.search(r"(\d+)$", process)
-    if not m:
-        raise ValueError(f"no host for process {process!r}")
-    return f"n{m.group(1)}"
 
 
 class Cluster:
@@ -45,26 +39,32 @@ class Cluster:
         self.sabotage = tuple(sabotage)
         self.hosts = [f"n{i + 1}" for i in range(max(etcd_members, regions))]
         placement: dict[str, Any] = {}
+        self.net: Links
         if mode == "proxy":
-            self.net: Any = Net(seed)
-            placement["link"] = self._link
+            proxies = Net(seed)
+
+            def link(src: str, dst: str, port: int) -> int:
+                # etcd members share one advertised peer URL per member: the proxy learns who dials.
+                return proxies.listen(None if src == "etcd-peers" else src, dst, port)
+
+            self.net = proxies
+            placement["link"] = link
         elif mode == "netns":
-            self.net = self._netns()
-            placement.update(host=self.net.host, wrap=self.net.wrap)
+            namespaces = self._netns()
+            self.net = namespaces
+            placement.update(host=namespaces.host, wrap=namespaces.wrap)
         else:
             raise ValueError(f"network mode {mode!r} is proxy or netns")
         try:
             self.topology = Topology(etcd_members=etcd_members, regions=regions, run_dir=run_dir,
                                      cp_timeout_s=cp_timeout_s, api_env=env, **placement)
-            self.d = Deployment(self.topology)
+            self.deployment = Deployment(self.topology)
         except BaseException:
             self.net.close()  # namespaces and a bridge already exist in netns mode
             raise
         self.regions = self.topology.region_names()
 
-    def _netns(self) -> Any:
-        from . import netns
-
+    def _netns(self) -> netns.NetnsNet:
         why = netns.available()
         if why:
             raise netns.Unavailable(f"netns mode unavailable: {why}")
@@ -72,49 +72,53 @@ class Cluster:
         net.setup()  # removes what it made if it fails
         return net
 
-    def _link(self, src: str, dst: str, port: int) -> int:
-        # etcd members share one advertised peer URL per member: the proxy learns who dials.
-        return self.net.listen(None if src == "etcd-peers" else src, dst, port)
-
     # -- lifecycle ------------------------------------------------------------------
 
     def start(self, timeout: float = 90.0) -> None:
-        self.d.start(timeout)
-        for m in self.d.etcd:
+        self.deployment.start(timeout)
+        for m in self.deployment.etcd:
             member_id = m.status()["header"]["member_id"]
             self.net.alias(format(int(member_id), "x"), m.name)
 
     def stop(self) -> None:
         try:
-            self.d.stop()
+            self.deployment.stop()
         finally:
             self.net.close()
 
     # -- what the nemesis needs ---------------------------------------------------------
 
     def processes(self) -> list[ManagedProcess]:
-        return self.d.processes()
+        return self.deployment.processes()
 
     def process(self, name: str) -> ManagedProcess:
-        return self.d.process(name)
+        return self.deployment.process(name)
 
     def on_host(self, host: str) -> list[str]:
-        return [p.name for p in self.d.processes() if host_of(p.name) == host]
+        return [p.name for p in self.deployment.processes() if host_of(p.name) == host]
 
     def api_url(self, region: str) -> str:
-        return self.d.api[region].url
+        return self.deployment.api[region].url
+
+    def etcd_members(self) -> list[str]:
+        return [m.name for m in self.deployment.etcd]
+
+    def etcd_leader(self) -> str | None:
+        """The etcd leader's process name, or None while there is none (or no member answers)."""
+        leader = self.deployment.etcd_leader()
+        return leader.name if leader else None
 
     def leader_host(self) -> str | None:
-        leader = self.d.etcd_leader()
-        return host_of(leader.name) if leader else None
+        leader = self.etcd_leader()
+        return host_of(leader) if leader else None
 
     def healthy(self) -> bool:
         """Every process up and unpaused, etcd has a leader, and every API node is ready."""
-        if any(not p.running or p.paused for p in self.d.processes()):
+        if any(not p.running or p.paused for p in self.deployment.processes()):
             return False
-        if self.d.etcd and self.d.etcd_leader() is None:
+        if self.deployment.etcd and self.deployment.etcd_leader() is None:
             return False
-        for api in self.d.api.values():
+        for api in self.deployment.api.values():
             try:
                 with urllib.request.urlopen(f"{api.url}/readyz", timeout=2) as r:
                     if json.loads(r.read()).get("status") != "ready":
@@ -126,13 +130,3 @@ class Cluster:
     def wait_healthy(self, timeout: float = 60.0) -> bool:
         return wait_until(self.healthy, timeout, 0.25)
 
-
-def wait_http(url: str, timeout: float = 30.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(url, timeout=2):
-                return True
-        except OSError:
-            time.sleep(0.1)
-    return False

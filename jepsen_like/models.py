@@ -21,11 +21,14 @@ one register per key, and the search stays small.
 
 from __future__ import annotations
 
+import json
 from typing import Any, Hashable
 
 from .history import UNKNOWN, Operation
 
 CAS_FAILED_KEY = "cas_ok"
+# The CP tier's encode format (compact, sorted keys); one encoder, not one per value as json.dumps would build.
+_JSON_TEXT = json.JSONEncoder(separators=(",", ":"), sort_keys=True).encode
 
 
 def freeze(value: Any) -> Hashable:
@@ -35,6 +38,45 @@ def freeze(value: Any) -> Hashable:
     if isinstance(value, dict):
         return frozenset((k, freeze(v)) for k, v in value.items())
     return value
+
+
+class JsonValue:
+    """A register value, equal to another exactly when the service would store the same JSON text.
+
+    Python's ``==`` says ``1 == 1.0 == True`` and ``0 == False``; a register
+    compared that way lets ``write 1; read -> true`` pass as linearizable and
+    calls ``write 1; cas(true -> 0) failed`` impossible. Here values are
+    compared by their canonical JSON text, the format the CP tier's `encode`
+    (in consistency/) writes to etcd: ``json.dumps``, compact, keys sorted.
+    So ``true`` is not ``1`` and key order does not matter. And ``1.0`` is not
+    ``1``, on purpose: the service keeps the difference end to end (the API
+    parses bodies with orjson and answers with ``json.dumps``; both, like
+    ``encode`` and the store's ``json.loads``, keep ``1`` an int and ``1.0``
+    a float: checked by round-tripping both), so a write of ``1`` read back
+    as ``1.0`` is a value the service changed. ``-0.0`` and ``0.0`` differ
+    for the same reason.
+    """
+
+    __slots__ = ("value", "text", "_hash")
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+        self.text = _JSON_TEXT(value)
+        self._hash = hash(self.text)  # states are hashed at every step of the search: once is enough
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is JsonValue and other.text == self.text
+
+    def __hash__(self) -> int:
+        return self._hash
+
+    def __repr__(self) -> str:
+        return repr(thaw(freeze(self.value)))  # as the plain value always printed, e.g. in anomaly reports
+
+
+def json_value(value: Any) -> JsonValue | None:
+    """A register value as the model compares it; None (absent, or JSON null) stays None."""
+    return None if value is None else JsonValue(value)
 
 
 def thaw(value: Any) -> Any:
@@ -113,12 +155,29 @@ class Register(Model):
     record it with the value read at that revision as `expected`: with
     unique written values, "the key is still at revision r" and "the key
     still holds the value written at r" are the same condition.
+
+    Values are compared as JSON (`JsonValue`): ``true`` is not ``1``.
     """
 
     FS = frozenset(("read", "write", "cas", "delete"))
 
     def __init__(self, initial: Any = None) -> None:
-        self.initial = freeze(initial)
+        self.initial = json_value(initial)
+
+    def io(self, op: Operation) -> tuple[Any, Any]:
+        """Written, expected and read values as `JsonValue`s; other outputs (a CAS's answer) frozen."""
+        if op.f == "cas":
+            expected, new = op.value
+            arg: Any = (json_value(expected), json_value(new))
+        elif op.f == "write":
+            arg = json_value(op.value)
+        else:
+            arg = freeze(op.value)
+        if op.output is UNKNOWN:
+            out = UNKNOWN
+        else:
+            out = json_value(op.output) if op.f == "read" else freeze(op.output)
+        return (op.f, freeze(op.key), arg), out
 
     def partition(self, ops: list[Operation]) -> list[list[Operation]]:
         return [[op for op in ops if _relevant(op, self.FS)]]

@@ -1,7 +1,8 @@
 """Faults: partitions, crashes, pauses, clock skew and bad links, on a seeded schedule.
 
-Each family knows how to start one fault (chosen with the schedule's random
-generator), stop it, and heal everything it may have left behind. The
+Each family is a `Fault` (the protocol below, as Jepsen's nemesis and
+db/Process, db/Pause): it starts one fault (chosen with the schedule's random
+generator), stops it, and heals everything it may have left behind. The
 schedule runs in its own thread: a quiet gap, one fault for a while, heal
 it, and again, until the time limit; every start and stop is recorded in
 the history as the ``nemesis`` process (invoke, then info once done), so
@@ -32,15 +33,51 @@ import random
 import threading
 import time
 import urllib.request
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Protocol, runtime_checkable
 
-from .cluster import Cluster, host_of
+from .cluster import Cluster
+from .hosts import host_of
 from .proxy import BLACKHOLE, DELAY, DROP, PASS_RULE, RESET, Rule
 from .recorder import Recorder
 
-FAMILIES = ("partition", "kill", "pause", "clock", "net")
 # What kill and pause act on unless told otherwise: every kind of process.
 TARGETS = ("etcd", "redis", "api")
+
+
+@runtime_checkable
+class Fault(Protocol):
+    """One fault family, as the schedule drives it.
+
+    `start` applies one fault drawn with `rng` and describes it (the
+    description goes into the history); `stop` undoes that fault; `heal`
+    undoes whatever this family may have left behind, whatever state the
+    schedule was in (it runs after the schedule's thread has ended). Neither
+    `stop` nor `heal` may assume `start` succeeded.
+    """
+
+    name: str
+
+    def start(self, rng: random.Random) -> dict[str, Any]: ...
+
+    def stop(self) -> dict[str, Any]: ...
+
+    def heal(self) -> None: ...
+
+
+# -- processes, clocks: each restored in one place -------------------------------------
+
+def restore_processes(cluster: Cluster) -> None:
+    """Resume every paused process and start every dead one.
+
+    The one place processes come back after a heal: Kill and Pause heal
+    through it, and so does `heal_all`, for a fault whose stop failed half-way.
+    """
+    for process in cluster.processes():
+        if process.paused:
+            process.resume()
+        if not process.running:
+            process.start()
 
 
 def set_clock(cluster: Cluster, region: str, offset_ms: int) -> bool:
@@ -54,20 +91,28 @@ def set_clock(cluster: Cluster, region: str, offset_ms: int) -> bool:
         return False  # a paused or dead node: its offset is reset on restart anyway
 
 
+def reset_clocks(cluster: Cluster) -> None:
+    """Every API node's clock offset back to 0 (the one place clocks are restored)."""
+    for region in cluster.regions:
+        set_clock(cluster, region, 0)
+
+
+# -- the families --------------------------------------------------------------------------
+
 class Partition:
     name = "partition"
     kinds = ("halves", "one", "leader", "majorities-ring", "bridge")
 
     def __init__(self, cluster: Cluster) -> None:
-        self.c = cluster
+        self.cluster = cluster
         self.pairs: list[tuple[str, str]] = []
 
     def grudge(self, kind: str, rng: random.Random) -> dict[str, set[str]]:
         """host -> the hosts it hears nothing from."""
-        hosts = list(self.c.hosts)
+        hosts = list(self.cluster.hosts)
         rng.shuffle(hosts)
         if kind == "leader":
-            kind, first = "one", self.c.leader_host() or hosts[0]
+            kind, first = "one", self.cluster.leader_host() or hosts[0]
             hosts.remove(first)
             hosts.insert(0, first)
         if kind in ("halves", "one"):
@@ -89,76 +134,95 @@ class Partition:
         kind = rng.choice(self.kinds)
         grudge = self.grudge(kind, rng)
         self.pairs = [(p, q) for dst, srcs in grudge.items() for src in srcs
-                      for p in self.c.on_host(src) for q in self.c.on_host(dst)]
-        self.c.net.set(self.pairs, Rule(BLACKHOLE))
+                      for p in self.cluster.on_host(src) for q in self.cluster.on_host(dst)]
+        self.cluster.net.set(self.pairs, Rule(BLACKHOLE))
         return {"kind": kind, "drops": {h: sorted(s) for h, s in sorted(grudge.items()) if s}}
 
     def stop(self) -> dict[str, Any]:
-        self.c.net.set(self.pairs, PASS_RULE)
+        self.cluster.net.set(self.pairs, PASS_RULE)
         self.pairs = []
         return {}
 
-    heal = stop
+    def heal(self) -> None:
+        self.stop()
+
+
+def choose_victims(cluster: Cluster, targets: tuple[str, ...], rng: random.Random) -> list[str]:
+    """Processes for one kill or pause: an etcd member (sometimes the leader, sometimes a
+    majority), a region's Redis or a region's API node, of the kinds in `targets`."""
+    kind = rng.choice(targets)
+    if kind == "etcd":
+        members = cluster.etcd_members()
+        r = rng.random()
+        if r < 0.3:
+            leader = cluster.etcd_leader()
+            return [leader] if leader else [rng.choice(members)]
+        if r < 0.45:
+            return rng.sample(members, len(members) // 2 + 1)  # quorum lost for a while
+        return [rng.choice(members)]
+    prefix = {"redis": "redis-", "api": "api-"}[kind]
+    return [prefix + rng.choice(cluster.regions)]
 
 
 class Kill:
-    """kill -9, restarted at stop. `verb` pause makes it SIGSTOP/SIGCONT instead."""
+    """kill -9, restarted when the fault stops (Jepsen's db/Process: kill!, start!)."""
 
     name = "kill"
-    verb = "kill"
 
     def __init__(self, cluster: Cluster, targets: tuple[str, ...] = TARGETS) -> None:
-        self.c = cluster
+        self.cluster = cluster
         self.targets = targets
         self.victims: list[str] = []
 
-    def choose(self, rng: random.Random) -> list[str]:
-        kind = rng.choice(self.targets)
-        if kind == "etcd":
-            members = [m.name for m in self.c.d.etcd]
-            r = rng.random()
-            if r < 0.3:
-                leader = self.c.d.etcd_leader()
-                return [leader.name] if leader else [rng.choice(members)]
-            if r < 0.45:
-                return rng.sample(members, len(members) // 2 + 1)  # quorum lost for a while
-            return [rng.choice(members)]
-        prefix = {"redis": "redis-", "api": "api-"}[kind]
-        return [prefix + rng.choice(self.c.regions)]
-
     def start(self, rng: random.Random) -> dict[str, Any]:
-        self.victims = self.choose(rng)
+        self.victims = choose_victims(self.cluster, self.targets, rng)
         for name in self.victims:
-            p = self.c.process(name)
-            p.kill() if self.verb == "kill" else p.pause()
+            self.cluster.process(name).kill()
         return {"targets": self.victims}
 
     def stop(self) -> dict[str, Any]:
         for name in self.victims:
-            p = self.c.process(name)
-            p.start() if self.verb == "kill" else p.resume()
+            self.cluster.process(name).start()
         done, self.victims = self.victims, []
         return {"targets": done}
 
     def heal(self) -> None:
         self.stop()
-        for p in self.c.processes():
-            if p.paused:
-                p.resume()
-            if not p.running:
-                p.start()
+        restore_processes(self.cluster)
 
 
-class Pause(Kill):
+class Pause:
+    """SIGSTOP, SIGCONT when the fault stops (Jepsen's db/Pause: pause!, resume!)."""
+
     name = "pause"
-    verb = "pause"
+
+    def __init__(self, cluster: Cluster, targets: tuple[str, ...] = TARGETS) -> None:
+        self.cluster = cluster
+        self.targets = targets
+        self.victims: list[str] = []
+
+    def start(self, rng: random.Random) -> dict[str, Any]:
+        self.victims = choose_victims(self.cluster, self.targets, rng)
+        for name in self.victims:
+            self.cluster.process(name).pause()
+        return {"targets": self.victims}
+
+    def stop(self) -> dict[str, Any]:
+        for name in self.victims:
+            self.cluster.process(name).resume()
+        done, self.victims = self.victims, []
+        return {"targets": done}
+
+    def heal(self) -> None:
+        self.stop()
+        restore_processes(self.cluster)
 
 
 class Clock:
     name = "clock"
 
     def __init__(self, cluster: Cluster, max_skew_ms: int = 8000) -> None:
-        self.c = cluster
+        self.cluster = cluster
         self.max_skew_ms = max_skew_ms
         self.skewed: list[str] = []
         self._strobe: threading.Thread | None = None
@@ -166,11 +230,12 @@ class Clock:
 
     def start(self, rng: random.Random) -> dict[str, Any]:
         kind = rng.choice(("bump", "bump", "strobe"))
-        self.skewed = rng.sample(self.c.regions, rng.randint(1, len(self.c.regions)))
+        regions = self.cluster.regions
+        self.skewed = rng.sample(regions, rng.randint(1, len(regions)))
         offsets = {r: rng.choice((-1, 1)) * rng.randint(100, self.max_skew_ms) for r in self.skewed}
         if kind == "bump":
             for r, ms in offsets.items():
-                set_clock(self.c, r, ms)
+                set_clock(self.cluster, r, ms)
             return {"kind": kind, "offsets_ms": offsets}
         period = rng.uniform(0.05, 0.5)
         self._stop.clear()
@@ -183,13 +248,13 @@ class Clock:
         while not self._stop.wait(period):
             on = not on
             for r, ms in offsets.items():
-                set_clock(self.c, r, ms if on else 0)
+                set_clock(self.cluster, r, ms if on else 0)
 
     def fix(self, offsets: dict[str, int]) -> dict[str, Any]:
         """A skew held for the whole run (not drawn by the schedule)."""
         self.skewed = list(offsets)
         for r, ms in offsets.items():
-            set_clock(self.c, r, ms)
+            set_clock(self.cluster, r, ms)
         return {"kind": "fixed", "offsets_ms": offsets}
 
     def stop(self) -> dict[str, Any]:
@@ -198,29 +263,28 @@ class Clock:
             self._strobe.join(5)
             self._strobe = None
         for r in self.skewed:
-            set_clock(self.c, r, 0)
+            set_clock(self.cluster, r, 0)
         self.skewed = []
         return {}
 
     def heal(self) -> None:
         self.stop()
-        for r in self.c.regions:
-            set_clock(self.c, r, 0)
+        reset_clocks(self.cluster)
 
 
 class NetFault:
     name = "net"
 
     def __init__(self, cluster: Cluster) -> None:
-        self.c = cluster
+        self.cluster = cluster
         self.pairs: list[tuple[str, str]] = []
 
     def start(self, rng: random.Random) -> dict[str, Any]:
         kind = rng.choice(("delay", "drop", "reset"))
-        procs = [p.name for p in self.c.processes()]
+        procs = [p.name for p in self.cluster.processes()]
         if kind == "reset":
-            host = rng.choice(self.c.hosts)
-            self.pairs = [(p, q) for p in self.c.on_host(host) for q in procs if host_of(q) != host]
+            host = rng.choice(self.cluster.hosts)
+            self.pairs = [(p, q) for p in self.cluster.on_host(host) for q in procs if host_of(q) != host]
             self.pairs += [(q, p) for p, q in self.pairs]
             rule = Rule(RESET)
             desc: dict[str, Any] = {"kind": kind, "host": host}
@@ -232,26 +296,35 @@ class NetFault:
             else:
                 rule = Rule(DROP, drop=rng.choice((0.05, 0.1, 0.2)))
                 desc = {"kind": kind, "drop": rule.drop}
-        self.c.net.set(self.pairs, rule)
+        self.cluster.net.set(self.pairs, rule)
         return desc
 
     def stop(self) -> dict[str, Any]:
-        self.c.net.set(self.pairs, PASS_RULE)
+        self.cluster.net.set(self.pairs, PASS_RULE)
         self.pairs = []
         return {}
 
-    heal = stop
+    def heal(self) -> None:
+        self.stop()
+
+
+# family name -> how to build it from the cluster and the kill and pause targets
+BUILDERS: dict[str, Callable[[Cluster, tuple[str, ...], tuple[str, ...]], Fault]] = {
+    "partition": lambda cluster, kill, pause: Partition(cluster),
+    "kill": lambda cluster, kill, pause: Kill(cluster, kill),
+    "pause": lambda cluster, kill, pause: Pause(cluster, pause),
+    "clock": lambda cluster, kill, pause: Clock(cluster),
+    "net": lambda cluster, kill, pause: NetFault(cluster),
+}
+FAMILIES = tuple(BUILDERS)
 
 
 def make(families: list[str], cluster: Cluster, kill_targets: tuple[str, ...] = TARGETS,
-         pause_targets: tuple[str, ...] = TARGETS) -> list[Any]:
+         pause_targets: tuple[str, ...] = TARGETS) -> list[Fault]:
     unknown = set(families) - set(FAMILIES)
     if unknown:
         raise ValueError(f"unknown nemesis {sorted(unknown)}; known: {list(FAMILIES)}")
-    build = {"partition": lambda: Partition(cluster), "kill": lambda: Kill(cluster, kill_targets),
-             "pause": lambda: Pause(cluster, pause_targets), "clock": lambda: Clock(cluster),
-             "net": lambda: NetFault(cluster)}
-    return [build[f]() for f in families]
+    return [BUILDERS[f](cluster, kill_targets, pause_targets) for f in families]
 
 
 class Schedule:
@@ -261,7 +334,7 @@ class Schedule:
     turn (each fault's details are still drawn), so a short run covers all.
     """
 
-    def __init__(self, faults: list[Any], rec: Recorder, seed: int, *, gap_s: tuple[float, float] = (1.0, 3.0),
+    def __init__(self, faults: list[Fault], rec: Recorder, seed: int, *, gap_s: tuple[float, float] = (1.0, 3.0),
                  hold_s: tuple[float, float] = (3.0, 6.0), order: str = "random") -> None:
         if order not in ("random", "cycle"):
             raise ValueError("order is random or cycle")
@@ -280,20 +353,21 @@ class Schedule:
         self._thread.start()
 
     def _run(self, deadline: float) -> None:
-        n = 0
+        drawn = 0
         while self.faults and not self._stop.is_set():
             if self._stop.wait(self.rng.uniform(*self.gap_s)):
                 return
             hold = self.rng.uniform(*self.hold_s)
             if time.monotonic() + hold > deadline:
                 return
-            fault = self.faults[n % len(self.faults)] if self.order == "cycle" else self.rng.choice(self.faults)
-            n += 1
+            fault = self.faults[drawn % len(self.faults)] if self.order == "cycle" else self.rng.choice(self.faults)
+            drawn += 1
             self.apply("start", fault, lambda: fault.start(self.rng))
             self._stop.wait(hold)
             self.apply("stop", fault, fault.stop)
 
-    def apply(self, f: str, fault: Any, action: Any) -> None:
+    def apply(self, f: str, fault: Fault, action: Callable[[], dict[str, Any]]) -> None:
+        """Run `action` (a start or stop of `fault`) as one nemesis operation in the history."""
         self.rec.nemesis(f, {"fault": fault.name}, type="invoke")
         try:
             desc = {"fault": fault.name, **action()}
@@ -309,8 +383,13 @@ class Schedule:
             self._thread.join(60)
 
 
-def heal_all(faults: list[Any], cluster: Cluster, rec: Recorder) -> None:
-    """Undo every fault: links, processes, clocks; recorded as one nemesis operation."""
+def heal_all(faults: list[Fault], cluster: Cluster, rec: Recorder) -> None:
+    """Undo every fault: links, processes, clocks; recorded as one nemesis operation.
+
+    Each family heals itself first; then every link, process and clock is
+    restored whatever the families did, so a heal that raised half-way (or a
+    fault outside the list, like the fixed clock skew) leaves nothing behind.
+    """
     rec.nemesis("heal", None, type="invoke")
     for fault in faults:
         try:
@@ -318,11 +397,6 @@ def heal_all(faults: list[Any], cluster: Cluster, rec: Recorder) -> None:
         except Exception:  # keep healing the rest
             pass
     cluster.net.heal()
-    for p in cluster.processes():
-        if p.paused:
-            p.resume()
-        if not p.running:
-            p.start()
-    for r in cluster.regions:
-        set_clock(cluster, r, 0)
+    restore_processes(cluster)
+    reset_clocks(cluster)
     rec.nemesis("heal", {"net": cluster.net.active()})

@@ -47,7 +47,7 @@ import threading
 from collections.abc import Iterable
 from pathlib import Path
 
-from .cluster import host_of
+from .hosts import host_of
 from .proxy import BLACKHOLE, DELAY, DROP, PASS_RULE, RESET, Rule
 
 _SEQ = itertools.count()
@@ -176,7 +176,7 @@ def _used_networks() -> list[ipaddress.IPv4Network]:
 
 
 class NetnsNet:
-    """The same control surface as proxy.Net (set, heal, active, close), on namespaces."""
+    """The same control surface as proxy.Net (`hosts.Links`: set, heal, active, close), on namespaces."""
 
     def __init__(self, hosts: list[str], tag: str | None = None, subnet: int | None = None) -> None:
         self.hosts = list(hosts)

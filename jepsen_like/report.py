@@ -17,7 +17,7 @@ from typing import Any
 
 from .checkers.availability import table as availability_table
 from .checkers.linearizability import LinearizabilityResult
-from .checkers.result import Result
+from .checkers.result import CheckerResult, Result, Verdict
 from .history import FAIL, INFO, OK, Event, Operation, pair
 
 MAX_VIOLATIONS = 50
@@ -25,23 +25,31 @@ COLOURS = {OK: "#6DB6FE", INFO: "#FFAA26", FAIL: "#FEB5DA"}
 PLOT_COLOURS = {OK: "#1f77b4", INFO: "#ff7f0e", FAIL: "#d62728"}
 
 
-def result_json(res: Any) -> dict[str, Any]:
+# How the summary prints a verdict: a violation is what a reader must not miss.
+SHOWN = {Verdict.OK: "valid", Verdict.ILLEGAL: "INVALID", Verdict.UNKNOWN: "unknown"}
+
+
+def result_json(res: CheckerResult) -> dict[str, Any]:
+    """A checker's entry in results.json: `verdict` ("ok", "illegal", "unknown") and, as always,
+    `valid` (True, False, None for unknown)."""
     if isinstance(res, LinearizabilityResult):
-        return {"valid": res.valid, "verdict": res.verdict, "ops": res.ops, "seconds": round(res.seconds, 3),
-                "partitions": [{"key": p.key, "verdict": p.verdict, "ops": p.ops, "seconds": round(p.seconds, 3),
+        return {"valid": res.valid, "verdict": res.verdict.value, "ops": res.ops, "seconds": round(res.seconds, 3),
+                "partitions": [{"key": p.key, "verdict": p.verdict.value, "ops": p.ops,
+                                "seconds": round(p.seconds, 3),
                                 "anomaly": p.anomaly.describe() if p.anomaly else None} for p in res.partitions]}
     assert isinstance(res, Result)
     stats = dict(res.stats)
     if isinstance(stats.get("stale_reads"), list):  # one entry per stale read: keep the first few
         stats["stale_reads_total"] = len(stats["stale_reads"])
         stats["stale_reads"] = stats["stale_reads"][:20]
-    return {"valid": res.valid, "violation_count": len(res.violations), "kinds": sorted(res.kinds()),
+    return {"valid": res.valid, "verdict": res.verdict.value, "violation_count": len(res.violations),
+            "kinds": sorted(res.kinds()),
             "violations": [{"kind": v.kind, "message": v.message} for v in res.violations[:MAX_VIOLATIONS]],
             "stats": json.loads(json.dumps(stats, default=str))}
 
 
 def _line(name: str, r: dict[str, Any]) -> str:
-    verdict = {True: "valid", False: "INVALID", None: "unknown"}[r.get("valid")]
+    verdict = SHOWN[Verdict(r["verdict"])]
     s = r.get("stats", {})
     if name == "linearizability":
         detail = f"{r['ops']} ops, {len(r['partitions'])} keys, {r['seconds']:.2f}s"
@@ -65,7 +73,7 @@ def _line(name: str, r: dict[str, Any]) -> str:
     out = f"  {name:<16} {verdict:<8} {detail}"
     for v in r.get("violations", [])[:5]:
         out += f"\n      [{v['kind']}] {v['message'][:300]}"
-    if r.get("verdict") == "invalid":
+    if name == "linearizability" and r["verdict"] == Verdict.ILLEGAL:
         for p in r["partitions"]:
             if p["anomaly"]:
                 out += "\n" + "\n".join("      " + x for x in p["anomaly"].splitlines()[:30])
@@ -91,8 +99,7 @@ def summary(results: dict[str, Any]) -> str:
         lines += ["  " + x for x in availability_table(res).splitlines()]
     tm = results.get("timings", {})
     lines.append("timings: " + ", ".join(f"{k} {v:.1f}" for k, v in tm.items()))
-    verdict = {True: "VALID", False: "INVALID", None: "UNKNOWN"}[results.get("valid")]
-    lines.append(f"verdict: {verdict}")
+    lines.append(f"verdict: {SHOWN[Verdict(results['verdict'])].upper()}")
     return "\n".join(lines)
 
 

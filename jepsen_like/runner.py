@@ -21,8 +21,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from . import nemesis, report
+from . import nemesis, netns, report
 from .checkers import availability
+from .checkers.result import Verdict, worst
 from .client import Api
 from .cluster import Cluster
 from .history import INFO, INVOKE, Event, as_operations
@@ -64,10 +65,14 @@ class Options:
 
 @dataclass
 class Outcome:
-    valid: bool | None
+    verdict: Verdict              # the worst of every checker's
     dir: Path
     results: dict[str, Any]
     summary: str
+
+    @property
+    def valid(self) -> bool | None:
+        return self.verdict.valid
 
 
 def test_name(o: Options) -> str:
@@ -79,8 +84,6 @@ def test_name(o: Options) -> str:
 
 def run(o: Options) -> Outcome:
     if o.net == "netns":  # refuse before anything exists (no netem for the net family, no root, no iptables)
-        from . import netns
-
         why = netns.refusal(o.nemeses)
         if why:
             raise netns.Unavailable(why)
@@ -120,20 +123,20 @@ def run(o: Options) -> Outcome:
     results = check(rec.events, workloads, finals, timings)
     results["test"] = {"name": test_name(o), "options": _jsonable(asdict(o)), "nemesis_log": schedule.log,
                        "start_wall": rec.wall0, "dir": str(out)}
-    if hasattr(cluster.net, "describe"):  # netns mode: which namespaces and addresses the hosts had
-        results["test"]["net"] = cluster.net.describe()
-    valid = results["valid"]
+    net = cluster.net.describe()  # netns mode: which namespaces and addresses the hosts had
+    if net is not None:
+        results["test"]["net"] = net
     (out / "results.json").write_text(json.dumps(results, indent=1, default=str))
     summary = report.summary(results)
     (out / "summary.txt").write_text(summary + "\n")
     if o.plots:
         report.write_all(out, rec.events, results)
     _link_latest(o.store / test_name(o), out)
-    return Outcome(valid, out, results, summary)
+    return Outcome(Verdict(results["verdict"]), out, results, summary)
 
 
 async def _exercise(o: Options, cluster: Cluster, rec: Recorder, schedule: nemesis.Schedule,
-                    faults: list[Any], fixed: nemesis.Clock | None, finals: dict[str, Any]) -> list[Workload]:
+                    faults: list[nemesis.Fault], fixed: nemesis.Clock | None, finals: dict[str, Any]) -> list[Workload]:
     api = Api({r: cluster.api_url(r) for r in cluster.regions}, o.client_timeout_s)
     ctx = Context(api, rec, cluster.regions, WORLD, asyncio.Event(), o.think_s, o.final_wait_s)
     workloads = [WORKLOADS[name](ctx, **o.workload_options.get(name, {})) for name in o.workloads]
@@ -211,25 +214,28 @@ def nemesis_windows(events: list[Event]) -> list[tuple[float, float, str]]:
 
 def check(events: list[Event], workloads: list[Workload], finals: dict[str, Any],
           timings: dict[str, float]) -> dict[str, Any]:
+    """Every checker's result, and the run's verdict: the worst of theirs (`verdict`, and `valid` as
+    True / False / None for unknown, which results.json has always had)."""
     results: dict[str, Any] = {"checkers": {}, "timings": timings}
-    verdicts: list[bool | None] = []
+    verdicts: list[Verdict] = []
     for w in workloads:
         t = time.monotonic()
         checked = w.check(events, finals.get(w.name, {}))
         timings[f"check_{w.name}_s"] = round(time.monotonic() - t, 3)
         for name, res in checked.items():
             results["checkers"][name] = dict(report.result_json(res), workload=w.name)
-            verdicts.append(res.valid)
+            verdicts.append(res.verdict)
     windows = nemesis_windows(events)
     ops = [op for op in as_operations(events) if op.f != "watch"]
     avail = availability.check(ops, [(s, e) for s, e, _ in windows])
     results["checkers"]["availability"] = report.result_json(avail)
-    verdicts.append(avail.valid)  # judged only on answers of 500: no fault excuses an unclassified failure
+    verdicts.append(avail.verdict)  # judged only on answers of 500: no fault excuses an unclassified failure
     results["nemesis_windows"] = windows
     results["ops"] = _op_counts(events)
     # Reported, not judged: the final reads' checkers judge what a slow recovery left behind.
     results["healthy_after_heal"] = finals.get("healthy_after_heal")
-    results["valid"] = False if False in verdicts else (None if None in verdicts else True)
+    verdict = worst(verdicts)
+    results["verdict"], results["valid"] = verdict.value, verdict.valid
     return results
 
 

@@ -224,3 +224,66 @@ def test_availability_flags_every_500() -> None:
                       failed(4, "500 /problems/internal: etcd refused the request (UNKNOWN: x)"))
     res = availability.check(untyped)
     assert res.kinds() == {"server-error"} and len(res.violations) == 1
+
+
+# --- one verdict for every checker -----------------------------------------------
+
+def test_worst_verdict_orders_illegal_then_unknown_then_ok() -> None:
+    from jepsen_like.checkers.result import Verdict, worst
+
+    assert worst([]) == Verdict.OK
+    assert worst([Verdict.OK, Verdict.OK]) == Verdict.OK
+    assert worst([Verdict.OK, Verdict.UNKNOWN]) == Verdict.UNKNOWN
+    assert worst([Verdict.UNKNOWN, Verdict.ILLEGAL, Verdict.OK]) == Verdict.ILLEGAL
+    assert [v.valid for v in Verdict] == [True, False, None]  # results.json's `valid`
+    assert f"{Verdict.ILLEGAL:>8}|{Verdict.OK}" == " illegal|ok"
+
+
+@pytest.mark.parametrize("verdicts,want,valid,exit_status", [
+    (["ok", "ok"], "ok", True, 0),
+    (["ok", "unknown"], "unknown", None, 2),
+    (["illegal", "unknown"], "illegal", False, 1),
+])
+def test_runner_takes_the_worst_verdict(verdicts: list[str], want: str, valid: bool | None, exit_status: int) -> None:
+    from jepsen_like import report, runner
+    from jepsen_like.__main__ import EXIT_STATUS
+    from jepsen_like.checkers.linearizability import LinearizabilityResult
+    from jepsen_like.checkers.result import Result, Verdict, Violation
+
+    def result(v: str) -> object:
+        if v == "unknown":  # only the search can run out of time
+            return LinearizabilityResult(Verdict.UNKNOWN, 10, 0.5)
+        return Result("watch", [Violation("gap", "skipped 3")] if v == "illegal" else [])
+
+    class Planted:
+        name = "planted"
+
+        def check(self, history: list[Event], final: dict) -> dict:
+            return {f"c{i}": result(v) for i, v in enumerate(verdicts)}
+
+    results = runner.check([], [Planted()], {}, {})  # type: ignore[list-item]
+    assert (results["verdict"], results["valid"]) == (want, valid)
+    assert [c["verdict"] for c in results["checkers"].values()] == verdicts + ["ok"]  # + availability
+    assert [c["valid"] for c in results["checkers"].values()] == [Verdict(v).valid for v in verdicts] + [True]
+    assert EXIT_STATUS[Verdict(results["verdict"])] == exit_status
+    shown = {"ok": "VALID", "illegal": "INVALID", "unknown": "UNKNOWN"}[want]  # the summary's words, as before
+    assert report.summary(results).endswith(f"verdict: {shown}")
+
+
+@pytest.mark.parametrize("read,status", [(2, 0), (1, 1)])
+def test_check_command_exit_status(tmp_path, capsys, read: int, status: int) -> None:
+    """`python -m jepsen_like check <dir>` on a stored register run: 0 valid, 1 a violation."""
+    import json
+
+    from jepsen_like.__main__ import main
+    from jepsen_like.history import dumps
+
+    events = (ev_pair(0, "write", "reg/k0", 1, 0, 10, tier="cp") + ev_pair(1, "write", "reg/k0", 2, 20, 30, tier="cp")
+              + ev_pair(2, "read", "reg/k0", None, 40, 50, out=read, tier="cp"))
+    (tmp_path / "history.jsonl").write_text(dumps(events))
+    (tmp_path / "final.json").write_text("{}")
+    options = {"regions": 3, "workloads": ["register"], "workload_options": {}}
+    (tmp_path / "results.json").write_text(json.dumps({"test": {"name": "t", "options": options}}))
+    assert main(["check", str(tmp_path)]) == status
+    out = capsys.readouterr().out
+    assert out.rstrip().endswith("verdict: VALID" if status == 0 else "verdict: INVALID")

@@ -12,6 +12,7 @@ import pytest
 
 from jepsen_like import synth
 from jepsen_like.checkers.linearizability import check
+from jepsen_like.checkers.result import Verdict
 from jepsen_like.history import FAIL, INFO, INVOKE, OK, UNKNOWN, Event, Operation, pair
 from jepsen_like.models import Model, Register
 
@@ -38,13 +39,13 @@ def CAS(p, exp, new, call, ret, ok=True, key=None, type=OK):
 
 def test_porcupine_register_linearizable() -> None:
     ops = [W(0, 100, 0, 100), R(1, 100, 25, 75), R(2, 0, 30, 60)]
-    assert check(ops, Register(0)).verdict == "valid"
+    assert check(ops, Register(0)).verdict == Verdict.OK
 
 
 def test_porcupine_register_not_linearizable() -> None:
     ops = [W(0, 200, 0, 100), R(1, 200, 10, 30), R(2, 0, 40, 90)]
     res = check(ops, Register(0))
-    assert res.verdict == "invalid" and res.valid is False
+    assert res.verdict == Verdict.ILLEGAL and res.valid is False
     (a,) = res.anomalies
     assert a.op.process == 2 and a.op.output == 0  # the read of 0 after 200 was seen
     assert "cannot linearize: p2 read -> 0" in res.describe()
@@ -56,9 +57,9 @@ def test_porcupine_events_form_same_verdicts() -> None:
         evs = [Event(t, p, f, None, v, i) for i, (t, p, f, v) in enumerate(rows)]
         return check(evs, Register(0)).verdict
     assert run([(INVOKE, 0, "write", 100), (INVOKE, 1, "read", None), (INVOKE, 2, "read", None),
-                (OK, 2, "read", 0), (OK, 1, "read", 100), (OK, 0, "write", 100)]) == "valid"
+                (OK, 2, "read", 0), (OK, 1, "read", 100), (OK, 0, "write", 100)]) == Verdict.OK
     assert run([(INVOKE, 0, "write", 200), (INVOKE, 1, "read", None), (OK, 1, "read", 200),
-                (INVOKE, 2, "read", None), (OK, 2, "read", 0), (OK, 0, "write", 200)]) == "invalid"
+                (INVOKE, 2, "read", None), (OK, 2, "read", 0), (OK, 0, "write", 200)]) == Verdict.ILLEGAL
 
 
 # --- Knossos cas-register histories (data/cas-register/**.edn) ---------------
@@ -175,17 +176,17 @@ KNOSSOS_CAS_FAILURE_WINDOW = """
 
 
 def test_knossos_cas_register_bug_is_linearizable() -> None:
-    assert check(edn(KNOSSOS_CAS_REGISTER_BUG), Register()).verdict == "valid"
+    assert check(edn(KNOSSOS_CAS_REGISTER_BUG), Register()).verdict == Verdict.OK
 
 
 def test_knossos_bad_analysis() -> None:
     res = check(edn(KNOSSOS_BAD_ANALYSIS), Register())
-    assert res.verdict == "invalid"
+    assert res.verdict == Verdict.ILLEGAL
     assert (res.anomalies[0].op.process, res.anomalies[0].op.output) == (21, 2)  # first impossible read
 
 
 def test_knossos_immediate_failure_drops_failed_write() -> None:
-    assert check(edn(KNOSSOS_IMMEDIATE_FAILURE), Register()).verdict == "invalid"
+    assert check(edn(KNOSSOS_IMMEDIATE_FAILURE), Register()).verdict == Verdict.ILLEGAL
 
 
 def test_knossos_rethink_blames_the_concurrent_read_not_the_later_one() -> None:
@@ -214,37 +215,37 @@ def test_knossos_cas_failure_window() -> None:
 ])
 def test_anomalies(name: str, ops: list[Operation], blamed: int) -> None:
     res = check(ops, Register())
-    assert res.verdict == "invalid", name
+    assert res.verdict == Verdict.ILLEGAL, name
     assert res.anomalies[0].op is ops[blamed], res.describe()
 
 
 def test_info_is_applied_at_most_once() -> None:
     # The timed-out write of 2 took effect before the first read; 1 cannot come back.
     ops = [W(0, 1, 0, 10), W(1, 2, 5, 0, type=INFO), R(2, 2, 20, 30), R(3, 1, 40, 50)]
-    assert check(ops, Register()).verdict == "invalid"
+    assert check(ops, Register()).verdict == Verdict.ILLEGAL
 
 
 def test_info_write_may_have_happened() -> None:
     ops = [W(0, 1, 0, 10), W(1, 2, 15, 0, type=INFO), R(2, 2, 20, 30)]
-    assert check(ops, Register()).verdict == "valid"
+    assert check(ops, Register()).verdict == Verdict.OK
     failed = [ops[0], replace(ops[1], type=FAIL, ret=16, output=None), ops[2]]
-    assert check(failed, Register()).verdict == "invalid"  # fail: it definitely did not happen
+    assert check(failed, Register()).verdict == Verdict.ILLEGAL  # fail: it definitely did not happen
 
 
 def test_info_write_may_land_much_later() -> None:
     ops = [W(0, 1, 0, 10), W(1, 2, 15, 0, type=INFO), R(2, 1, 20, 30), R(3, 2, 100, 110), R(4, 2, 120, 130)]
-    assert check(ops, Register()).verdict == "valid"
+    assert check(ops, Register()).verdict == Verdict.OK
 
 
 def test_info_write_may_never_happen() -> None:
     ops = [W(0, 1, 0, 10), W(1, 2, 15, 0, type=INFO), R(2, 1, 20, 30), R(3, 1, 100, 110)]
-    assert check(ops, Register()).verdict == "valid"
+    assert check(ops, Register()).verdict == Verdict.OK
 
 
 def test_info_cas_and_fail_cas() -> None:
     base = [W(0, 1, 0, 10)]
-    assert check(base + [CAS(1, 1, 5, 15, 0, type=INFO), R(2, 5, 20, 30)], Register()).verdict == "valid"
-    assert check(base + [CAS(1, 2, 5, 15, 0, type=INFO), R(2, 5, 20, 30)], Register()).verdict == "invalid"
+    assert check(base + [CAS(1, 1, 5, 15, 0, type=INFO), R(2, 5, 20, 30)], Register()).verdict == Verdict.OK
+    assert check(base + [CAS(1, 2, 5, 15, 0, type=INFO), R(2, 5, 20, 30)], Register()).verdict == Verdict.ILLEGAL
 
 
 def test_events_with_info_and_fail_completions() -> None:
@@ -252,16 +253,16 @@ def test_events_with_info_and_fail_completions() -> None:
            Event(INVOKE, 1, "write", "x", 2, 12), Event(INFO, 1, "write", "x", 2, 14),
            Event(INVOKE, 2, "write", "x", 3, 15), Event(FAIL, 2, "write", "x", 3, 16),
            Event(INVOKE, 2, "read", "x", None, 20), Event(OK, 2, "read", "x", 2, 30)]
-    assert check(evs).verdict == "valid"
+    assert check(evs).verdict == Verdict.OK
     evs[-1] = replace(evs[-1], value=3)
-    assert check(evs).verdict == "invalid"
+    assert check(evs).verdict == Verdict.ILLEGAL
 
 
 def test_unknown_under_a_tiny_time_limit() -> None:
     evs = synth.generate(3000, keys=1, processes=10, seed=3)
     res = check(evs, time_limit=0.0)
-    assert res.verdict == "unknown" and res.valid is None
-    assert check(evs, time_limit=30).verdict == "valid"
+    assert res.verdict == Verdict.UNKNOWN and res.valid is None
+    assert check(evs, time_limit=30).verdict == Verdict.OK
 
 
 # --- P-compositionality, explanation, other models -----------------------------
@@ -269,21 +270,21 @@ def test_unknown_under_a_tiny_time_limit() -> None:
 def test_kv_partitions_by_key_and_names_the_bad_one() -> None:
     ops = [W(0, 1, 0, 10, "a"), W(1, 2, 20, 30, "b"), R(2, 2, 40, 50, "a"), R(3, 2, 40, 50, "b")]
     res = check(ops)
-    assert res.verdict == "invalid" and len(res.partitions) == 2
-    assert [p.key for p in res.partitions if p.verdict == "invalid"] == ["a"]
+    assert res.verdict == Verdict.ILLEGAL and len(res.partitions) == 2
+    assert [p.key for p in res.partitions if p.verdict == Verdict.ILLEGAL] == ["a"]
     assert res.anomalies[0].key == "a"
     # Seen as one register the keys blur together and the history passes.
-    assert check(ops, Register()).verdict == "valid"
+    assert check(ops, Register()).verdict == Verdict.OK
 
 
 def test_generated_history_valid_and_planted_stale_read_found() -> None:
     evs = synth.generate(10_000, keys=10, processes=10, seed=11)
     res = check(evs, time_limit=60)
-    assert res.verdict == "valid" and len(res.partitions) == 10
+    assert res.verdict == Verdict.OK and len(res.partitions) == 10
     bad, what = synth.make_stale_read(evs, seed=11)
     res = check(bad, time_limit=60)
     (a,) = res.anomalies
-    assert res.verdict == "invalid" and a.minimal
+    assert res.verdict == Verdict.ILLEGAL and a.minimal
     assert f"p{a.op.process} read {a.op.key!r} at {a.op.call} " in what
 
 
@@ -296,7 +297,7 @@ def test_failing_prefix_is_minimal() -> None:
     # Truncate right before the blamed completion: what is still open becomes pending.
     before = [o if o.ret < cut else replace(o, ret=math.inf, output=UNKNOWN, type=INFO)
               for o in ops if o.call <= cut]
-    assert check(before).verdict == "valid"
+    assert check(before).verdict == Verdict.OK
 
 
 class _ListRegister(Model):
@@ -316,8 +317,8 @@ class _ListRegister(Model):
 
 
 def test_custom_equal_model() -> None:
-    assert check([W(0, 100, 0, 100), R(1, 100, 25, 75), R(2, None, 30, 60)], _ListRegister()).verdict == "valid"
-    assert check([W(0, 200, 0, 100), R(1, 200, 10, 30), R(2, None, 40, 90)], _ListRegister()).verdict == "invalid"
+    assert check([W(0, 100, 0, 100), R(1, 100, 25, 75), R(2, None, 30, 60)], _ListRegister()).verdict == Verdict.OK
+    assert check([W(0, 200, 0, 100), R(1, 200, 10, 30), R(2, None, 40, 90)], _ListRegister()).verdict == Verdict.ILLEGAL
 
 
 # --- Differential check against a brute-force search ---------------------------
@@ -353,7 +354,7 @@ def test_agrees_with_brute_force_on_random_small_histories() -> None:
             ops.append(o)
         expected = _brute(ops, Register())
         seen[expected] += 1
-        assert (check(ops, Register()).verdict == "valid") == expected, [str(o) for o in ops]
+        assert (check(ops, Register()).verdict == Verdict.OK) == expected, [str(o) for o in ops]
     assert min(seen.values()) > 50  # both outcomes exercised
 
 
@@ -378,7 +379,7 @@ def test_agrees_with_brute_force_and_blames_the_first_impossible_completion() ->
         ops = _random_ops(rng)
         expected = _brute(ops, Register())
         res = check(ops, Register())
-        assert (res.verdict == "valid") == expected, [str(o) for o in ops]
+        assert (res.verdict == Verdict.OK) == expected, [str(o) for o in ops]
         if expected:
             continue
         invalid += 1

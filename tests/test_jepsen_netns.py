@@ -130,7 +130,7 @@ def test_partitions_cut_packets_between_namespaces(tmp_path: Path, clean: None) 
         for p in c.processes():  # wrap execs: the pid the launcher holds is the process, in its host's namespace
             assert Path(f"/proc/{p.pid}/comm").read_text().strip() != "ip", p.name
             assert os.stat(f"/proc/{p.pid}/ns/net").st_ino == os.stat(f"/run/netns/{net.ns(host_of(p.name))}").st_ino
-        etcd1 = c.d.etcd[0]
+        etcd1 = c.deployment.etcd[0]
         assert _connect_from(net, "api-r2", net.ip("n1"), etcd1.client_port) == "ok"
         others = [p for h in ("n2", "n3") for p in c.on_host(h)]
         cut = [(p, q) for p in others for q in c.on_host("n1")] + [(q, p) for p in others for q in c.on_host("n1")]

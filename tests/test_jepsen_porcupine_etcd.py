@@ -10,6 +10,7 @@ CAS means the compare failed (the op happened and answered false), which is
 from __future__ import annotations
 
 from jepsen_like.checkers.linearizability import check
+from jepsen_like.checkers.result import Verdict
 from jepsen_like.history import FAIL, INFO, INVOKE, OK, Event, pair
 
 
@@ -30,7 +31,7 @@ def parse(log: str) -> list[Event]:
 
 def test_etcd_000_is_not_linearizable() -> None:
     res = check(parse(ETCD_000))
-    assert res.verdict == "invalid"
+    assert res.verdict == Verdict.ILLEGAL
     (a,) = res.anomalies
     assert a.minimal and "cannot linearize" in res.describe()
 
@@ -39,7 +40,7 @@ def test_etcd_002_is_linearizable() -> None:
     evs = parse(ETCD_002)
     ops = pair(evs)
     assert sum(o.type == INFO for o in ops) == 19  # timeouts that may or may not have happened
-    assert check(evs).verdict == "valid"
+    assert check(evs).verdict == Verdict.OK
 
 
 ETCD_000 = """

@@ -1,4 +1,4 @@
-"""Checkers: pure functions from a history (and final reads) to a verdict.
+"""Checkers: pure functions from a history (and final reads) to a result that carries a `Verdict`.
 
 - `linearizability.check(history, model=KV(), time_limit=None, explain=True)` -> LinearizabilityResult
 - `convergence.check(regions, events)` -> Result; `convergence.observations_from_history(history)`
@@ -11,6 +11,7 @@
 """
 
 from . import availability, causal, convergence, linearizability, staleness, watch
-from .result import Result, Violation
+from .result import CheckerResult, Result, Verdict, Violation, worst
 
-__all__ = ["availability", "causal", "convergence", "linearizability", "staleness", "watch", "Result", "Violation"]
+__all__ = ["availability", "causal", "convergence", "linearizability", "staleness", "watch",
+           "CheckerResult", "Result", "Verdict", "Violation", "worst"]

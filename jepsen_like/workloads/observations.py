@@ -26,10 +26,10 @@ import time
 from typing import Any
 
 from ..checkers import causal, convergence
-from ..checkers.result import Violation
+from ..checkers.result import CheckerResult, Violation
 from ..history import INFO, OK, Event, Operation, as_operations
 from ..recorder import Process
-from . import Context, Workload
+from .base import Context, Workload
 
 
 class Observations(Workload):
@@ -164,7 +164,7 @@ class Observations(Workload):
         return {"regions": self._final, "agreed": self._agreed,
                 "unread": sorted(set(self.ctx.regions) - set(self._final))}
 
-    def check(self, history: list[Event], final: dict[str, Any]) -> dict[str, Any]:
+    def check(self, history: list[Event], final: dict[str, Any]) -> dict[str, CheckerResult]:
         ops = as_operations(history)
         regions = final.get("regions", {})
         conv = convergence.check(regions, events_from_history(ops))

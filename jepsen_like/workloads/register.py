@@ -15,9 +15,10 @@ import random
 from typing import Any
 
 from ..checkers import linearizability, staleness
+from ..checkers.result import CheckerResult
 from ..history import FAIL, INFO, OK, Event, as_operations
 from ..recorder import Process
-from . import Context, Workload
+from .base import Context, Workload
 
 PREFIX = "reg/"
 
@@ -135,7 +136,7 @@ class Register(Workload):
     def final_state(self) -> dict[str, Any]:
         return {"reads": self._final}
 
-    def check(self, history: list[Event], final: dict[str, Any]) -> dict[str, Any]:
+    def check(self, history: list[Event], final: dict[str, Any]) -> dict[str, CheckerResult]:
         ops = [op for op in as_operations(history) if op.f in ("read", "write", "cas")]
         linear = [op for op in ops if not (op.f == "read" and op.consistency == "serializable")]
         return {

@@ -21,9 +21,10 @@ from typing import Any
 import httpx
 
 from ..checkers import watch
+from ..checkers.result import CheckerResult
 from ..history import INFO, OK, Event
 from ..recorder import Process
-from . import Context, Workload
+from .base import Context, Workload
 from .register import PREFIX
 
 
@@ -105,5 +106,5 @@ class Watch(Workload):
     def final_state(self) -> dict[str, Any]:
         return {"target_revision": self.target, "watchers": {str(k): v for k, v in self._stats.items()}}
 
-    def check(self, history: list[Event], final: dict[str, Any]) -> dict[str, Any]:
+    def check(self, history: list[Event], final: dict[str, Any]) -> dict[str, CheckerResult]:
         return {"watch": watch.check(history)}
