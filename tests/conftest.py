@@ -19,6 +19,19 @@ from deploy.launcher import Deployment, Topology, wait_until
 # Generous enough for an election on a loaded 2-core machine, still "a few seconds".
 CP_TIMEOUT_S = 4.0
 
+# Modules that start no process and run in seconds: `pytest -m unit` runs them alone.
+UNIT_MODULES = frozenset({
+    "test_config", "test_crdt", "test_hlc", "test_layering", "test_world_model_sim",
+    "test_jepsen_checkers", "test_jepsen_history", "test_jepsen_imports", "test_jepsen_linearizability",
+    "test_jepsen_models", "test_jepsen_nemesis", "test_jepsen_porcupine_etcd",
+})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.path.stem in UNIT_MODULES:
+            item.add_marker(pytest.mark.unit)
+
 
 @pytest.fixture(scope="session")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
