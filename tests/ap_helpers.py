@@ -1,17 +1,54 @@
-"""Helpers for AP-tier tests: replicas started by the launcher, shippers run in the test's loop."""
+"""Helpers for AP-tier tests: replicas started by the launcher, shippers run in the test's loop,
+and the network between them cut for real.
+
+Each region's shippers dial the peer replicas through TCP proxies the test
+controls (`jepsen_like.proxy.Net`, the harness's non-root proxy), as each
+region's API node would dial them across a network. A partition is a
+blackhole on those links: bytes and connection ends are held, nobody is told,
+the shippers' commands time out and they retry until the link heals. The
+link from a node to its home Redis is on one host and is never cut.
+"""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
+from typing import Any
 
+import pytest
 import redis
 from redis.exceptions import RedisError
 
+from consistency import ap_keys
 from consistency.ap_store import Observation, ReplicaStore
 from consistency.replication import Replicator
-from deploy.launcher import Deployment
+from deploy.launcher import Deployment, Topology
+from jepsen_like.proxy import BLACKHOLE, Net, Rule
+
+# Deadlines, not expectations: on a quiet machine replication settles in well under a
+# second, and a blackholed command costs one ReplicaStore timeout (2 s) plus backoff (<= 2 s).
+# They only bound how long a broken run takes to fail on a loaded 2-core machine.
+SETTLE_S = 60.0
+SCENARIO_S = 180.0
+
+
+@pytest.fixture(scope="module")
+def replicas(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
+    """Three regions' Redis (AOF on), no etcd and no API: the AP tier alone."""
+    with Deployment(Topology(etcd_members=0, regions=3, api=False,
+                             run_dir=tmp_path_factory.mktemp("replicas"))) as d:
+        yield d
+
+
+@pytest.fixture
+def fresh(replicas: Deployment) -> Deployment:
+    for node in replicas.redis.values():
+        if not node.running:
+            node.start()
+            node.wait_healthy(30)
+    flush(replicas)
+    return replicas
 
 
 def flush(d: Deployment) -> None:
@@ -26,54 +63,101 @@ def state(d: Deployment, region: str) -> dict[bytes, dict[bytes, bytes]]:
     return {k: r.hgetall(k) for k in sorted(r.scan_iter(match="ws:e:*", count=1000))}
 
 
+def stream_len(d: Deployment, region: str) -> int:
+    return redis.Redis(port=d.redis[region].port).xlen(ap_keys.STREAM)
+
+
+class Replicas(dict[str, Replicator]):
+    """Each region's replicator, by region, and the proxied network its peer links cross."""
+
+    def __init__(self, net: Net) -> None:
+        super().__init__()
+        self.net = net
+
+
+def node(region: str) -> str:
+    return f"node-{region}"
+
+
 @asynccontextmanager
-async def replication(d: Deployment, regions: list[str] | None = None) -> AsyncIterator[dict[str, Replicator]]:
-    """One home store and a replicator per region, as each region's API node would run them."""
+async def replication(d: Deployment, regions: list[str] | None = None,
+                      **home_options: Any) -> AsyncIterator[Replicas]:
+    """One home store and a replicator per region, as each region's API node would run them;
+    every peer link through a proxy of `reps.net`. Housekeeping runs only when a test calls it."""
     regions = regions or sorted(d.redis)
-    reps: dict[str, Replicator] = {}
-    for r in regions:
-        home = ReplicaStore(d.redis[r].url, r, f"node-{r}")
-        peers = [ReplicaStore(d.redis[p].url, p, f"node-{r}") for p in regions if p != r]
-        reps[r] = Replicator(home, peers, housekeeping_s=3600)
-        reps[r].start()
+    reps = Replicas(Net())
     try:
+        for r in regions:
+            home = ReplicaStore(d.redis[r].url, r, node(r), **home_options)
+            peers = [ReplicaStore(f"redis://127.0.0.1:{reps.net.listen(node(r), f'redis-{p}', d.redis[p].port)}/0",
+                                  p, node(r)) for p in regions if p != r]
+            reps[r] = Replicator(home, peers, housekeeping_s=3600)
+            reps[r].start()
         yield reps
     finally:
+        reps.net.heal()  # a failed test may leave a cut: nothing must hang on it while stopping
         for rep in reps.values():
             await rep.stop()
             await rep.home.close()
+        reps.net.close()
 
 
-def cut(reps: dict[str, Replicator], a: str, b: str) -> None:
-    """Partition: no deltas flow between regions a and b, either way."""
-    reps[a].shippers[b].pause()
-    reps[b].shippers[a].pause()
+def _link_pairs(a: str, b: str) -> list[tuple[str, str]]:
+    """Both directions of both links between regions a and b (a's node to b's Redis, and back)."""
+    return [(node(a), f"redis-{b}"), (f"redis-{b}", node(a)), (node(b), f"redis-{a}"), (f"redis-{a}", node(b))]
 
 
-def heal(reps: dict[str, Replicator]) -> None:
-    for rep in reps.values():
-        for s in rep.shippers.values():
-            s.resume()
+def cut(reps: Replicas, a: str, b: str, mode: str = BLACKHOLE) -> None:
+    """Partition regions a and b, either way, until heal().
+
+    BLACKHOLE (the realistic partition) holds every byte and connection end; on heal
+    the held commands of connections the shippers gave up on are still delivered, as
+    TCP would retransmit them. RESET refuses and resets instead, so nothing sent
+    during the cut ever arrives: for tests that must know no delta crossed by any path."""
+    reps.net.set(_link_pairs(a, b), Rule(mode))
 
 
-async def quiesce(reps: dict[str, Replicator], timeout: float = 20.0) -> None:
-    """Wait until every shipper has shipped everything its home replica holds."""
+def heal(reps: Replicas) -> None:
+    reps.net.heal()
+
+
+async def eventually(predicate: Callable[[], Awaitable[object] | object], timeout: float = SETTLE_S,
+                     what: str = "condition") -> None:
+    """Poll `predicate` (sync or async) in the running loop until it is truthy; fail after `timeout`."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
-    while loop.time() < deadline:
-        done = True
+    while True:
         try:
-            for rep in reps.values():
-                last = await rep.home.last_id()
-                for region, s in rep.shippers.items():
-                    if s.paused or await rep.home.acked(region) != last:
-                        done = False
+            result = predicate()
+            if asyncio.iscoroutine(result):
+                result = await result
+            if result:
+                return
         except RedisError:
-            done = False  # a pooled connection to a restarted Redis; the next try reconnects
-        if done:
-            return
+            pass  # a pooled connection to a restarted Redis; the next try reconnects
+        if loop.time() >= deadline:
+            raise AssertionError(f"{what} not reached within {timeout:.0f} s")
         await asyncio.sleep(0.05)
-    raise AssertionError("replication did not quiesce")
+
+
+async def shipped(rep: Replicator, peers: list[str] | None = None) -> bool:
+    """Whether `rep`'s shippers (to `peers`, default all) have shipped everything its replica holds."""
+    last = await rep.home.last_id()
+    for region in peers if peers is not None else rep.shippers:
+        if await rep.home.acked(region) != last:
+            return False
+    return True
+
+
+async def quiesce(reps: dict[str, Replicator], timeout: float = SETTLE_S) -> None:
+    """Wait until every shipper has shipped everything its home replica holds."""
+    async def done() -> bool:
+        for rep in reps.values():
+            if not await shipped(rep):
+                return False
+        return True
+
+    await eventually(done, timeout, "replication quiescence")
 
 
 def ob(entity: str, event: str, source: str = "cam", **fields: object) -> Observation:

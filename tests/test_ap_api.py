@@ -9,6 +9,11 @@ import pytest
 import redis
 
 from deploy.launcher import Deployment, wait_until
+from service.config import Settings
+from tests.ap_helpers import SETTLE_S
+
+# The conftest cluster leaves WORLDSTATE_READ_WAIT_S at its default: the most a read waits for its token.
+READ_WAIT_S = Settings().read_wait_s
 
 
 @pytest.fixture
@@ -19,6 +24,18 @@ def ap_world(api: httpx.Client, world: str) -> str:
 
 def _stream_len(cluster: Deployment, region: str) -> int:
     return redis.Redis(port=cluster.redis[region].port).xlen("ws:stream")
+
+
+def _read_with_token(client: httpx.Client, url: str, token: str) -> httpx.Response:
+    """A read given a causal token, retried on 504 not-yet-consistent as that problem tells a
+    client to: a replica may take longer than one read's wait (READ_WAIT_S) to apply the write
+    on a loaded machine, but whatever it does answer must already reflect the write."""
+    deadline = time.monotonic() + SETTLE_S
+    while True:
+        r = client.get(url, params={"token": token})
+        if r.status_code != 504 or time.monotonic() > deadline:
+            return r
+        assert r.json()["type"] == "/problems/not-yet-consistent", r.text
 
 
 def test_post_batch_reports_duplicates_and_reads_merge(api: httpx.Client, ap_world: str) -> None:
@@ -49,7 +66,7 @@ def test_read_your_writes_on_another_region(api: httpx.Client, api2: httpx.Clien
     for i in range(10):
         w = api.post(f"/v1/worlds/{ap_world}/observations",
                      json={"event_id": f"ryw-{i}", "entity": "arm", "source": "enc", "fields": {"angle": i}})
-        r = api2.get(f"/v1/worlds/{ap_world}/entities/arm", params={"token": w.json()["token"]})
+        r = _read_with_token(api2, f"/v1/worlds/{ap_world}/entities/arm", w.json()["token"])
         assert r.status_code == 200, r.text
         assert r.json()["fields"]["angle"]["value"] == i  # never an older state
         assert r.json()["replica"] == "r2"
@@ -61,10 +78,16 @@ def test_causal_token_errors(api2: httpx.Client, ap_world: str) -> None:
     assert bad.status_code == 400 and bad.json()["type"] == "/problems/invalid-token"
     unknown = api2.get(url, params={"token": "r9:1-0"})
     assert unknown.status_code == 409 and unknown.json()["type"] == "/problems/token-unknown"
-    t0 = time.monotonic()
-    future = api2.get(url, params={"token": "r1:99999999999999-0", "wait_ms": 300})
-    assert future.status_code == 504 and future.json()["type"] == "/problems/not-yet-consistent"
-    assert time.monotonic() - t0 < 5
+    # A token this replica can never reach: the read waits as long as it was told, then 504.
+    # What the node waited is in its answer; the wall clock only gives a lower bound, which
+    # no load can break (an upper bound would be a guess at how slow the machine is).
+    for asked_ms, waits_s in ((300, 0.3), (60_000, READ_WAIT_S)):  # 60 s is capped by the node
+        t0 = time.monotonic()
+        future = api2.get(url, params={"token": "r1:99999999999999-0", "wait_ms": asked_ms})
+        waited = time.monotonic() - t0
+        assert future.status_code == 504 and future.json()["type"] == "/problems/not-yet-consistent"
+        assert future.json()["detail"].endswith(f"after {waits_s:.1f}s"), future.text
+        assert waited >= waits_s
 
 
 def test_entities_are_listed_in_pages(api: httpx.Client, ap_world: str) -> None:
@@ -130,11 +153,11 @@ def test_ap_keeps_working_while_etcd_has_lost_quorum(healthy_cluster: Deployment
     first = api.post(f"/v1/worlds/{ap_world}/observations",
                      json={"event_id": "before", "entity": "drone", "source": "gps", "fields": {"alt": -1}})
     # r2 learns of the world through replication, not from etcd
-    assert api2.get(f"/v1/worlds/{ap_world}/entities/drone", params={"token": first.json()["token"]}).status_code == 200
+    assert _read_with_token(api2, f"/v1/worlds/{ap_world}/entities/drone", first.json()["token"]).status_code == 200
     for m in healthy_cluster.etcd[:2]:
         m.stop()
     try:
-        assert wait_until(lambda: api.get("/readyz").json()["tiers"]["cp"]["state"] == "unavailable", 20)
+        assert wait_until(lambda: api.get("/readyz").json()["tiers"]["cp"]["state"] == "unavailable", SETTLE_S)
         assert api.get(f"/v1/worlds/{ap_world}/params/anything").status_code == 503
         for i in range(5):
             w = api.post(f"/v1/worlds/{ap_world}/observations",
@@ -143,10 +166,10 @@ def test_ap_keeps_working_while_etcd_has_lost_quorum(healthy_cluster: Deployment
         w2 = api2.post(f"/v1/worlds/{ap_world}/observations",
                        json={"event_id": "q-r2", "entity": "drone", "source": "imu", "fields": {"roll": 0.1}})
         assert w2.status_code == 202, w2.text
-        r = api2.get(f"/v1/worlds/{ap_world}/entities/drone", params={"token": w.json()["token"]})
-        assert r.status_code == 200
+        r = _read_with_token(api2, f"/v1/worlds/{ap_world}/entities/drone", w.json()["token"])
+        assert r.status_code == 200, r.text
         assert r.json()["counters"]["observations"]["by_source"] == {"gps": 6, "imu": 1}
-        back = api.get(f"/v1/worlds/{ap_world}/entities/drone", params={"token": w2.json()["token"]})
+        back = _read_with_token(api, f"/v1/worlds/{ap_world}/entities/drone", w2.json()["token"])
         assert back.status_code == 200 and back.json()["fields"]["roll"]["value"] == 0.1
         assert api.get("/readyz").json()["tiers"]["ap"]["state"] == "ok"
     finally:
@@ -161,10 +184,10 @@ def test_region_redis_down_then_back_converges(healthy_cluster: Deployment, api:
     assert api.post(f"/v1/worlds/{ap_world}/observations", json=obs).status_code == 202
     down = api2.post(f"/v1/worlds/{ap_world}/observations", json={**obs[0], "event_id": "x"})
     assert down.status_code == 503 and down.json()["type"] == "/problems/unavailable"
-    assert wait_until(lambda: "r2" in api.get("/readyz").json()["tiers"]["ap"]["behind"], 10)
+    assert wait_until(lambda: "r2" in api.get("/readyz").json()["tiers"]["ap"]["behind"], SETTLE_S)
     healthy_cluster.redis["r2"].start()
     healthy_cluster.redis["r2"].wait_healthy(30)
-    assert wait_until(lambda: api.get("/readyz").json()["tiers"]["ap"]["behind"] == [], 20)
+    assert wait_until(lambda: api.get("/readyz").json()["tiers"]["ap"]["behind"] == [], SETTLE_S)
     r = api2.get(f"/v1/worlds/{ap_world}/entities/cart")
     assert r.status_code == 200
     assert r.json()["counters"]["observations"]["total"] == 50
