@@ -68,8 +68,9 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--sabotage", type=_list, default=[],
                    help=f"FOR TESTS ONLY: plant bugs ({', '.join(SABOTAGES)})")
     r.add_argument("--clock-skew", type=_skews, default={}, help="hold skews for the whole run: r1=-5000,r2=300")
-    r.add_argument("--kill-targets", type=_list, default=list(nemesis.TARGETS), help=", ".join(nemesis.TARGETS))
-    r.add_argument("--pause-targets", type=_list, default=list(nemesis.TARGETS), help=", ".join(nemesis.TARGETS))
+    targets = f"{', '.join(nemesis.TARGETS)}, or one process by name (api-r1, etcd2)"
+    r.add_argument("--kill-targets", type=_list, default=list(nemesis.TARGETS), help=targets)
+    r.add_argument("--pause-targets", type=_list, default=list(nemesis.TARGETS), help=targets)
     r.add_argument("--net", choices=("proxy", "netns"), default="proxy",
                    help="links through TCP proxies (default), or namespaces + iptables (root)")
     r.add_argument("--regions", type=int, default=3)

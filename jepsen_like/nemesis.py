@@ -3,11 +3,8 @@
 Each family is a `Fault` (the protocol below, as Jepsen's nemesis and
 db/Process, db/Pause): it starts one fault (chosen with the schedule's random
 generator), stops it, and heals everything it may have left behind. The
-schedule runs in its own thread: a quiet gap, one fault for a while, heal
-it, and again, until the time limit; every start and stop is recorded in
-the history as the ``nemesis`` process (invoke, then info once done), so
-reports can shade the fault windows. At the end `heal_all` undoes every
-fault, whatever state the schedule was in.
+schedule (schedule.py) draws them one at a time and records each start
+and stop in the history; `heal_all` there undoes every fault at the end.
 
 Families (Jepsen's etcd test names where they exist):
 
@@ -16,9 +13,11 @@ Families (Jepsen's etcd test names where they exist):
   ``majorities-ring`` (every host sees a majority, no two the same one:
   one-way cuts), ``bridge`` (two sides that only one host connects).
 - ``kill``: kill -9 an etcd member (sometimes the leader, sometimes a
-  majority), a region's Redis or a region's API node, restarted when the
-  fault stops.
-- ``pause``: SIGSTOP the same kinds of targets, or an API node; SIGCONT at the end.
+  majority), a region's Redis or a region's API node, or one process named
+  in the targets (``api-r1``); restarted when the fault stops, which ends
+  once the process is healthy again.
+- ``pause``: SIGSTOP the same kinds of targets; SIGCONT at the end, again
+  until healthy.
 - ``clock``: an offset on API nodes' HLC wall clocks: ``bump`` (a fixed
   skew, either way, up to several seconds) or ``strobe`` (flipping between
   skewed and true every few hundred milliseconds).
@@ -39,7 +38,6 @@ from typing import Any, Protocol, runtime_checkable
 from .cluster import Cluster
 from .hosts import host_of
 from .proxy import BLACKHOLE, DELAY, DROP, PASS_RULE, RESET, Rule
-from .recorder import Recorder
 
 # What kill and pause act on unless told otherwise: every kind of process.
 TARGETS = ("etcd", "redis", "api")
@@ -99,13 +97,27 @@ def reset_clocks(cluster: Cluster) -> None:
 
 # -- the families --------------------------------------------------------------------------
 
-class Partition:
-    name = "partition"
-    kinds = ("halves", "one", "leader", "majorities-ring", "bridge")
+class LinkFault:
+    """A fault on links: `start` gives `pairs` (src, dst) a rule, `stop` lets them pass again."""
+
+    name: str
 
     def __init__(self, cluster: Cluster) -> None:
         self.cluster = cluster
         self.pairs: list[tuple[str, str]] = []
+
+    def stop(self) -> dict[str, Any]:
+        self.cluster.net.set(self.pairs, PASS_RULE)
+        self.pairs = []
+        return {}
+
+    def heal(self) -> None:
+        self.stop()
+
+
+class Partition(LinkFault):
+    name = "partition"
+    kinds = ("halves", "one", "leader", "majorities-ring", "bridge")
 
     def grudge(self, kind: str, rng: random.Random) -> dict[str, set[str]]:
         """host -> the hosts it hears nothing from."""
@@ -138,19 +150,15 @@ class Partition:
         self.cluster.net.set(self.pairs, Rule(BLACKHOLE))
         return {"kind": kind, "drops": {h: sorted(s) for h, s in sorted(grudge.items()) if s}}
 
-    def stop(self) -> dict[str, Any]:
-        self.cluster.net.set(self.pairs, PASS_RULE)
-        self.pairs = []
-        return {}
-
-    def heal(self) -> None:
-        self.stop()
-
 
 def choose_victims(cluster: Cluster, targets: tuple[str, ...], rng: random.Random) -> list[str]:
-    """Processes for one kill or pause: an etcd member (sometimes the leader, sometimes a
-    majority), a region's Redis or a region's API node, of the kinds in `targets`."""
+    """Processes for one kill or pause, drawn from `targets`: a kind (an etcd member,
+    sometimes the leader, sometimes a majority; a region's Redis or API node) or one
+    process by name (``api-r1``), which is then the victim every time."""
     kind = rng.choice(targets)
+    if kind not in TARGETS:
+        cluster.process(kind)  # KeyError for a name no process has
+        return [kind]
     if kind == "etcd":
         members = cluster.etcd_members()
         r = rng.random()
@@ -164,58 +172,65 @@ def choose_victims(cluster: Cluster, targets: tuple[str, ...], rng: random.Rando
     return [prefix + rng.choice(cluster.regions)]
 
 
-class Kill:
+# How long a fault's stop waits for its processes to be healthy again. A killed API
+# node was healthy 1-4 s after its restart on the 2-core machine (quiet, and with four
+# busy loops), an etcd member or a Redis sooner; 60 s leaves room for one many times busier.
+HEALTH_TIMEOUT_S = 60.0
+
+
+class ProcessFault:
+    """A fault done to processes by one verb and undone by another, as Jepsen's db/Process
+    (kill!, start!) and db/Pause (pause!, resume!) are two protocols of one shape.
+
+    `stop` undoes the verb, then waits (`health_timeout_s` for all together) until every
+    victim passes its health check: the fault's window ends when the process serves
+    again. A victim that never does makes `stop` raise, which the schedule logs.
+    """
+
+    name: str
+    act: str    # ManagedProcess method that starts the fault
+    undo: str   # and the one that ends it
+
+    def __init__(self, cluster: Cluster, targets: tuple[str, ...] = TARGETS,
+                 health_timeout_s: float = HEALTH_TIMEOUT_S) -> None:
+        self.cluster = cluster
+        self.targets = targets
+        self.health_timeout_s = health_timeout_s
+        self.victims: list[str] = []
+
+    def start(self, rng: random.Random) -> dict[str, Any]:
+        self.victims = choose_victims(self.cluster, self.targets, rng)
+        for name in self.victims:
+            getattr(self.cluster.process(name), self.act)()
+        return {"targets": self.victims}
+
+    def stop(self) -> dict[str, Any]:
+        done, self.victims = self.victims, []
+        processes = [self.cluster.process(name) for name in done]
+        for p in processes:  # every victim first: restarted etcd members need each other for quorum
+            getattr(p, self.undo)()
+        deadline = time.monotonic() + self.health_timeout_s
+        for p in processes:
+            p.wait_healthy(max(1.0, deadline - time.monotonic()))
+        return {"targets": done}
+
+    def heal(self) -> None:
+        try:
+            self.stop()
+        finally:
+            restore_processes(self.cluster)
+
+
+class Kill(ProcessFault):
     """kill -9, restarted when the fault stops (Jepsen's db/Process: kill!, start!)."""
 
-    name = "kill"
-
-    def __init__(self, cluster: Cluster, targets: tuple[str, ...] = TARGETS) -> None:
-        self.cluster = cluster
-        self.targets = targets
-        self.victims: list[str] = []
-
-    def start(self, rng: random.Random) -> dict[str, Any]:
-        self.victims = choose_victims(self.cluster, self.targets, rng)
-        for name in self.victims:
-            self.cluster.process(name).kill()
-        return {"targets": self.victims}
-
-    def stop(self) -> dict[str, Any]:
-        for name in self.victims:
-            self.cluster.process(name).start()
-        done, self.victims = self.victims, []
-        return {"targets": done}
-
-    def heal(self) -> None:
-        self.stop()
-        restore_processes(self.cluster)
+    name, act, undo = "kill", "kill", "start"
 
 
-class Pause:
+class Pause(ProcessFault):
     """SIGSTOP, SIGCONT when the fault stops (Jepsen's db/Pause: pause!, resume!)."""
 
-    name = "pause"
-
-    def __init__(self, cluster: Cluster, targets: tuple[str, ...] = TARGETS) -> None:
-        self.cluster = cluster
-        self.targets = targets
-        self.victims: list[str] = []
-
-    def start(self, rng: random.Random) -> dict[str, Any]:
-        self.victims = choose_victims(self.cluster, self.targets, rng)
-        for name in self.victims:
-            self.cluster.process(name).pause()
-        return {"targets": self.victims}
-
-    def stop(self) -> dict[str, Any]:
-        for name in self.victims:
-            self.cluster.process(name).resume()
-        done, self.victims = self.victims, []
-        return {"targets": done}
-
-    def heal(self) -> None:
-        self.stop()
-        restore_processes(self.cluster)
+    name, act, undo = "pause", "pause", "resume"
 
 
 class Clock:
@@ -272,12 +287,8 @@ class Clock:
         reset_clocks(self.cluster)
 
 
-class NetFault:
+class NetFault(LinkFault):
     name = "net"
-
-    def __init__(self, cluster: Cluster) -> None:
-        self.cluster = cluster
-        self.pairs: list[tuple[str, str]] = []
 
     def start(self, rng: random.Random) -> dict[str, Any]:
         kind = rng.choice(("delay", "drop", "reset"))
@@ -299,14 +310,6 @@ class NetFault:
         self.cluster.net.set(self.pairs, rule)
         return desc
 
-    def stop(self) -> dict[str, Any]:
-        self.cluster.net.set(self.pairs, PASS_RULE)
-        self.pairs = []
-        return {}
-
-    def heal(self) -> None:
-        self.stop()
-
 
 # family name -> how to build it from the cluster and the kill and pause targets
 BUILDERS: dict[str, Callable[[Cluster, tuple[str, ...], tuple[str, ...]], Fault]] = {
@@ -325,78 +328,3 @@ def make(families: list[str], cluster: Cluster, kill_targets: tuple[str, ...] = 
     if unknown:
         raise ValueError(f"unknown nemesis {sorted(unknown)}; known: {list(FAMILIES)}")
     return [BUILDERS[f](cluster, kill_targets, pause_targets) for f in families]
-
-
-class Schedule:
-    """Faults one at a time, in a thread, until `stop()` or the deadline.
-
-    `order` "random" draws each fault's family; "cycle" takes the families in
-    turn (each fault's details are still drawn), so a short run covers all.
-    """
-
-    def __init__(self, faults: list[Fault], rec: Recorder, seed: int, *, gap_s: tuple[float, float] = (1.0, 3.0),
-                 hold_s: tuple[float, float] = (3.0, 6.0), order: str = "random") -> None:
-        if order not in ("random", "cycle"):
-            raise ValueError("order is random or cycle")
-        self.order = order
-        self.faults = faults
-        self.rec = rec
-        self.rng = random.Random(seed)
-        self.gap_s, self.hold_s = gap_s, hold_s
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self.log: list[dict[str, Any]] = []
-
-    def start(self, duration_s: float) -> None:
-        self._thread = threading.Thread(target=self._run, args=(time.monotonic() + duration_s,),
-                                        name="nemesis", daemon=True)
-        self._thread.start()
-
-    def _run(self, deadline: float) -> None:
-        drawn = 0
-        while self.faults and not self._stop.is_set():
-            if self._stop.wait(self.rng.uniform(*self.gap_s)):
-                return
-            hold = self.rng.uniform(*self.hold_s)
-            if time.monotonic() + hold > deadline:
-                return
-            fault = self.faults[drawn % len(self.faults)] if self.order == "cycle" else self.rng.choice(self.faults)
-            drawn += 1
-            self.apply("start", fault, lambda: fault.start(self.rng))
-            self._stop.wait(hold)
-            self.apply("stop", fault, fault.stop)
-
-    def apply(self, f: str, fault: Fault, action: Callable[[], dict[str, Any]]) -> None:
-        """Run `action` (a start or stop of `fault`) as one nemesis operation in the history."""
-        self.rec.nemesis(f, {"fault": fault.name}, type="invoke")
-        try:
-            desc = {"fault": fault.name, **action()}
-        except Exception as e:  # a fault that cannot be applied is logged, never fatal
-            desc = {"fault": fault.name, "error": f"{type(e).__name__}: {e}"}
-        self.rec.nemesis(f, desc)
-        self.log.append({"f": f, **desc})
-
-    def stop(self) -> None:
-        """Stop drawing faults; the one in force is stopped by its own thread before it exits."""
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(60)
-
-
-def heal_all(faults: list[Fault], cluster: Cluster, rec: Recorder) -> None:
-    """Undo every fault: links, processes, clocks; recorded as one nemesis operation.
-
-    Each family heals itself first; then every link, process and clock is
-    restored whatever the families did, so a heal that raised half-way (or a
-    fault outside the list, like the fixed clock skew) leaves nothing behind.
-    """
-    rec.nemesis("heal", None, type="invoke")
-    for fault in faults:
-        try:
-            fault.heal()
-        except Exception:  # keep healing the rest
-            pass
-    cluster.net.heal()
-    restore_processes(cluster)
-    reset_clocks(cluster)
-    rec.nemesis("heal", {"net": cluster.net.active()})

@@ -1,12 +1,17 @@
 """One test, start to end: cluster up, clients and faults for the time limit, heal, quiet, final reads, checks.
 
-    cluster up -> setup -> clients + nemesis schedule (time limit)
-      -> stop clients -> heal every fault -> wait healthy -> quiet period
+    cluster up -> setup -> clients -> every client completed an operation
+      -> nemesis schedule (time limit) -> the fault in force ends (under load)
+      -> every client completed one more operation -> stop clients
+      -> heal every fault -> wait healthy -> quiet period
       -> final reads -> cluster down -> checkers -> store/<test>/<time>/
 
-Everything is bounded: clients stop at the time limit (each finishes the
+Everything is bounded: clients stop after the time limit (each finishes the
 operation in flight, itself bounded by the client timeout), the nemesis
-thread by the same deadline, healing and final reads by their own waits.
+thread by the same deadline plus one fault's stop (a restart waits for
+health up to `nemesis.HEALTH_TIMEOUT_S`; in cycle order its first round
+always runs whole), the waits for the clients by three client timeouts,
+healing and final reads by their own waits.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from .client import Api
 from .cluster import Cluster
 from .history import INFO, INVOKE, Event, as_operations
 from .recorder import Process, Recorder
+from .schedule import Schedule, heal_all
 from .workloads import WORKLOADS, Context, Workload
 
 WORLD = "jepsen"
@@ -101,7 +107,7 @@ def run(o: Options) -> Outcome:
     fixed = nemesis.Clock(cluster) if o.clock_skew else None
     finals: dict[str, Any] = {}
     workloads: list[Workload] = []
-    schedule = nemesis.Schedule(faults, rec, o.seed, gap_s=o.gap_s, hold_s=o.hold_s, order=o.order)
+    schedule = Schedule(faults, rec, o.seed, gap_s=o.gap_s, hold_s=o.hold_s, order=o.order)
     try:
         t = time.monotonic()
         cluster.start()
@@ -135,7 +141,7 @@ def run(o: Options) -> Outcome:
     return Outcome(Verdict(results["verdict"]), out, results, summary)
 
 
-async def _exercise(o: Options, cluster: Cluster, rec: Recorder, schedule: nemesis.Schedule,
+async def _exercise(o: Options, cluster: Cluster, rec: Recorder, schedule: Schedule,
                     faults: list[nemesis.Fault], fixed: nemesis.Clock | None, finals: dict[str, Any]) -> list[Workload]:
     api = Api({r: cluster.api_url(r) for r in cluster.regions}, o.client_timeout_s)
     ctx = Context(api, rec, cluster.regions, WORLD, asyncio.Event(), o.think_s, o.final_wait_s)
@@ -148,23 +154,33 @@ async def _exercise(o: Options, cluster: Cluster, rec: Recorder, schedule: nemes
         await _setup(ctx, workloads)
         stride = sum(w.clients for w in workloads)
         tasks: dict[asyncio.Task[None], Workload] = {}
+        looping: set[int] = set()  # slots of clients that loop over operations (watchers hold one)
         slot = 0
         for w in workloads:
             for _ in range(w.clients):
                 rng = random.Random(o.seed * 1_000_003 + slot)
                 tasks[asyncio.create_task(w.run_client(Process(slot, stride), rng))] = w
+                if not w.until_final:
+                    looping.add(slot)
                 slot += 1
         if fixed is not None:
             schedule.apply("start", fixed, lambda: fixed.fix(o.clock_skew))
+        # The faults fall inside the load at both ends, whatever the machine's speed: they start
+        # once every client has completed an operation, and the clients stop only once the
+        # fault in force at the time limit has ended (a killed process is healthy again) and
+        # every client has completed one more operation after it.
+        moved = {"before_faults": await _every_client_completes(rec, looping, stride, o.client_timeout_s * 3)}
         schedule.start(o.time_limit_s)
         await asyncio.sleep(o.time_limit_s)
+        await asyncio.to_thread(schedule.finish)
+        moved["after_faults"] = await _every_client_completes(rec, looping, stride, o.client_timeout_s * 3)
+        finals["clients_completed"] = moved
         ctx.stop.set()
-        await asyncio.to_thread(schedule.stop)
         if fixed is not None:
             schedule.apply("stop", fixed, fixed.stop)
         ending = [t for t, w in tasks.items() if not w.until_final]
         await asyncio.wait(ending, timeout=o.client_timeout_s * 3) if ending else None
-        await asyncio.to_thread(nemesis.heal_all, faults, cluster, rec)
+        await asyncio.to_thread(heal_all, faults, cluster, rec)
         healthy = await asyncio.to_thread(cluster.wait_healthy, o.heal_wait_s)
         rec.nemesis("healthy", {"healthy": healthy})
         await asyncio.sleep(o.quiet_s)
@@ -179,6 +195,33 @@ async def _exercise(o: Options, cluster: Cluster, rec: Recorder, schedule: nemes
     finally:
         await api.close()
     return workloads
+
+
+async def _every_client_completes(rec: Recorder, slots: set[int], stride: int, timeout_s: float) -> bool:
+    """Wait until each client slot in `slots` has invoked an operation after this call and
+    seen it complete (ok, fail or info), or until `timeout_s`; True when every one did.
+
+    A slot's process id is the slot plus a multiple of `stride` (a new id after each info).
+    """
+    seen = len(rec.events)
+    invoked: set[int] = set()
+    done: set[int] = set()
+    deadline = time.monotonic() + timeout_s
+    while True:
+        new = rec.events[seen:]
+        seen += len(new)
+        for e in new:
+            if not isinstance(e.process, int) or e.process % stride not in slots:
+                continue
+            if e.type == INVOKE:
+                invoked.add(e.process)
+            elif e.process in invoked:
+                done.add(e.process % stride)
+        if done >= slots:
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        await asyncio.sleep(0.05)
 
 
 async def _setup(ctx: Context, workloads: list[Workload]) -> None:
@@ -234,6 +277,8 @@ def check(events: list[Event], workloads: list[Workload], finals: dict[str, Any]
     results["ops"] = _op_counts(events)
     # Reported, not judged: the final reads' checkers judge what a slow recovery left behind.
     results["healthy_after_heal"] = finals.get("healthy_after_heal")
+    # Whether every client completed an operation before the first fault and after the last one.
+    results["clients_completed"] = finals.get("clients_completed")
     verdict = worst(verdicts)
     results["verdict"], results["valid"] = verdict.value, verdict.valid
     return results

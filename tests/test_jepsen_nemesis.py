@@ -1,4 +1,4 @@
-"""Fault families behind one protocol, and healing that leaves nothing behind (no cluster needed)."""
+"""Fault families behind one protocol, their schedule, and healing that leaves nothing behind (no cluster needed)."""
 
 from __future__ import annotations
 
@@ -10,26 +10,38 @@ import pytest
 
 from jepsen_like import nemesis
 from jepsen_like.hosts import host_of
-from jepsen_like.nemesis import FAMILIES, Fault, Kill, Pause, Schedule, heal_all, make
+from deploy.processes import ProcessFailed
+from jepsen_like.nemesis import FAMILIES, Fault, Kill, Pause, ProcessFault, make
 from jepsen_like.proxy import PASS_RULE, Rule
 from jepsen_like.recorder import Recorder
+from jepsen_like.schedule import Schedule, heal_all
 
 
 class _Process:
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, journal: list[tuple[str, str]] | None = None) -> None:
         self.name, self.running, self.paused = name, True, False
+        self.journal = journal if journal is not None else []  # (verb, name), in order, shared by a cluster
+        self.boots = True  # False: never passes its health check
 
     def kill(self) -> None:
         self.running = False
 
     def start(self) -> None:
         self.running = True
+        self.journal.append(("start", self.name))
 
     def pause(self) -> None:
         self.paused = True
 
     def resume(self) -> None:
         self.paused = False
+        self.journal.append(("resume", self.name))
+
+    def wait_healthy(self, timeout: float = 30.0) -> None:
+        self.journal.append(("wait_healthy", self.name))
+        assert 0 < timeout <= nemesis.HEALTH_TIMEOUT_S, timeout
+        if not (self.running and not self.paused and self.boots):
+            raise ProcessFailed(f"{self.name} not healthy after {timeout}s")
 
 
 class _Links:
@@ -57,7 +69,8 @@ class _Cluster:
         self.hosts = ["n1", "n2", "n3"]
         self.regions = ["r1", "r2", "r3"]
         names = [f"etcd{i}" for i in (1, 2, 3)] + [f"{k}-r{i}" for k in ("redis", "api") for i in (1, 2, 3)]
-        self._processes = {n: _Process(n) for n in names}
+        self.journal: list[tuple[str, str]] = []
+        self._processes = {n: _Process(n, self.journal) for n in names}
         self.net = _Links()
 
     def processes(self) -> list[_Process]:
@@ -99,6 +112,7 @@ def test_every_family_is_a_fault() -> None:
     assert [f.name for f in faults] == list(FAMILIES)
     assert all(isinstance(f, Fault) for f in faults)
     assert not issubclass(Pause, Kill) and not issubclass(Kill, Pause)
+    assert issubclass(Kill, ProcessFault) and issubclass(Pause, ProcessFault)  # one body, two verbs
 
 
 def test_kill_and_pause_undo_what_they_did() -> None:
@@ -109,6 +123,58 @@ def test_kill_and_pause_undo_what_they_did() -> None:
         assert desc["targets"] and all(down(c.process(n)) for n in desc["targets"])
         assert fault.stop() == desc
         assert all(p.running and not p.paused for p in c.processes())
+
+
+@pytest.mark.parametrize("fault", [Kill, Pause])
+def test_a_process_fault_ends_once_every_victim_is_healthy(fault: type[ProcessFault]) -> None:
+    c = _Cluster()
+    f = fault(c, ("etcd",))  # type: ignore[arg-type]
+    rng = random.Random(0)
+    while len(f.start(rng)["targets"]) < 2:  # a majority of etcd members: they need each other
+        f.stop()
+    c.journal.clear()
+    victims = f.victims
+    f.stop()
+    undo = "start" if fault is Kill else "resume"
+    assert c.journal == [(undo, n) for n in victims] + [("wait_healthy", n) for n in victims]
+
+
+def test_a_process_that_never_gets_healthy_fails_the_stop_and_is_healed() -> None:
+    c = _Cluster()
+    kill = Kill(c, ("api-r2",))  # type: ignore[arg-type]
+    kill.start(random.Random(0))
+    c.process("api-r2").boots = False
+    with pytest.raises(ProcessFailed):
+        kill.stop()  # the schedule logs this as the stop's error
+    kill.start(random.Random(0))
+    with pytest.raises(ProcessFailed):
+        kill.heal()
+    assert c.process("api-r2").running  # restarted all the same
+
+
+def test_a_target_may_name_one_process() -> None:
+    c = _Cluster()
+    for seed in range(20):
+        assert Kill(c, ("api-r1",)).start(random.Random(seed)) == {"targets": ["api-r1"]}  # type: ignore[arg-type]
+        c.process("api-r1").start()
+    with pytest.raises(KeyError):
+        Pause(c, ("api-r9",)).start(random.Random(0))  # type: ignore[arg-type]
+
+
+def test_the_first_round_of_a_cycle_runs_whole_past_the_deadline() -> None:
+    c = _Cluster()
+    faults = make(["kill", "pause"], c, kill_targets=("api-r1",), pause_targets=("redis-r2",))  # type: ignore[arg-type]
+    schedule = Schedule(faults, Recorder(None), seed=0, gap_s=(0.0, 0.01), hold_s=(0.0, 0.01), order="cycle")
+    schedule.start(0.0)  # the deadline has passed before the first fault
+    schedule.finish()
+    assert [(e["f"], e["fault"], e.get("targets")) for e in schedule.log[:4]] == [
+        ("start", "kill", ["api-r1"]), ("stop", "kill", ["api-r1"]),
+        ("start", "pause", ["redis-r2"]), ("stop", "pause", ["redis-r2"])]
+    assert not [e for e in schedule.log if "error" in e]
+    random_order = Schedule(faults, Recorder(None), seed=0, gap_s=(0.0, 0.01), hold_s=(0.5, 1.0))
+    random_order.start(0.0)
+    random_order.finish()
+    assert random_order.log == []  # random order promises no round: nothing fits in no time
 
 
 def test_heal_all_restores_processes_links_and_clocks(clocks: dict[str, int]) -> None:
