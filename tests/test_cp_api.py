@@ -7,11 +7,12 @@ import json
 import shutil
 import subprocess
 
+import aetcd
 import httpx
 import pytest
 
 from deploy.launcher import Deployment
-from tests.conftest import etcd_revision
+from tests.conftest import etcd_revision, run
 
 PHYSICS = {"gravity": 9.81, "restitution": 0.8, "drag": 0.1, "time_step": 0.01}
 
@@ -82,6 +83,107 @@ def test_cas_race_exactly_one_winner_per_revision(cluster: Deployment, world: st
                 etag = results[winner].headers["etag"]
 
     asyncio.run(race())
+
+
+def test_delete_with_stale_if_match_deletes_nothing(cluster: Deployment, api: httpx.Client, world: str) -> None:
+    url = f"/v1/worlds/{world}/params/sim/seed"
+    old = api.put(url, json=1).json()["revision"]
+    new = api.put(url, json=2).json()["revision"]
+    before = etcd_revision(cluster)
+
+    stale = api.delete(url, headers={"If-Match": f'"{old}"'})
+    assert stale.status_code == 412, stale.text
+    assert stale.headers["content-type"] == "application/problem+json"
+    assert stale.json()["type"] == "/problems/precondition-failed"
+    assert stale.json()["current_revision"] == new  # the revision that won, to retry against
+    assert stale.headers["etag"] == f'"{new}"'
+    assert etcd_revision(cluster) == before
+    kept = api.get(url).json()
+    assert (kept["value"], kept["revision"]) == (2, new)
+
+    # A revision-conditioned delete of a key that is gone is a lost race too: current_revision 0.
+    absent = api.delete(f"/v1/worlds/{world}/params/never", headers={"If-Match": f'"{new}"'})
+    assert absent.status_code == 412 and absent.json()["current_revision"] == 0
+    assert etcd_revision(cluster) == before
+
+    assert api.delete(url, headers={"If-Match": f'"{new}"'}).status_code == 200
+    assert api.get(url).status_code == 404
+
+
+def test_healthz_says_the_process_is_up(api: httpx.Client) -> None:
+    r = api.get("/healthz")
+    assert r.status_code == 200
+    assert r.json() == {"status": "ok"}
+
+
+def test_world_metadata_read_with_etag(cluster: Deployment, api: httpx.Client, api2: httpx.Client,
+                                       world: str) -> None:
+    before = etcd_revision(cluster)
+    missing = api.get(f"/v1/worlds/{world}")
+    assert missing.status_code == 404, missing.text
+    assert missing.headers["content-type"] == "application/problem+json"
+    assert missing.json()["type"] == "/problems/not-found"
+    assert etcd_revision(cluster) == before  # reading a world never created does not create it
+
+    put = api.put(f"/v1/worlds/{world}", json={"description": "robot lab"})
+    assert put.status_code == 200, put.text
+    rev = put.json()["revision"]
+    assert put.headers["etag"] == f'"{rev}"'
+
+    got = api2.get(f"/v1/worlds/{world}")  # the other node: a linearizable read sees the write
+    assert got.status_code == 200, got.text
+    body = got.json()
+    assert body["world"] == world and body["meta"] == {"description": "robot lab"}
+    assert (body["revision"], body["create_revision"], body["version"]) == (rev, rev, 1)
+    assert body["consistency"] == "linearizable" and body["store_revision"] >= rev
+    assert got.headers["etag"] == f'"{rev}"'
+    assert int(got.headers["x-worldstate-revision"]) == body["store_revision"]
+
+    changed = api.put(f"/v1/worlds/{world}", json={"description": "moved"}, headers={"If-Match": got.headers["etag"]})
+    assert changed.status_code == 200
+    lost = api.put(f"/v1/worlds/{world}", json={"description": "lost"}, headers={"If-Match": got.headers["etag"]})
+    assert lost.status_code == 412 and lost.json()["current_revision"] == changed.json()["revision"]
+    again = api2.get(f"/v1/worlds/{world}")
+    assert again.json()["meta"] == {"description": "moved"}
+    assert (again.json()["revision"], again.json()["create_revision"], again.json()["version"]) == (
+        changed.json()["revision"], rev, 2)
+    assert again.headers["etag"] == changed.headers["etag"]
+
+
+def _compact(cluster: Deployment, revision: int) -> None:
+    """Compact etcd's history up to `revision`, directly (not through the API under test)."""
+
+    async def compact() -> None:
+        host, _, port = cluster.etcd_endpoints[0].rpartition(":")
+        async with aetcd.Client(host, int(port)) as raw:
+            await raw.compact(revision)
+
+    run(compact())
+
+
+def test_paged_list_past_compaction_is_gone(cluster: Deployment, api: httpx.Client, world: str) -> None:
+    for i in range(4):
+        api.put(f"/v1/worlds/{world}/params/page/k{i}", json=i)
+    first = api.get(f"/v1/worlds/{world}/params", params={"prefix": "page/", "limit": 2}).json()
+    nxt = first["next"]
+    assert nxt is not None and nxt["revision"] == first["revision"]
+    # History moves on past the first page's snapshot, and etcd compacts it away.
+    api.put(f"/v1/worlds/{world}/params/page/k9", json=9)
+    now = etcd_revision(cluster)
+    assert now > nxt["revision"]
+    _compact(cluster, now)
+
+    r = api.get(f"/v1/worlds/{world}/params", params={"prefix": "page/", "limit": 2, **nxt})
+    assert r.status_code == 410, r.text
+    assert r.headers["content-type"] == "application/problem+json"
+    problem = r.json()
+    assert problem["type"] == "/problems/compacted" and problem["status"] == 410
+    assert problem["compact_revision"] == now  # where to start again from
+    assert etcd_revision(cluster) == now
+    # What the problem says to do works: a fresh listing from the current state.
+    fresh = api.get(f"/v1/worlds/{world}/params", params={"prefix": "page/"}).json()
+    assert [x["key"] for x in fresh["items"]] == ["page/k0", "page/k1", "page/k2", "page/k3", "page/k9"]
+    assert fresh["revision"] >= now
 
 
 def test_write_on_one_node_read_on_other(api: httpx.Client, api2: httpx.Client, world: str) -> None:
