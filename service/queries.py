@@ -20,6 +20,7 @@ from service import world_view
 from service.errors import ActionsForUnknown, InvalidInput
 from service.models import ModelHost, Serving
 from service.versioned import Consistency
+from world_model.errors import NonFiniteInput
 from world_model.state import MAX_BUDGET, MAX_ENTITIES, MIN_BUDGET, observed_frames
 
 __all__ = ["MAX_BUDGET", "MAX_ENTITIES", "MIN_BUDGET", "Answer", "Frame", "ModelQueries"]
@@ -38,6 +39,15 @@ class Answer:
     provenance: dict[str, Any]
 
 
+def _finite(*answers: Any) -> None:
+    """Refuse an answer JSON cannot carry. Finite inputs far outside the trained 10 m box overflow the
+    model's float32 arithmetic into NaN or infinity (measured: an impulse of 1e30, an entity or a goal
+    at x=1e20, in predict, surprise and plan alike); rendering such an answer failed with a 500."""
+    if not all(np.isfinite(a).all() for a in answers):
+        raise NonFiniteInput("the model's answer is not finite: the query's numbers are too far outside "
+                             "the world it was trained on")
+
+
 def _provenance(view: world_view.WorldView, serving: Serving) -> dict[str, Any]:
     return {"model": {"hash": serving.manifest["hash"], "version": serving.manifest["version"],
                       "manifest_revision": serving.revision}, **view.provenance()}
@@ -51,7 +61,15 @@ class ModelQueries:
 
     async def _view(self, world: str, entities: Sequence[str] | None, consistency: Consistency,
                     also: Sequence[str] = ()) -> world_view.WorldView:
-        wanted = None if entities is None else list(dict.fromkeys([*entities, *also]))
+        """The world as the model sees it: `entities` (default: the first MAX_ENTITIES listed) and
+        always the ones in `also`, which the query is about (EntityMissing if never observed)."""
+        if entities is None:
+            view = await world_view.load(self.cp, self.ap, world, None, consistency)
+            absent = [e for e in dict.fromkeys(also) if e not in view.ids]
+            if not absent:
+                return view
+            entities = view.ids[: max(0, MAX_ENTITIES - len(absent))]  # room for them, within the default
+        wanted = list(dict.fromkeys([*entities, *also]))
         return await world_view.load(self.cp, self.ap, world, wanted, consistency)
 
     async def predict(self, world: str, horizon: int, entities: Sequence[str] | None = None,
@@ -76,6 +94,7 @@ class ModelQueries:
         # batcher, and one taken before the reads above could already be closed (a dropped request).
         serving = self.models.require()
         p = await serving.batcher.predict(view.rows, view.physics, horizon, impulses)
+        _finite(p.positions, p.velocities)
         return Answer(world, view.ids, p, view.physics["time_step"], _provenance(view, serving))
 
     async def surprise(self, world: str, observed: Mapping[str, Sequence[Frame]],
@@ -89,6 +108,7 @@ class ModelQueries:
         frames, present = observed_frames({view.ids.index(e): f for e, f in observed.items()}, view.rows,
                                           steps.pop())
         r = await asyncio.to_thread(serving.model.surprise, view.rows, frames, view.physics, None, present)
+        _finite(r.per_entity[present.any(axis=0)])  # the scores of the observed entities are the answer
         return Answer(world, view.ids, r, view.physics["time_step"], _provenance(view, serving))
 
     async def plan(self, world: str, entity: str, goal: tuple[float, float, float], horizon: int,
@@ -99,4 +119,5 @@ class ModelQueries:
         view = await self._view(world, entities, consistency, also=[entity])
         p = await asyncio.to_thread(serving.model.plan, view.rows, view.physics, view.ids.index(entity),
                                     list(goal), horizon, budget)
+        _finite(p.actions, p.predicted_path, p.predicted_distance)
         return Answer(world, view.ids, p, view.physics["time_step"], _provenance(view, serving))

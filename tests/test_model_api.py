@@ -4,16 +4,29 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import inspect
+import sys
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
-from deploy.launcher import Deployment, wait_until
+from deploy.launcher import ApiNode, Deployment, api_args, wait_until
+from deploy.processes import free_port
+from service.queries import MAX_ENTITIES
 from world_model.config import tiny_config
 from world_model.train import train
 
 PHYSICS = {"gravity": 9.81, "restitution": 0.9, "drag": 0.1, "time_step": 0.05}
+
+# The batching node's batcher runs a forward pass only once BATCH queries are queued, or BATCH_WAIT_S
+# after the first of them: concurrent queries share a pass however slowly the machine lets them arrive,
+# and BATCH - 1 queries are certainly still waiting BATCH_WAIT_S after they were sent.
+BATCH = 4
+BATCH_WAIT_S = 5.0
 
 
 def _checkpoints(cluster: Deployment) -> Path:
@@ -30,6 +43,19 @@ def _train(cluster: Deployment, seed: int) -> dict:
 
 def _serving(api: httpx.Client, digest: str) -> bool:
     return api.get("/v1/models/current").json().get("hash") == digest
+
+
+async def _until(check: Callable[[], Any], timeout: float = 60.0) -> Any:
+    """Poll `check` (plain or async) until it returns something truthy; fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        got = check()
+        if inspect.isawaitable(got):
+            got = await got
+        if got:
+            return got
+        assert time.monotonic() < deadline, f"not true after {timeout} s"
+        await asyncio.sleep(0.02)
 
 
 @pytest.fixture(scope="module")
@@ -69,6 +95,25 @@ def published(cluster: Deployment, lab: str) -> dict:
     return manifest
 
 
+@pytest.fixture(scope="module")
+def batching_node(cluster: Deployment, published: dict) -> Iterator[str]:
+    """One more API node on r1's stores (no replication of its own) whose batcher waits for BATCH queries,
+    or BATCH_WAIT_S: a node with the default 2 ms wait batches only what happens to arrive together."""
+    port = free_port()
+    env = {**(cluster.api["r1"].env or {}), "WORLDSTATE_NODE_ID": "api-r1-batching", "WORLDSTATE_PEERS": "",
+           "WORLDSTATE_PREDICT_MAX_BATCH": str(BATCH), "WORLDSTATE_PREDICT_MAX_WAIT_MS": str(BATCH_WAIT_S * 1000)}
+    node = ApiNode("r1", port, [sys.executable, "-m", "deploy", *api_args("127.0.0.1", port)],
+                   cluster.run_dir / "logs" / "api-r1-batching.log", env)
+    node.start()
+    try:
+        node.wait_healthy(60)
+        with httpx.Client(base_url=node.url, timeout=30) as c:
+            assert wait_until(lambda: _serving(c, published["hash"]), 60), c.get("/v1/models/current").json()
+        yield node.url
+    finally:
+        node.stop()
+
+
 def test_manifest_is_cas_and_checked_against_the_blob(cluster: Deployment, api: httpx.Client,
                                                       published: dict) -> None:
     got = api.get("/v1/models/manifest")
@@ -101,23 +146,30 @@ def test_predict_reads_both_tiers_and_says_so(api: httpx.Client, api2: httpx.Cli
     assert prov["ap"]["replica"] == "r2" and "r1" in prov["ap"]["watermark"]
 
 
-def test_concurrent_predicts_are_batched_and_match_one_by_one(cluster: Deployment, api: httpx.Client,
-                                                              lab: str, published: dict) -> None:
+def test_concurrent_predicts_are_batched_and_match_one_by_one(api: httpx.Client, lab: str, published: dict,
+                                                              batching_node: str) -> None:
     query = {"horizon": 8, "entities": ["ball0", "ball1", "ball2"]}
-    alone = api.post(f"/v1/worlds/{lab}/predict", json=query).json()["trajectories"]
-    before = api.get("/v1/models/current").json()["batches"]
+    alone = api.post(f"/v1/worlds/{lab}/predict", json=query).json()["trajectories"]  # r1: a batch of one
+    with httpx.Client(base_url=batching_node, timeout=30) as c:
+        before = c.get("/v1/models/current").json()
 
-    async def many() -> list[dict]:
-        async with httpx.AsyncClient(base_url=cluster.api["r1"].url, timeout=30) as c:
-            rs = await asyncio.gather(*[c.post(f"/v1/worlds/{lab}/predict", json=query) for _ in range(16)])
-        return [r.json()["trajectories"] for r in rs]
+        async def many() -> list[httpx.Response]:
+            async with httpx.AsyncClient(base_url=batching_node, timeout=BATCH_WAIT_S + 60) as ac:
+                return await asyncio.gather(*[ac.post(f"/v1/worlds/{lab}/predict", json=query) for _ in range(16)])
 
-    for t in asyncio.run(many()):
+        answers = asyncio.run(many())
+        after = c.get("/v1/models/current").json()
+    assert [r.status_code for r in answers] == [200] * 16, [r.text for r in answers if r.status_code != 200]
+    for t in (r.json()["trajectories"] for r in answers):
         for ent in alone:
             for a, b in zip(alone[ent]["positions"], t[ent]["positions"]):
                 assert a == pytest.approx(b, abs=1e-4)
-    status = api.get("/v1/models/current").json()
-    assert status["batches"] - before < 17  # at least two queries shared a forward pass
+    assert after["hash"] == before["hash"] == published["hash"]
+    queries, batches = after["queries"] - before["queries"], after["batches"] - before["batches"]
+    assert queries == 16
+    # Fewer forward passes than queries: at least one pass answered two or more queries together;
+    # and no pass took more than the node's BATCH.
+    assert 16 // BATCH <= batches < queries, (queries, batches)
 
 
 def test_surprise_scores_an_impossible_jump_higher(api: httpx.Client, lab: str, published: dict) -> None:
@@ -155,6 +207,10 @@ def test_plan_returns_actions_and_path(api: httpx.Client, lab: str, published: d
     ("plan", {"entity": "ball0", "goal": {"x": 1, "y": 1, "radius": -1}, "horizon": 3}, 422, "validation-error"),
     ("plan", {"entity": "ball0", "goal": {"x": 1, "y": 1, "radius": 1}, "horizon": 3, "budget": 2}, 422,
      "validation-error"),
+    ("plan", {"entity": "nobody", "entities": ["ball0"], "goal": {"x": 1, "y": 1, "radius": 1}, "horizon": 3,
+              "budget": 8}, 404, "unknown-entity"),
+    ("surprise", {"entities": ["ball0"], "observed": {"nobody": [{"x": 1, "y": 1, "vx": 0, "vy": 0}]}}, 404,
+     "unknown-entity"),
     ("surprise", {"observed": {}}, 422, "validation-error"),
     ("surprise", {"observed": {"ball0": [{"x": 1, "y": 1, "vx": 0, "vy": 0}],
                                "ball1": []}}, 422, "validation-error"),
@@ -168,8 +224,13 @@ def test_bad_model_queries(api: httpx.Client, lab: str, published: dict, path: s
 
 
 def test_non_finite_and_untrained_physics_are_refused(api: httpx.Client, lab: str, published: dict) -> None:
-    r = api.post(f"/v1/worlds/{lab}/predict", content=b'{"horizon": 3, "actions": {"ball0": [[1e400, 0]]}}')
-    assert r.status_code == 422
+    # 1e400 is valid JSON syntax for a number no double holds: refused where it stands, not as a bad body.
+    r = api.post(f"/v1/worlds/{lab}/predict", headers={"Content-Type": "application/json"},
+                 content=b'{"horizon": 3, "entities": ["ball0"], "actions": {"ball0": [[1e400, 0]]}}')
+    assert r.status_code == 422 and r.headers["content-type"] == "application/problem+json"
+    assert r.json()["type"] == "/problems/validation-error"
+    assert [(e["loc"], e["type"]) for e in r.json()["errors"]] == [(["body", "actions", "ball0", 0, 0],
+                                                                   "finite_number")]
     other = "model-lab-moon"
     api.put(f"/v1/worlds/{other}", json={})
     api.put(f"/v1/worlds/{other}/physics", json={**PHYSICS, "time_step": 0.01})  # outside the trained range
@@ -180,31 +241,193 @@ def test_non_finite_and_untrained_physics_are_refused(api: httpx.Client, lab: st
     assert r.status_code == 422 and r.json()["code"] == "physics_out_of_range"
 
 
-def test_hot_swap_without_dropping_requests(cluster: Deployment, api: httpx.Client, lab: str,
-                                            published: dict) -> None:
+@pytest.fixture(scope="module")
+def crowd(cluster: Deployment) -> list[str]:
+    """A world of MAX_ENTITIES + 1 entities, named so that they list in order (the last one last)."""
+    api = httpx.Client(base_url=cluster.api["r1"].url, timeout=30)
+    world = "model-lab-crowd"
+    api.put(f"/v1/worlds/{world}", json={})
+    assert api.put(f"/v1/worlds/{world}/physics", json=PHYSICS).status_code == 200
+    names = [f"c{i:03d}" for i in range(MAX_ENTITIES + 1)]
+    obs = [{"event_id": f"crowd-{i}", "entity": name, "source": "sim",
+            "fields": {"x": 0.5 + i % 9, "y": 0.5 + 1.2 * (i // 9), "vx": 0.0, "vy": 0.0, "radius": 0.2}}
+           for i, name in enumerate(names)]
+    w = api.post(f"/v1/worlds/{world}/observations", json=obs)
+    assert w.status_code == 202, w.text
+    assert api.get(f"/v1/worlds/{world}/entities/{names[-1]}", params={"token": w.json()["token"]}).status_code == 200
+    return names
+
+
+def test_more_entities_than_the_model_takes(api: httpx.Client, crowd: list[str], published: dict) -> None:
+    world, first, last = "model-lab-crowd", crowd[:MAX_ENTITIES], crowd[MAX_ENTITIES]
+    frame = {"x": 1.0, "y": 1.0, "vx": 0.0, "vy": 0.0}
+    # predict names at most MAX_ENTITIES (its schema), and by default takes the first MAX_ENTITIES.
+    r = api.post(f"/v1/worlds/{world}/predict", json={"horizon": 2, "entities": crowd})
+    assert r.status_code == 422 and r.json()["type"] == "/problems/validation-error", r.text
+    assert [e["loc"] for e in r.json()["errors"]] == [["body", "entities"]]
+    r = api.post(f"/v1/worlds/{world}/predict", json={"horizon": 2})
+    assert r.status_code == 200 and list(r.json()["trajectories"]) == first, r.text
+    # surprise and plan add the entity they are about to the entities named: one more than the model takes.
+    for path, body in [("surprise", {"entities": first, "observed": {last: [frame]}}),
+                       ("plan", {"entities": first, "entity": last, "goal": {"x": 1, "y": 1, "radius": 1},
+                                 "horizon": 2, "budget": 8})]:
+        r = api.post(f"/v1/worlds/{world}/{path}", json=body)
+        assert r.status_code == 422 and r.headers["content-type"] == "application/problem+json", r.text
+        assert (r.json()["type"], r.json()["code"]) == ("/problems/model-input", "too_many_entities")
+    # Named nowhere, the entity they are about is taken with the first others, up to MAX_ENTITIES.
+    r = api.post(f"/v1/worlds/{world}/surprise", json={"observed": {last: [frame]}})
+    assert r.status_code == 200 and list(r.json()["scores"]) == [last], r.text
+    r = api.post(f"/v1/worlds/{world}/plan", json={"entity": last, "goal": {"x": 1, "y": 1, "radius": 1},
+                                                   "horizon": 2, "budget": 8})
+    assert r.status_code == 200 and r.json()["entity"] == last, r.text
+    for path, body in [("surprise", {"observed": {"nobody": [frame]}}),
+                       ("plan", {"entity": "nobody", "goal": {"x": 1, "y": 1, "radius": 1}, "horizon": 2})]:
+        r = api.post(f"/v1/worlds/{world}/{path}", json=body)
+        assert r.status_code == 404 and r.json()["type"] == "/problems/unknown-entity", r.text
+
+
+@pytest.fixture(scope="module")
+def far(cluster: Deployment, lab: str) -> str:
+    """An entity of the lab observed at x=1e30: a finite number, accepted as an observation."""
+    api = httpx.Client(base_url=cluster.api["r1"].url, timeout=30)
+    w = api.post(f"/v1/worlds/{lab}/observations", json={"event_id": "far-1", "entity": "far", "source": "sim",
+                                                        "fields": {"x": 1e30, "y": 5.0, "vx": 0.0, "vy": 0.0}})
+    assert w.status_code == 202, w.text
+    assert api.get(f"/v1/worlds/{lab}/entities/far", params={"token": w.json()["token"]}).status_code == 200
+    return "far"
+
+
+@pytest.mark.parametrize("path,body", [
+    ("predict", {"horizon": 3, "entities": ["ball0"], "actions": {"ball0": [[1e30, 0.0]]}}),
+    ("predict", {"horizon": 3, "entities": ["far"]}),
+    ("surprise", {"entities": ["ball0"], "observed": {"ball0": [{"x": 1e20, "y": 1.0, "vx": 0.0, "vy": 0.0}]}}),
+    ("plan", {"entity": "ball0", "entities": ["ball0"], "goal": {"x": 1e20, "y": 1.0, "radius": 1.0}, "horizon": 3,
+              "budget": 8}),
+])
+def test_numbers_too_large_for_the_model_are_refused(api: httpx.Client, lab: str, published: dict, far: str,
+                                                     path: str, body: dict) -> None:
+    """Finite numbers far outside the trained world overflow the model's float32 arithmetic: its answer
+    would hold NaN or infinities, which JSON cannot carry. They are refused as non-finite input."""
+    r = api.post(f"/v1/worlds/{lab}/{path}", json=body)
+    assert r.status_code == 422 and r.headers["content-type"] == "application/problem+json", r.text
+    assert (r.json()["type"], r.json()["code"]) == ("/problems/model-input", "non_finite_input")
+
+
+@pytest.mark.parametrize("path,body,status,kind", [
+    ("predict", b'{"horizon": 3, "entities": ["ball0"], "actions": {"ball0": [[0, -1e400]]}}', 422, "validation-error"),
+    ("surprise", b'{"observed": {"ball0": [{"x": 1e400, "y": 1, "vx": 0, "vy": 0}]}}', 422, "validation-error"),
+    ("surprise", b'{"observed": {"ball0": [{"x": NaN, "y": 1, "vx": 0, "vy": 0}]}}', 422, "validation-error"),
+    ("observations", b'{"event_id": "inf-1", "entity": "inf", "source": "s", "fields": {"x": 1e400}}', 400,
+     "invalid-json"),
+    ("observations", b'{"event_id": "nan-1", "entity": "nan", "source": "s", "fields": {"x": NaN}}', 400,
+     "invalid-json"),
+])
+def test_non_finite_numbers_never_reach_the_model(api: httpx.Client, lab: str, published: dict, path: str,
+                                                  body: bytes, status: int, kind: str) -> None:
+    """The model's own non_finite_input check on its inputs cannot be reached over HTTP: every number
+    a query or an observation carries is checked first. What the user gets instead is this."""
+    r = api.post(f"/v1/worlds/{lab}/{path}", content=body, headers={"Content-Type": "application/json"})
+    assert r.status_code == status and r.headers["content-type"] == "application/problem+json", r.text
+    assert r.json()["type"] == f"/problems/{kind}"
+    if kind == "validation-error":
+        assert [e["type"] for e in r.json()["errors"]] == ["finite_number"]
+    for entity in ("inf", "nan"):
+        assert api.get(f"/v1/worlds/{lab}/entities/{entity}").status_code == 404  # nothing was stored
+
+
+def test_hot_swap_without_dropping_requests(cluster: Deployment, api: httpx.Client, lab: str, published: dict,
+                                            batching_node: str) -> None:
+    """Swap the model while r1 is hammered and while BATCH - 1 queries wait in the batching node's
+    batcher: no request may be dropped, and the waiting ones finish on the model they started with.
+
+    The waiting queries prove that requests were in flight across the swap: the old batcher cannot
+    answer them before BATCH_WAIT_S after they were sent, and the node reports the moment it swapped
+    (`loaded_at`, wall clock, the same host as this test). A swap that comes later, or before they
+    reached the old batcher, proves nothing, so the test swaps again, back and forth between two
+    models, until one does."""
     second = _train(cluster, seed=2)
     query = {"horizon": 4, "entities": ["ball0", "ball1"]}
+    predict = f"/v1/worlds/{lab}/predict"
 
-    async def load_while_swapping() -> set[str]:
-        hashes: set[str] = set()
-        async with httpx.AsyncClient(base_url=cluster.api["r1"].url, timeout=30) as c:
-            async def hammer() -> None:
-                for _ in range(15):
-                    r = await c.post(f"/v1/worlds/{lab}/predict", json=query)
-                    assert r.status_code == 200, r.text
-                    hashes.add(r.json()["provenance"]["model"]["hash"])
-                    await asyncio.sleep(0.02)
+    async def swap_under_load(r1: httpx.AsyncClient, node: httpx.AsyncClient, manifest: dict) -> Swap:
+        hammered: list[httpx.Response] = []
+        stop = asyncio.Event()
 
-            async def publish() -> None:
-                while not hashes:  # swap only once the old model has answered, however slow the machine
-                    await asyncio.sleep(0.01)
-                etag = (await c.get("/v1/models/manifest")).headers["etag"]
-                r = await c.put("/v1/models/manifest", json=second, headers={"If-Match": etag})
-                assert r.status_code == 200, r.text
+        async def hammer() -> None:
+            while not stop.is_set():
+                hammered.append(await r1.post(predict, json=query))
 
-            await asyncio.gather(*[hammer() for _ in range(4)], publish())
-        return hashes
+        async def swap() -> Swap:
+            try:
+                await _until(lambda: hammered)  # the old model is answering r1's load
+                sent_at = time.time()
+                waiting = [asyncio.create_task(node.post(predict, json=query)) for _ in range(BATCH - 1)]
+                etag = (await r1.get("/v1/models/manifest")).headers["etag"]
+                put = await r1.put("/v1/models/manifest", json=manifest, headers={"If-Match": etag})
+                assert put.status_code == 200, put.text
+                new = put.json()["revision"]
+                swapped = await _until(lambda: _serving_revision(node, new))
+                # The hammer goes on until the new model answers it too.
+                await _until(lambda: any(r.status_code == 200 and _answered_by(r) >= new for r in hammered))
+                full = await asyncio.gather(*[node.post(predict, json=query) for _ in range(BATCH)])
+                return Swap(new, sent_at, swapped["loaded_at"], list(await asyncio.gather(*waiting)), full,
+                            hammered)
+            finally:
+                stop.set()
 
-    hashes = asyncio.run(load_while_swapping())
-    assert wait_until(lambda: _serving(api, second["hash"]), 60)
-    assert published["hash"] in hashes  # served before the swap, every request answered throughout
+        done, *_ = await asyncio.gather(swap(), *[hammer() for _ in range(4)])
+        return done
+
+    async def swap_until_one_is_crossed() -> list[Swap]:
+        swaps: list[Swap] = []
+        deadline = time.monotonic() + 150  # each swap takes about BATCH_WAIT_S; pytest-timeout is 300 s
+        async with (httpx.AsyncClient(base_url=cluster.api["r1"].url, timeout=60) as r1,
+                    httpx.AsyncClient(base_url=batching_node, timeout=BATCH_WAIT_S + 60) as node):
+            while time.monotonic() < deadline:
+                swaps.append(await swap_under_load(r1, node, [second, published][len(swaps) % 2]))
+                if swaps[-1].crossed() or swaps[-1].dropped():
+                    break
+        return swaps
+
+    swaps = asyncio.run(swap_until_one_is_crossed())
+    for s in swaps:
+        assert not s.dropped(), s.dropped()
+        assert all(_answered_by(r) >= s.new for r in s.full)
+    assert any(s.crossed() for s in swaps), [(s.swapped_at - s.sent_at, [_answered_by(r) for r in s.waiting])
+                                             for s in swaps]
+    assert {r.json()["provenance"]["model"]["hash"] for s in swaps for r in s.hammered} == {published["hash"],
+                                                                                          second["hash"]}
+    last = [second, published][(len(swaps) - 1) % 2]
+    assert wait_until(lambda: _serving(api, last["hash"]), 60)
+
+
+@dataclasses.dataclass
+class Swap:
+    """One publication of a model under load, and what every request sent around it got."""
+
+    new: int  # the manifest revision published
+    sent_at: float  # time.time() just before the waiting queries were sent to the batching node
+    swapped_at: float  # the batching node's loaded_at for `new`
+    waiting: list[httpx.Response]  # BATCH - 1 queries sent to the batching node before the publication
+    full: list[httpx.Response]  # BATCH queries sent to it once it served `new`
+    hammered: list[httpx.Response]  # r1's load throughout
+
+    def dropped(self) -> list[str]:
+        """The answers of requests that were not answered."""
+        return [r.text for r in [*self.hammered, *self.waiting, *self.full] if r.status_code != 200]
+
+    def crossed(self) -> bool:
+        """The waiting queries were answered by the old model, which cannot have run them before
+        BATCH_WAIT_S after they were sent: if the node swapped before that, they were in flight."""
+        return (all(r.status_code == 200 and _answered_by(r) < self.new for r in self.waiting)
+                and self.swapped_at < self.sent_at + BATCH_WAIT_S)
+
+
+async def _serving_revision(c: httpx.AsyncClient, revision: int) -> dict[str, Any] | None:
+    """The node's model status once it serves manifest `revision` (or a later one)."""
+    status = (await c.get("/v1/models/current")).json()
+    return status if status.get("manifest_revision", 0) >= revision else None
+
+
+def _answered_by(r: httpx.Response) -> int:
+    return int(r.json()["provenance"]["model"]["manifest_revision"])

@@ -12,8 +12,10 @@ import torch
 from world_model.batching import MicroBatcher
 from world_model.config import Physics, tiny_config
 from world_model.errors import (BadShape, BatcherClosed, HorizonOutOfRange, InvalidBudget, InvalidGoal,
-                                InvalidInput, InvalidState, NonFiniteInput, PhysicsOutOfRange, UnknownEntity)
+                                InvalidInput, InvalidState, NonFiniteInput, PhysicsOutOfRange, TooManyEntities,
+                                UnknownEntity)
 from world_model.inference import WorldModel
+from world_model.state import MAX_ENTITIES
 from world_model.train import train
 
 torch.set_num_threads(1)
@@ -63,6 +65,7 @@ def test_predict_shapes_and_window_forms(model):
     (lambda m: m.predict(np.array([[1, 2, 3, 4, 0.5, np.inf]]), PHYS, 3), NonFiniteInput),
     (lambda m: m.predict(np.zeros((2, 5)), PHYS, 3), BadShape),
     (lambda m: m.predict(np.zeros((5, 2, 6)), PHYS, 3), BadShape),
+    (lambda m: m.predict(world(MAX_ENTITIES + 1, 1), PHYS, 3), TooManyEntities),
     (lambda m: m.predict([[1, 1, 0, 0, -0.5, 1]], PHYS, 3), InvalidState),
     (lambda m: m.predict(world(2, 1), Physics(gravity=100.0), 3), PhysicsOutOfRange),
     (lambda m: m.predict(world(2, 1), {"gravity": float("nan"), "restitution": 1, "drag": 0,
