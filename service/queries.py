@@ -61,16 +61,7 @@ class ModelQueries:
 
     async def _view(self, world: str, entities: Sequence[str] | None, consistency: Consistency,
                     also: Sequence[str] = ()) -> world_view.WorldView:
-        """The world as the model sees it: `entities` (default: the first MAX_ENTITIES listed) and
-        always the ones in `also`, which the query is about (EntityMissing if never observed)."""
-        if entities is None:
-            view = await world_view.load(self.cp, self.ap, world, None, consistency)
-            absent = [e for e in dict.fromkeys(also) if e not in view.ids]
-            if not absent:
-                return view
-            entities = view.ids[: max(0, MAX_ENTITIES - len(absent))]  # room for them, within the default
-        wanted = list(dict.fromkeys([*entities, *also]))
-        return await world_view.load(self.cp, self.ap, world, wanted, consistency)
+        return await world_view.load(self.cp, self.ap, world, entities, consistency, also)
 
     async def predict(self, world: str, horizon: int, entities: Sequence[str] | None = None,
                       actions: Mapping[str, Sequence[tuple[float, float]]] | None = None,
