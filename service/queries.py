@@ -37,6 +37,7 @@ class Answer:
     result: Any  # world_model.inference.Prediction | SurpriseResult | Plan
     time_step: float
     provenance: dict[str, Any]
+    skipped: dict[str, list[str]]  # entities of the world left out, with the state fields each lacks
 
 
 def _finite(*answers: Any) -> None:
@@ -86,7 +87,7 @@ class ModelQueries:
         serving = self.models.require()
         p = await serving.batcher.predict(view.rows, view.physics, horizon, impulses)
         _finite(p.positions, p.velocities)
-        return Answer(world, view.ids, p, view.physics["time_step"], _provenance(view, serving))
+        return Answer(world, view.ids, p, view.physics["time_step"], _provenance(view, serving), view.skipped)
 
     async def surprise(self, world: str, observed: Mapping[str, Sequence[Frame]],
                        entities: Sequence[str] | None = None, consistency: Consistency = "linearizable") -> Answer:
@@ -100,7 +101,7 @@ class ModelQueries:
                                           steps.pop())
         r = await asyncio.to_thread(serving.model.surprise, view.rows, frames, view.physics, None, present)
         _finite(r.per_entity[present.any(axis=0)])  # the scores of the observed entities are the answer
-        return Answer(world, view.ids, r, view.physics["time_step"], _provenance(view, serving))
+        return Answer(world, view.ids, r, view.physics["time_step"], _provenance(view, serving), view.skipped)
 
     async def plan(self, world: str, entity: str, goal: tuple[float, float, float], horizon: int,
                    budget: int, entities: Sequence[str] | None = None,
@@ -111,4 +112,4 @@ class ModelQueries:
         p = await asyncio.to_thread(serving.model.plan, view.rows, view.physics, view.ids.index(entity),
                                     list(goal), horizon, budget)
         _finite(p.actions, p.predicted_path, p.predicted_distance)
-        return Answer(world, view.ids, p, view.physics["time_step"], _provenance(view, serving))
+        return Answer(world, view.ids, p, view.physics["time_step"], _provenance(view, serving), view.skipped)

@@ -21,7 +21,7 @@ CP_TIMEOUT_S = 4.0
 
 # Modules that start no process and run in seconds: `pytest -m unit` runs them alone.
 UNIT_MODULES = frozenset({
-    "test_config", "test_crdt", "test_hlc", "test_layering", "test_world_model_sim",
+    "test_config", "test_crdt", "test_hlc", "test_layering", "test_world_model_sim", "test_world_model_physics",
     "test_jepsen_checkers", "test_jepsen_history", "test_jepsen_imports", "test_jepsen_linearizability",
     "test_jepsen_models", "test_jepsen_nemesis", "test_jepsen_porcupine_etcd",
 })

@@ -36,7 +36,7 @@ def _checkpoints(cluster: Deployment) -> Path:
 def _train(cluster: Deployment, seed: int) -> dict:
     cfg = tiny_config()
     cfg.data = dataclasses.replace(cfg.data, train_rollouts=128, val_rollouts=64, seed=seed)
-    cfg.train = dataclasses.replace(cfg.train, steps=20, probe_steps=20, probe_windows=128, seed=seed,
+    cfg.train = dataclasses.replace(cfg.train, steps=20, seed=seed,
                                     threads=1, checkpoint_dir=str(_checkpoints(cluster)))
     return train(cfg, progress=False).manifest
 
@@ -261,56 +261,77 @@ def crowd(cluster: Deployment) -> list[str]:
 def test_more_entities_than_the_model_takes(api: httpx.Client, crowd: list[str], published: dict) -> None:
     world, first, last = "model-lab-crowd", crowd[:MAX_ENTITIES], crowd[MAX_ENTITIES]
     frame = {"x": 1.0, "y": 1.0, "vx": 0.0, "vy": 0.0}
-    # predict names at most MAX_ENTITIES (its schema), and by default takes the first MAX_ENTITIES.
+    # predict names at most MAX_ENTITIES (its schema); by default it takes every body, and there are too many.
     r = api.post(f"/v1/worlds/{world}/predict", json={"horizon": 2, "entities": crowd})
     assert r.status_code == 422 and r.json()["type"] == "/problems/validation-error", r.text
     assert [e["loc"] for e in r.json()["errors"]] == [["body", "entities"]]
-    r = api.post(f"/v1/worlds/{world}/predict", json={"horizon": 2})
+    r = api.post(f"/v1/worlds/{world}/predict", json={"horizon": 2, "entities": first})
     assert r.status_code == 200 and list(r.json()["trajectories"]) == first, r.text
-    # surprise and plan add the entity they are about to the entities named: one more than the model takes.
-    for path, body in [("surprise", {"entities": first, "observed": {last: [frame]}}),
+    # surprise and plan add the entity they are about to the entities named: one more than the model takes;
+    # named nowhere, every body of the world takes part: one more again.
+    for path, body in [("predict", {"horizon": 2}),
+                       ("surprise", {"entities": first, "observed": {last: [frame]}}),
                        ("plan", {"entities": first, "entity": last, "goal": {"x": 1, "y": 1, "radius": 1},
-                                 "horizon": 2, "budget": 8})]:
+                                 "horizon": 2, "budget": 8}),
+                       ("surprise", {"observed": {last: [frame]}}),
+                       ("plan", {"entity": last, "goal": {"x": 1, "y": 1, "radius": 1}, "horizon": 2, "budget": 8})]:
         r = api.post(f"/v1/worlds/{world}/{path}", json=body)
         assert r.status_code == 422 and r.headers["content-type"] == "application/problem+json", r.text
         assert (r.json()["type"], r.json()["code"]) == ("/problems/model-input", "too_many_entities")
-    # Named nowhere, the entity they are about is taken with the first others, up to MAX_ENTITIES.
-    r = api.post(f"/v1/worlds/{world}/surprise", json={"observed": {last: [frame]}})
-    assert r.status_code == 200 and list(r.json()["scores"]) == [last], r.text
-    r = api.post(f"/v1/worlds/{world}/plan", json={"entity": last, "goal": {"x": 1, "y": 1, "radius": 1},
-                                                   "horizon": 2, "budget": 8})
-    assert r.status_code == 200 and r.json()["entity"] == last, r.text
-    for path, body in [("surprise", {"observed": {"nobody": [frame]}}),
-                       ("plan", {"entity": "nobody", "goal": {"x": 1, "y": 1, "radius": 1}, "horizon": 2})]:
+    for path, body in [("surprise", {"entities": first[:3], "observed": {"nobody": [frame]}}),
+                       ("plan", {"entities": first[:3], "entity": "nobody", "goal": {"x": 1, "y": 1, "radius": 1},
+                                 "horizon": 2})]:
         r = api.post(f"/v1/worlds/{world}/{path}", json=body)
         assert r.status_code == 404 and r.json()["type"] == "/problems/unknown-entity", r.text
 
 
+def test_a_whole_world_query_takes_every_body_and_says_which_it_left_out(api: httpx.Client, lab: str,
+                                                                          published: dict) -> None:
+    """`ghost` has only an x: it is no body the model can move, so it is skipped, and the answer says why."""
+    r = api.post(f"/v1/worlds/{lab}/predict", json={"horizon": 2})
+    assert r.status_code == 200, r.text
+    assert sorted(r.json()["trajectories"]) == ["ball0", "ball1", "ball2"]
+    assert r.json()["skipped"] == {"ghost": ["y", "vx", "vy"]}
+    r = api.post(f"/v1/worlds/{lab}/plan", json={"entity": "ball1", "goal": {"x": 5, "y": 5, "radius": 1},
+                                                 "horizon": 2, "budget": 8})
+    assert r.status_code == 200 and r.json()["bodies"] == ["ball0", "ball1", "ball2"], r.text
+    r = api.post(f"/v1/worlds/{lab}/plan", json={"entity": "ghost", "goal": {"x": 5, "y": 5, "radius": 1},
+                                                 "horizon": 2, "budget": 8})
+    assert r.status_code == 422 and r.json()["type"] == "/problems/entity-incomplete", r.text
+
+
 @pytest.fixture(scope="module")
-def far(cluster: Deployment, lab: str) -> str:
-    """An entity of the lab observed at x=1e30: a finite number, accepted as an observation."""
+def far(cluster: Deployment) -> str:
+    """A world with an entity observed at x=1e30: a finite number, accepted as an observation."""
     api = httpx.Client(base_url=cluster.api["r1"].url, timeout=30)
-    w = api.post(f"/v1/worlds/{lab}/observations", json={"event_id": "far-1", "entity": "far", "source": "sim",
-                                                        "fields": {"x": 1e30, "y": 5.0, "vx": 0.0, "vy": 0.0}})
+    world = "model-lab-far"
+    api.put(f"/v1/worlds/{world}", json={})
+    assert api.put(f"/v1/worlds/{world}/physics", json=PHYSICS).status_code == 200
+    w = api.post(f"/v1/worlds/{world}/observations", json=[
+        {"event_id": "far-1", "entity": "far", "source": "sim", "fields": {"x": 1e30, "y": 5.0, "vx": 0.0, "vy": 0.0}},
+        {"event_id": "far-2", "entity": "near", "source": "sim", "fields": {"x": 5.0, "y": 5.0, "vx": 0.0, "vy": 0.0}}])
     assert w.status_code == 202, w.text
-    assert api.get(f"/v1/worlds/{lab}/entities/far", params={"token": w.json()["token"]}).status_code == 200
-    return "far"
+    assert api.get(f"/v1/worlds/{world}/entities/far", params={"token": w.json()["token"]}).status_code == 200
+    return world
 
 
-@pytest.mark.parametrize("path,body", [
-    ("predict", {"horizon": 3, "entities": ["ball0"], "actions": {"ball0": [[1e30, 0.0]]}}),
-    ("predict", {"horizon": 3, "entities": ["far"]}),
-    ("surprise", {"entities": ["ball0"], "observed": {"ball0": [{"x": 1e20, "y": 1.0, "vx": 0.0, "vy": 0.0}]}}),
-    ("plan", {"entity": "ball0", "entities": ["ball0"], "goal": {"x": 1e20, "y": 1.0, "radius": 1.0}, "horizon": 3,
-              "budget": 8}),
+@pytest.mark.parametrize("path,body,code", [
+    ("predict", {"horizon": 3, "entities": ["near"], "actions": {"near": [[1e30, 0.0]]}}, "speed_out_of_range"),
+    ("predict", {"horizon": 3, "entities": ["far"]}, "state_outside_box"),
+    ("predict", {"horizon": 3}, "state_outside_box"),
+    ("surprise", {"entities": ["near"], "observed": {"near": [{"x": 1e20, "y": 1.0, "vx": 0.0, "vy": 0.0}]}},
+     "non_finite_input"),
+    ("plan", {"entity": "near", "entities": ["near"], "goal": {"x": 1e20, "y": 1.0, "radius": 1.0}, "horizon": 3,
+              "budget": 8}, "invalid_goal"),
 ])
-def test_numbers_too_large_for_the_model_are_refused(api: httpx.Client, lab: str, published: dict, far: str,
-                                                     path: str, body: dict) -> None:
-    """Finite numbers far outside the trained world overflow the model's float32 arithmetic: its answer
-    would hold NaN or infinities, which JSON cannot carry. They are refused as non-finite input."""
-    r = api.post(f"/v1/worlds/{lab}/{path}", json=body)
+def test_states_and_numbers_outside_the_world_are_refused(api: httpx.Client, published: dict, far: str,
+                                                          path: str, body: dict, code: str) -> None:
+    """A body outside the box, an impulse no body could take, a goal outside the box: each is refused
+    with its code. An observation far outside the box is a surprise query's right (that is what it
+    measures), but one so far its energy overflows float32 is refused as non-finite."""
+    r = api.post(f"/v1/worlds/{far}/{path}", json=body)
     assert r.status_code == 422 and r.headers["content-type"] == "application/problem+json", r.text
-    assert (r.json()["type"], r.json()["code"]) == ("/problems/model-input", "non_finite_input")
+    assert (r.json()["type"], r.json()["code"]) == ("/problems/model-input", code)
 
 
 @pytest.mark.parametrize("path,body,status,kind", [

@@ -16,8 +16,7 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from .config import PRESENT, Config, cosine
-from .model import physics_features
-from .probe import denormalise_state, normalise_state
+from .model import denormalise, normalise, physics_features
 from .simulator import Rollouts, sample_windows
 
 
@@ -41,13 +40,13 @@ class NextStateMLP(nn.Module):
         """One step: state (B, N, OBS) -> next state (B, N, OBS)."""
         mc, box = self.cfg.model, self.cfg.sim.box
         pres = state[..., PRESENT:PRESENT + 1]
-        x = torch.cat([normalise_state(state, box, mc), state[..., 4:5] / 0.5 - 1,
+        x = torch.cat([normalise(state[..., 0:4], box, mc), state[..., 4:5] / 0.5 - 1,
                        torch.log(state[..., 5:6].clamp(min=1e-3)), pres], dim=-1) * pres
         inp = torch.cat([x.flatten(1), physics_features(physics, mc),
-                         (action / mc.action_scale * pres).flatten(1)], dim=1)
-        y = normalise_state(state, box, mc) + self.net(inp).view(state.shape[0], -1, 4)
+                         (action / cfg.sim.action_max * pres).flatten(1)], dim=1)
+        y = normalise(state[..., 0:4], box, mc) + self.net(inp).view(state.shape[0], -1, 4)
         nxt = state.clone()
-        nxt[..., 0:4] = torch.where(pres > 0, denormalise_state(y, box, mc), state[..., 0:4])
+        nxt[..., 0:4] = torch.where(pres > 0, denormalise(y, box, mc), state[..., 0:4])
         return nxt
 
     def rollout(self, state: Tensor, actions: Tensor, physics: Tensor) -> Tensor:
@@ -79,7 +78,7 @@ def train_mlp_baseline(cfg: Config, data: Rollouts, steps: int | None = None, pr
                 cosine(step - tc.warmup, steps - tc.warmup, tc.lr, tc.lr * 0.05)
         pred = model(frames[:, 0], actions[:, 0], phys)
         m = frames[:, 1, :, PRESENT:PRESENT + 1]
-        err = (normalise_state(pred, box, mc) - normalise_state(frames[:, 1], box, mc)) ** 2
+        err = (normalise(pred[..., 0:4], box, mc) - normalise(frames[:, 1, ..., 0:4], box, mc)) ** 2
         loss = (err * m).sum() / (m.sum() * 4).clamp(min=1)
         opt.zero_grad(set_to_none=True)
         loss.backward()

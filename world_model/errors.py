@@ -30,6 +30,19 @@ class InvalidState(InvalidInput):
     code = "invalid_state"
 
 
+class StateOutsideBox(InvalidInput):
+    """A body that is not inside the world's box: the physics puts every disc inside it."""
+
+    code = "state_outside_box"
+
+
+class SpeedOutOfRange(InvalidInput):
+    """A speed or an impulse beyond what the model can step: past MAX_SPEED a body crosses
+    half the box in one step and contacts are missed."""
+
+    code = "speed_out_of_range"
+
+
 class HorizonOutOfRange(InvalidInput):
     code = "horizon_out_of_range"
 

@@ -19,13 +19,17 @@ from torch import Tensor
 from .checkpoints import CheckpointStore, from_bytes, sha256_hex
 from .config import OBS_DIM, PHYSICS_FIELDS, PRESENT, Config, Physics
 from .errors import (BadShape, HorizonOutOfRange, InvalidBudget, InvalidGoal, InvalidState, NonFiniteInput,
-                     PhysicsOutOfRange, TooManyEntities, UnknownEntity)
+                     PhysicsOutOfRange, SpeedOutOfRange, StateOutsideBox, TooManyEntities,
+                     UnknownEntity)
 from .model import JEPA, surprise_score
-from .planner import LatentDynamics, cem
-from .probe import Probe, denormalise_state
+from .planner import LatentDynamics, PlanResult, aim, cem
 from .state import MAX_BUDGET, MAX_ENTITIES, MIN_BUDGET
 from .device import resolve_device
 
+
+
+BOX_SLACK = 0.01  # m: sensors round; a disc this far into a wall is still taken as touching it
+MAX_SPEED = 50.0  # m/s, per component: beyond it a body moves half the box in one 0.1 s step
 
 
 @dataclass
@@ -85,7 +89,7 @@ def _array(x: Any, name: str) -> np.ndarray:
 
 
 class WorldModel:
-    """A trained JEPA + probe held on one device."""
+    """A trained JEPA held on one device."""
 
     def __init__(self, blob: dict[str, Any], device: str | torch.device | None = None,
                  digest: str | None = None):
@@ -93,11 +97,8 @@ class WorldModel:
         self.device = resolve_device(str(device or "auto"))
         self.jepa = JEPA(self.cfg.model, self.cfg.sim.box).to(self.device)
         self.jepa.load_state_dict(blob["jepa"])
-        self.probe = Probe(self.cfg.model).to(self.device)
-        self.probe.load_state_dict(blob["probe"])
-        for m in (self.jepa, self.probe):
-            m.eval()
-            m.requires_grad_(False)
+        self.jepa.eval()
+        self.jepa.requires_grad_(False)
         self.calibration: dict[str, float] = dict(blob.get("calibration", {}))
         self.metrics: dict[str, Any] = dict(blob.get("metrics", {}))
         self.hash = digest
@@ -129,6 +130,14 @@ class WorldModel:
             raise TooManyEntities(f"{name}: {n} entities, at most {MAX_ENTITIES}")
         if np.any(a[..., 4] <= 0) or np.any(a[..., 5] <= 0):
             raise InvalidState(f"{name}: radius and mass must be positive")
+        box, r = self.cfg.sim.box, a[..., 4]
+        outside = (a[..., 0:2] < r[..., None] - BOX_SLACK) | (a[..., 0:2] > box - r[..., None] + BOX_SLACK)
+        if np.any(outside):
+            t, i = (int(v[0]) for v in np.nonzero(outside.any(-1)))
+            raise StateOutsideBox(f"{name}: entity {i} at ({a[t, i, 0]:g}, {a[t, i, 1]:g}) with radius {r[t, i]:g} "
+                                  f"is not inside the {box:g} m box (its centre must lie in [radius, {box:g} - radius])")
+        if np.any(np.abs(a[..., 2:4]) > MAX_SPEED):
+            raise SpeedOutOfRange(f"{name}: velocity components beyond {MAX_SPEED:g} m/s")
         frames = torch.zeros(self.window, n, OBS_DIM)
         frames[self.window - w:, :, 0:6] = torch.as_tensor(a, dtype=torch.float32)
         frames[self.window - w:, :, PRESENT] = 1.0
@@ -170,6 +179,9 @@ class WorldModel:
         a = _array(actions, "actions")
         if a.shape != (steps, n, 2):
             raise BadShape(f"actions: expected shape ({steps}, {n}, 2), got {a.shape}")
+        if np.any(np.abs(a) > MAX_SPEED * self.cfg.sim.mass[0]):
+            raise SpeedOutOfRange(f"actions: impulse components beyond {MAX_SPEED * self.cfg.sim.mass[0]:g} N*s "
+                                  f"(a {MAX_SPEED:g} m/s change for the lightest body)")
         return torch.as_tensor(a, dtype=torch.float32)
 
     def prepare_predict(self, states: Any, physics: Physics | dict[str, Any], horizon: int,
@@ -178,6 +190,46 @@ class WorldModel:
         h = self._horizon(horizon)
         return PreparedPredict(frames, visible, self._physics(physics),
                                self._actions(actions, h, frames.shape[1]), h)
+
+    # ---- tensor queries (evaluation, benchmarks): no validation, batched ---
+    @torch.inference_mode()
+    def predict_states(self, frames: Tensor, physics: Tensor, actions: Tensor,
+                       visible: Tensor | None = None) -> Tensor:
+        """frames (B, W, N, OBS_DIM) ending at the present, physics (B, 4), actions (B, H, N, 2)
+        -> predicted (B, H, N, 4) x, y, vx, vy in physical units, on the caller's device."""
+        dev, out_dev = self.device, frames.device
+        vis = None if visible is None else visible.to(dev)
+        enc = self.jepa.encode(frames.to(dev), physics.to(dev), vis)
+        z = self.jepa.rollout(enc, physics.to(dev), actions.to(dev))
+        return self.jepa.read_state(z).to(out_dev)
+
+    @torch.inference_mode()
+    def surprise_scores(self, frames: Tensor, actions: Tensor, physics: Tensor) -> Tensor:
+        """frames (B, W+K, N, OBS_DIM): W context frames then K observed; actions (B, K, N, 2)
+        -> (B,) scores comparable with `threshold(K)`."""
+        dev = self.device
+        e, valid = self.jepa.surprise(frames.to(dev), actions.to(dev), physics.to(dev))
+        return surprise_score(e, valid).to(frames.device)
+
+    def threshold(self, k: int) -> float:
+        """The `surprising` threshold for a query with k observed steps."""
+        per_k = self.calibration.get("thresholds") or [self.calibration.get("threshold", float("inf"))]
+        return float(per_k[min(k, len(per_k)) - 1])
+
+    def dynamics(self) -> LatentDynamics:
+        """What the planner rolls candidates through (planner.Dynamics)."""
+        return LatentDynamics(self.jepa)
+
+    @torch.inference_mode()
+    def plan_batch(self, window: Tensor, physics: Tensor, body: Tensor, goal: Tensor, horizon: int,
+                   budget: int = 256, seed: int = 0) -> PlanResult:
+        """E problems at once: window (E, W, N, OBS_DIM), physics (E, 4), body (E,) index,
+        goal (E, 3) = x, y, radius -> PlanResult (actions (E, H, 2), cost (E,), path (E, H, 2))."""
+        dyn, amax = self.dynamics(), self.cfg.sim.action_max
+        ctx = dyn.prepare(window, physics, body)
+        guess = aim(window[:, -1], body, physics, goal, horizon, amax)
+        return cem(dyn, ctx, goal.to(self.device), horizon, budget, amax, torch.Generator().manual_seed(seed),
+                   mean=guess)
 
     # ---- queries ----------------------------------------------------------
     def predict(self, states: Any, physics: Physics | dict[str, Any], horizon: int,
@@ -205,7 +257,7 @@ class WorldModel:
         physics = torch.stack([r.physics for r in reqs]).to(dev)
         enc = self.jepa.encode(frames.to(dev), physics, visible)
         z = self.jepa.rollout(enc, physics, actions.to(dev))
-        y = denormalise_state(self.probe(z), self.cfg.sim.box, self.cfg.model).cpu().numpy()
+        y = self.jepa.read_state(z).cpu().numpy()
         out = []
         for i, r in enumerate(reqs):
             yi = y[i, : r.horizon, : r.frames.shape[1]]
@@ -249,8 +301,7 @@ class WorldModel:
         e, valid = self.jepa.surprise(full, acts[None].to(dev), phys[None].to(dev), visible[None].to(dev))
         score = float(surprise_score(e, valid)[0])
         per_entity = e[0].mean(0)
-        per_k = self.calibration.get("thresholds") or [self.calibration.get("threshold", float("inf"))]
-        thr = float(per_k[min(k, len(per_k)) - 1])  # calibrated for this many observed steps
+        thr = self.threshold(k)  # calibrated for this many observed steps
         return SurpriseResult(score, thr, score > thr, int(per_entity.argmax()),
                               per_entity.cpu().numpy(), e[0].cpu().numpy())
 
@@ -273,15 +324,19 @@ class WorldModel:
         g = _array(goal_region, "goal_region")
         if g.shape != (3,) or g[2] <= 0:
             raise InvalidGoal("goal_region: expected (x, y, radius) with radius > 0")
+        box = self.cfg.sim.box
+        if not (0 <= g[0] <= box and 0 <= g[1] <= box):
+            raise InvalidGoal(f"goal_region: the centre ({g[0]:g}, {g[1]:g}) is outside the {box:g} m box")
         if isinstance(budget, bool) or not isinstance(budget, (int, np.integer)) or not MIN_BUDGET <= budget <= MAX_BUDGET:
             raise InvalidBudget(f"budget {budget!r} not in {MIN_BUDGET}..{MAX_BUDGET}")
         phys = self._physics(physics)
         dev = self.device
-        dyn = LatentDynamics(self.jepa, self.probe, self.cfg)
+        dyn = LatentDynamics(self.jepa)
         body_t = torch.tensor([int(body)], device=dev)
         ctx = dyn.prepare(frames[None].to(dev), phys[None].to(dev), body_t, visible[None].to(dev))
         goal = torch.as_tensor(g, dtype=torch.float32, device=dev)[None]
-        res = cem(dyn, ctx, goal, h, int(budget), self.cfg.sim.action_max,
-                  torch.Generator().manual_seed(seed))
+        amax = self.cfg.sim.action_max
+        guess = aim(frames[None, -1], body_t.cpu(), phys[None], goal.cpu(), h, amax)
+        res = cem(dyn, ctx, goal, h, int(budget), amax, torch.Generator().manual_seed(seed), mean=guess)
         dist = float(res.cost[0])
         return Plan(res.actions[0].cpu().numpy(), res.path[0].cpu().numpy(), dist, dist <= float(g[2]))

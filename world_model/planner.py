@@ -3,7 +3,7 @@
 CEM (and random shooting, its one-round special case) searches sequences of
 impulses on the controlled body. Candidates are scored by a dynamics model:
 `LatentDynamics` rolls them through the JEPA predictor in latent space and
-reads the body's position with the probe; `SimDynamics` uses the true
+reads the body's position from the latent; `SimDynamics` uses the true
 simulator (the upper bound). Everything is batched over E independent
 problems and P candidates, so evaluation runs many episodes at once.
 """
@@ -17,7 +17,6 @@ from torch import Tensor
 
 from .config import Config
 from .model import JEPA, Encoded
-from .probe import Probe, denormalise_state
 from .simulator import step as sim_step
 
 
@@ -47,8 +46,8 @@ def _body_actions(actions: Tensor, body: Tensor, n: int) -> Tensor:
 class LatentDynamics:
     """Runs on the JEPA's device whatever device the candidates come from."""
 
-    def __init__(self, jepa: JEPA, probe: Probe, cfg: Config):
-        self.jepa, self.probe, self.cfg = jepa, probe, cfg
+    def __init__(self, jepa: JEPA):
+        self.jepa = jepa
         self.device = next(jepa.parameters()).device
 
     @torch.no_grad()
@@ -71,7 +70,7 @@ class LatentDynamics:
         big = Encoded(rep(enc.z), rep(enc.valid), rep(enc.static))
         z = self.jepa.rollout(big, rep(physics), _body_actions(actions, body, enc.z.shape[1]))
         zb = z.view(e, p, *z.shape[1:])[torch.arange(e, device=z.device), :, :, body]  # (E, P, H, D)
-        return denormalise_state(self.probe(zb), self.cfg.sim.box, self.cfg.model)[..., 0:2].to(out_device)
+        return self.jepa.read_state(zb)[..., 0:2].to(out_device)
 
 
 class SimDynamics:
@@ -102,18 +101,34 @@ def goal_cost(path: Tensor, goal: Tensor) -> Tensor:
     return (path[:, :, -1] - goal[:, None, 0:2]).norm(dim=-1)
 
 
+def aim(state: Tensor, body: Tensor, physics: Tensor, goal: Tensor, horizon: int, action_max: float) -> Tensor:
+    """A first guess for CEM's mean, (E, H, 2): the constant push that would carry the body from
+    where it is to the goal in `horizon` steps if nothing but gravity acted, plus the impulse that
+    cancels gravity each step. Without it, CEM's zero-mean start rarely finds how to lift a body
+    off the floor and hold it at a goal in the air within a few hundred candidates."""
+    e = state.shape[0]
+    idx = torch.arange(e, device=state.device)
+    p, v, m = state[idx, body, 0:2], state[idx, body, 2:4], state[idx, body, 5]
+    g, dt = physics[:, 0], physics[:, 3]
+    t = horizon * dt
+    accel = 2 * (goal[:, 0:2] - p - v * t[:, None]) / (t[:, None] ** 2)
+    accel = accel + torch.stack([torch.zeros_like(g), g], -1)
+    push = (accel * (m * dt)[:, None]).clamp(-action_max, action_max)
+    return push[:, None, :].expand(e, horizon, 2).contiguous()
+
+
 @torch.no_grad()
 def cem(dyn: Dynamics, ctx: object, goal: Tensor, horizon: int, budget: int, action_max: float,
         gen: torch.Generator, iterations: int = 4, elite_frac: float = 0.125,
-        uniform: bool = False) -> PlanResult:
+        uniform: bool = False, mean: Tensor | None = None) -> PlanResult:
     """Cross-entropy method over (E, H, 2) impulse sequences; `budget` is the
-    number of candidate rollouts per problem. With iterations=1 and uniform
-    sampling this is random shooting."""
+    number of candidate rollouts per problem, `mean` the first guess (zeros if
+    None). With iterations=1 and uniform sampling this is random shooting."""
     e = goal.shape[0]
     device = goal.device
     pop = max(budget // iterations, 2)
     n_elite = max(int(pop * elite_frac), 1)
-    mean = torch.zeros(e, horizon, 2, device=device)
+    mean = torch.zeros(e, horizon, 2, device=device) if mean is None else mean.to(device)
     std = torch.full((e, horizon, 2), action_max / 2, device=device)
     best_a = torch.zeros(e, horizon, 2, device=device)
     best_c = torch.full((e,), float("inf"), device=device)
@@ -164,8 +179,9 @@ def run_episodes(dyn: Dynamics, start: Tensor, physics: Tensor, body: Tensor, go
             acts = ((2 * torch.rand(e, h, 2, generator=gen) - 1) * amax).to(dev)
         else:
             ctx = dyn.prepare(window, physics, body)
+            guess = None if method == "shooting" else aim(window[:, -1], body, physics, goal, h, amax)
             res = cem(dyn, ctx, goal, h, budget, amax, gen, uniform=(method == "shooting"),
-                      iterations=1 if method == "shooting" else 4)
+                      iterations=1 if method == "shooting" else 4, mean=guess)
             acts = res.actions
         for k in range(min(replan_every, h)):
             full = _body_actions(acts[:, None, k:k + 1], body, n)[:, 0]

@@ -1,40 +1,22 @@
-"""Probes that read physical quantities back out of frozen latents.
+"""Reading physical quantities back out of latents.
 
-`Probe` is the small MLP used for readable answers (positions, velocities).
-It is trained after the JEPA, with the JEPA frozen: on encoder latents of
-observed windows and on latents the predictor rolled forward, so it reads the
-states the inference API actually produces. `linear_r2` is the diagnostic:
-how much of the state a ridge regression recovers from encoder latents.
+The first four coordinates of every latent are the body's state (see
+model.py), so the probe is exact and has nothing to learn: it is the
+denormalisation. `linear_r2` is the diagnostic for the learned features: how
+much of a quantity a ridge regression recovers from them.
 """
 from __future__ import annotations
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from .config import ModelConfig
-
-
-class Probe(nn.Module):
-    """Per-entity latent -> normalised (x, y, vx, vy)."""
-
-    def __init__(self, mc: ModelConfig, hidden: int = 128):
-        super().__init__()
-        self.net = nn.Sequential(nn.Linear(mc.latent_dim, hidden), nn.SiLU(),
-                                 nn.Linear(hidden, hidden), nn.SiLU(), nn.Linear(hidden, 4))
-
-    def forward(self, z: Tensor) -> Tensor:
-        return self.net(z)
+from .config import Config
+from .model import STATE_DIM, denormalise
 
 
-def normalise_state(frames: Tensor, box: float, mc: ModelConfig) -> Tensor:
-    """(..., OBS_DIM) -> (..., 4) probe targets in O(1) units."""
-    half = box / 2
-    return torch.cat([(frames[..., 0:2] - half) / half, frames[..., 2:4] / mc.vel_scale], dim=-1)
-
-
-def denormalise_state(y: Tensor, box: float, mc: ModelConfig) -> Tensor:
-    half = box / 2
-    return torch.cat([y[..., 0:2] * half + half, y[..., 2:4] * mc.vel_scale], dim=-1)
+def read_state(z: Tensor, cfg: Config) -> Tensor:
+    """Latents (..., D) -> x, y, vx, vy (..., 4) in physical units."""
+    return denormalise(z[..., :STATE_DIM], cfg.sim.box, cfg.model)
 
 
 def linear_r2(z_train: Tensor, y_train: Tensor, z_test: Tensor, y_test: Tensor,

@@ -65,6 +65,12 @@ def random_worlds(n: int, cfg: SimConfig, gen: torch.Generator) -> Tensor:
         first = torch.where(ok.any(dim=1), ok.float().argmax(dim=1), torch.zeros(n, dtype=torch.long))
         pos[:, i] = cand[torch.arange(n), first]
     vel = cfg.speed * (2 * torch.rand(n, nb, 2, generator=gen) - 1)
+    if cfg.rest_prob > 0:
+        rest = torch.rand(n, nb, generator=gen) < cfg.rest_prob
+        still = rest & (torch.rand(n, nb, generator=gen) < 0.5)  # half of them sliding along it
+        pos[..., 1] = torch.where(rest, radius, pos[..., 1])
+        vel[..., 1] = torch.where(rest, 0.0, vel[..., 1])
+        vel[..., 0] = torch.where(still, 0.0, vel[..., 0])
     state[..., 0:2] = pos
     state[..., 2:4] = vel
     state[..., RADIUS] = radius

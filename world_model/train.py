@@ -1,8 +1,10 @@
 """Training entry point: `train(cfg)` and the CLI `main(argv)`.
 
-Stage 1 trains the JEPA (encoder, predictor, EMA target) on simulator
-rollouts. Stage 2 freezes it and fits the probe. The result is one
-content-addressed blob plus a manifest for the caller to publish.
+It trains the JEPA (encoder, predictor, EMA target) on simulator rollouts,
+then calibrates the surprise energy on validation rollouts. The result is
+one content-addressed blob plus a manifest for the caller to publish. The
+blob holds nothing that varies between runs (no timings), so the same
+config, seed and machine give the same bytes and the same hash.
 
 Determinism: parameters are initialised from `seed` and every step draws its
 batch from a generator seeded by (seed, step), so a run resumed from a
@@ -26,7 +28,6 @@ from .checkpoints import CheckpointStore, make_manifest, to_bytes
 from .config import Config, Physics, TrainConfig, cosine, default_config, tiny_config
 from .device import resolve_device
 from .model import JEPA
-from .probe import Probe
 from .simulator import Rollouts, datasets, sample_windows
 from . import metrics as wm_metrics
 
@@ -71,34 +72,10 @@ def _snapshot(store: CheckpointStore, cfg: Config, step: int, jepa: JEPA, opt: t
     return digest
 
 
-def train_probe(jepa: JEPA, data: Rollouts, cfg: Config, device: torch.device,
-                progress: bool = False) -> Probe:
-    """Fit the probe on frozen latents: encoder latents and predictor rollouts."""
-    tc = cfg.train
-    torch.manual_seed(tc.seed + 1)
-    bank_z, bank_y, bank_m = wm_metrics.latent_bank(jepa, data, cfg, n=tc.probe_windows,
-                                                    horizon=tc.probe_rollout_k, seed=tc.seed + 7)
-    z, y = bank_z[bank_m], bank_y[bank_m]  # (M, D), (M, 4) over all horizons and real bodies
-    probe = Probe(cfg.model).to(device)
-    opt = torch.optim.AdamW(probe.parameters(), lr=tc.probe_lr, weight_decay=1e-4)
-    gen = step_generator(tc.seed, 0, stream=2)
-    bs = 512
-    for i in tqdm(range(tc.probe_steps), desc="probe", disable=not progress, leave=False):
-        for g in opt.param_groups:
-            g["lr"] = cosine(i, tc.probe_steps, tc.probe_lr, tc.probe_lr * 0.05)
-        idx = torch.randint(0, z.shape[0], (bs,), generator=gen).to(device)
-        loss = ((probe(z[idx]) - y[idx]) ** 2).mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-    probe.eval()
-    return probe
-
-
 def train(cfg: Config, *, resume: str | None = None, physics: Physics | None = None,
           physics_revision: int | None = None, progress: bool = True,
           stop_at: int | None = None) -> TrainResult:
-    """Train a JEPA and its probe; store the model blob and return its manifest.
+    """Train a JEPA; store the model blob and return its manifest.
 
     physics / physics_revision: the CP-tier physics document (and its etcd
     revision) the model is meant to serve; it must lie inside the sampled
@@ -135,6 +112,7 @@ def train(cfg: Config, *, resume: str | None = None, physics: Physics | None = N
     jepa.train()
     bar = tqdm(range(start, end), desc="jepa", disable=not progress, initial=start, total=tc.steps)
     acc: dict[str, float] = {}
+    first_snapshot: dict[str, Any] | None = None
     for step in bar:
         gen = step_generator(tc.seed, step)
         frames, actions, phys = sample_windows(train_data, length, tc.batch_size, gen)
@@ -153,32 +131,38 @@ def train(cfg: Config, *, resume: str | None = None, physics: Physics | None = N
             row = {"step": step + 1, **{k: v / n for k, v in acc.items()}}
             history.append(row)
             acc = {}
-            bar.set_postfix(loss=f"{row['loss']:.4f}", pred=f"{row['pred']:.4f}", var=f"{row['var']:.3f}")
+            bar.set_postfix(loss=f"{row['loss']:.4f}", state=f"{row['state']:.4f}", var=f"{row['var']:.3f}")
         if (step + 1) % tc.resume_every == 0 or step + 1 == end:
             snap = _snapshot(store, cfg, step + 1, jepa, opt, history, snap)
+            first_snapshot = first_snapshot or {"step": step + 1, "hash": snap}
     bar.close()
     if end < tc.steps:
         return TrainResult(None, None, {}, resume_hash=snap, history=history)
 
     jepa.eval()
     jepa.requires_grad_(False)
-    probe = train_probe(jepa, train_data, cfg, device, progress)
-    metrics = wm_metrics.quick_metrics(jepa, probe, train_data, val_data, cfg)
-    metrics["train_seconds"] = round(time.time() - t0, 1)
+    metrics = wm_metrics.quick_metrics(jepa, train_data, val_data, cfg)
     metrics["final_loss"] = history[-1]["loss"] if history else math.nan
-    metrics["final_pred_loss"] = history[-1]["pred"] if history else math.nan
+    metrics["final_state_loss"] = history[-1]["state"] if history else math.nan
     blob = to_bytes({
         "kind": "worldstate-jepa", "config": cfg.to_dict(),
         "jepa": {k: v.cpu() for k, v in jepa.state_dict().items()},
-        "probe": {k: v.cpu() for k, v in probe.state_dict().items()},
         "calibration": metrics.pop("calibration"), "metrics": metrics,
         "physics_revision": physics_revision,
         "physics": None if physics is None else dataclasses.asdict(physics),
     })
+    metrics = {**metrics, "train_seconds": round(time.time() - t0, 1)}  # the manifest's, not the blob's
     digest = store.put_bytes(blob)
     (store.dir / MODEL_POINTER).write_text(digest)
     manifest = make_manifest(digest, cfg.to_dict(), metrics, physics_revision, size_bytes=len(blob),
                              physics=None if physics is None else dataclasses.asdict(physics))
+    # What it takes to reproduce the blob byte for byte: float results depend on the thread
+    # count and the CPU's vector instructions. The first snapshot lets a check replay a few
+    # hundred steps instead of the whole run.
+    manifest["training"] = {"torch": torch.__version__, "device": str(device), "threads": torch.get_num_threads(),
+                            "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+                            "seconds": metrics["train_seconds"],
+                            "first_snapshot": first_snapshot if start == 0 else None}
     return TrainResult(digest, manifest, metrics, resume_hash=snap, history=history)
 
 

@@ -46,7 +46,7 @@ async def predict(world: str, body: PredictIn, n: NodeDep,
     trajectories = {ent: {"positions": p.positions[:, i].tolist(), "velocities": p.velocities[:, i].tolist()}
                     for i, ent in enumerate(a.entities)}
     return JSONResponse({"world": world, "horizon": body.horizon, "time_step": a.time_step,
-                         "trajectories": trajectories, "provenance": a.provenance})
+                         "trajectories": trajectories, "skipped": a.skipped, "provenance": a.provenance})
 
 
 @router.post("/v1/worlds/{world}/surprise")
@@ -59,7 +59,7 @@ async def surprise(world: str, body: SurpriseIn, n: NodeDep,
     worst = max(scores, key=scores.__getitem__)
     return JSONResponse({"world": world, "scores": scores, "most_surprising": worst, "score": scores[worst],
                          "threshold": r.threshold, "surprising": scores[worst] > r.threshold,
-                         "provenance": a.provenance})
+                         "bodies": a.entities, "skipped": a.skipped, "provenance": a.provenance})
 
 
 @router.post("/v1/worlds/{world}/plan")
@@ -69,4 +69,5 @@ async def plan(world: str, body: PlanIn, n: NodeDep, consistency: Consistency = 
     p = a.result
     return JSONResponse({"world": world, "entity": body.entity, "actions": p.actions.tolist(),
                          "predicted_path": p.predicted_path.tolist(), "final_energy": p.predicted_distance,
-                         "reaches_goal": p.reaches_goal, "provenance": a.provenance})
+                         "reaches_goal": p.reaches_goal, "bodies": a.entities, "skipped": a.skipped,
+                         "provenance": a.provenance})
