@@ -1,49 +1,59 @@
-"""Predict throughput and latency: micro-batched vs one by one, against plain
-torch forward calls on the same model in the same run.
+"""Predict throughput and latency: micro-batched vs one by one vs plain torch
+forward calls on the same model in the same run, and (--http) the same
+queries through a local deployment's POST /v1/worlds/{w}/predict.
 
     python bench/predict.py                      # newest model in checkpoints/, else a tiny one
     python bench/predict.py --checkpoint HASH --checkpoint-dir DIR --concurrency 1 8 32 128
+    python bench/predict.py --http               # also start etcd + Redis + a node and query it
 
-Rows:
-  torch forward b=1    the raw backend: encode + rollout + probe, one world per call
-  torch forward b=C    the raw backend given C worlds in one call (batching's ceiling)
-  one-by-one           C concurrent asyncio clients, every query its own forward pass
-  micro-batched        C concurrent clients through MicroBatcher
+Rows, for each concurrency C:
+  torch b=1          plain torch: WorldModel.predict_prepared on one world per call, calls in a row
+                     (what C clients get from one model thread without batching)
+  torch b=C          plain torch given C worlds in one call: batching's ceiling
+  one-by-one         C concurrent asyncio clients, every query its own forward pass
+  micro-batched      C concurrent clients through MicroBatcher
+  http micro-batched (--http) C concurrent HTTP clients against one node
+"vs b=1" is a row's throughput over torch b=1's, measured next to it; the target is
+micro-batched >= 0.9x at every C. With --http, "predict after a plan" shows the
+node's lone-query predict p50 before and after a POST /plan (they should match).
 """
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
-import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from world_model.batching import MicroBatcher  # noqa: E402
+from world_model.batching import MicroBatcher, set_torch_threads  # noqa: E402
 from world_model.config import Physics, tiny_config  # noqa: E402
 from world_model.inference import WorldModel  # noqa: E402
 from world_model.train import MODEL_POINTER, train  # noqa: E402
 
 PHYS = Physics()
+Row = tuple[str, int, float, float, float, float]  # mode, C, q/s, p50 ms, p99 ms, mean batch
 
 
-def load_model(args: argparse.Namespace) -> WorldModel:
+def load_model(args: argparse.Namespace) -> tuple[WorldModel, str, str]:
+    """The model, its digest and the checkpoint directory holding its blob."""
     ckdir = Path(args.checkpoint_dir)
     digest = args.checkpoint
     if digest == "latest" and (ckdir / MODEL_POINTER).exists():
         digest = (ckdir / MODEL_POINTER).read_text().strip()
-    if digest != "latest":
-        return WorldModel.load(digest, str(ckdir), args.device)
-    print("no trained model found; training a tiny one for the benchmark", file=sys.stderr)
-    cfg = tiny_config()
-    cfg.train.checkpoint_dir = tempfile.mkdtemp(prefix="wm-bench-")
-    res = train(cfg, progress=False)
-    return WorldModel.load(res.hash, cfg.train.checkpoint_dir, args.device)
+    if digest == "latest":
+        print("no trained model found; training a tiny one for the benchmark", file=sys.stderr)
+        ckdir = Path(tempfile.mkdtemp(prefix="wm-bench-"))
+        cfg = tiny_config()
+        cfg.train.checkpoint_dir = str(ckdir)
+        digest = train(cfg, progress=False).hash
+    return WorldModel.load(digest, str(ckdir), args.device), digest, str(ckdir)
 
 
 def queries(n: int, horizon: int, seed: int) -> list[tuple[np.ndarray, Physics, int]]:
@@ -57,13 +67,16 @@ def queries(n: int, horizon: int, seed: int) -> list[tuple[np.ndarray, Physics, 
     return out
 
 
-def stats(lat: list[float], n: int, secs: float) -> tuple[float, float, float]:
+def summary(lat: list[float], n: int, secs: float) -> tuple[float, float, float]:
     a = np.asarray(lat) * 1000
     return n / secs, float(np.percentile(a, 50)), float(np.percentile(a, 99))
 
 
-def bench_raw(model: WorldModel, qs: list, batch: int) -> tuple[float, float, float]:
-    """Plain torch calls on prepared tensors: no validation, no asyncio."""
+Run = tuple[list[float], int, float, int]  # latencies (s), queries, seconds, batches
+
+
+def bench_torch(model: WorldModel, qs: list, batch: int) -> Run:
+    """Plain torch calls on prepared tensors: no validation, no asyncio, no thread hop."""
     prepared = [model.prepare_predict(*q) for q in qs]
     groups = [prepared[i:i + batch] for i in range(0, len(prepared) - batch + 1, batch)]
     model.predict_prepared(groups[0])  # warm-up
@@ -73,11 +86,10 @@ def bench_raw(model: WorldModel, qs: list, batch: int) -> tuple[float, float, fl
         t = time.perf_counter()
         model.predict_prepared(g)
         lat.append(time.perf_counter() - t)
-    return stats(lat, len(groups) * batch, time.perf_counter() - t0)
+    return lat, len(groups) * batch, time.perf_counter() - t0, len(groups)
 
 
-async def bench_clients(model: WorldModel, qs: list, conc: int, max_batch: int, wait_ms: float
-                        ) -> tuple[float, float, float, float]:
+async def bench_clients(model: WorldModel, qs: list, conc: int, max_batch: int, wait_ms: float) -> Run:
     lat: list[float] = []
     it = iter(qs)
     async with MicroBatcher(model, max_batch_size=max_batch, max_wait_ms=wait_ms) as mb:
@@ -93,39 +105,213 @@ async def bench_clients(model: WorldModel, qs: list, conc: int, max_batch: int, 
         t0 = time.perf_counter()
         await asyncio.gather(*(client() for _ in range(conc)))
         secs = time.perf_counter() - t0
-        mean_batch = mb.stats.mean_batch
-    return (*stats(lat, len(lat), secs), mean_batch)
+    return lat, len(lat), secs, mb.stats.batches
+
+
+def in_process(model: WorldModel, a: argparse.Namespace, c: int) -> list[Row]:
+    """Every mode on the same queries, in `rounds` alternating blocks: the machine's other load
+    drifts over a run, and alternating spreads it evenly over the modes being compared."""
+    modes = {"torch b=1": lambda qs: bench_torch(model, qs, 1)}
+    if c > 1:
+        modes["torch b=C"] = lambda qs: bench_torch(model, qs, c)
+    modes["one-by-one"] = lambda qs: asyncio.run(bench_clients(model, qs, c, 1, 0.0))
+    modes["micro-batched"] = lambda qs: asyncio.run(bench_clients(model, qs, c, a.max_batch, a.max_wait_ms))
+    qs = queries(a.queries, a.horizon, seed=c)
+    block = len(qs) // a.rounds
+    acc: dict[str, Run] = {m: ([], 0, 0.0, 0) for m in modes}
+    for r in range(a.rounds):
+        for m, run in modes.items():
+            lat, n, secs, batches = run(qs[r * block:(r + 1) * block])
+            lat0, n0, secs0, b0 = acc[m]
+            acc[m] = (lat0 + lat, n0 + n, secs0 + secs, b0 + batches)
+    return [(m, c, *summary(lat, n, secs), n / max(b, 1)) for m, (lat, n, secs, b) in acc.items()]
+
+
+# -- over HTTP ----------------------------------------------------------------------------------
+
+WORLD = "bench-predict"
+
+
+async def _call(conn: Any, method: str, path: str, body: Any = None, **headers: str) -> Any:
+    status, _, doc = await conn.request(method, path, body, {"Content-Type": "application/json", **headers})
+    if status >= 300:
+        raise RuntimeError(f"{method} {path}: {status} {doc}")
+    return doc
+
+
+async def http_setup(url: str, digest: str, model: WorldModel, entities: int) -> list[str]:
+    """Publish the model (create-only), wait until the node serves it, and make a world."""
+    from bench.rawhttp import Connection
+    from world_model.checkpoints import make_manifest
+
+    host, port = url.removeprefix("http://").split(":")
+    conn = Connection(host, int(port))
+    manifest = make_manifest(digest, model.cfg.to_dict(), dict(model.metrics or {}), None)
+    await _call(conn, "PUT", "/v1/models/manifest", json.dumps(manifest, default=float).encode(),
+                **{"If-None-Match": "*"})
+    deadline = time.monotonic() + 120
+    while (await _call(conn, "GET", "/v1/models/current")).get("hash") != digest:
+        if time.monotonic() > deadline:
+            raise RuntimeError("the node did not load the published model within 120 s")
+        await asyncio.sleep(0.1)
+    await _call(conn, "PUT", f"/v1/worlds/{WORLD}", {})
+    await _call(conn, "PUT", f"/v1/worlds/{WORLD}/physics", {"gravity": PHYS.gravity,
+                "restitution": PHYS.restitution, "drag": PHYS.drag, "time_step": PHYS.time_step})
+    rng = np.random.default_rng(0)
+    ids = [f"ball{i}" for i in range(entities)]
+    obs = [{"event_id": f"init-{e}", "entity": e, "source": "bench",
+            "fields": {"x": float(rng.uniform(1, 9)), "y": float(rng.uniform(1, 9)), "vx": float(rng.uniform(-3, 3)),
+                       "vy": float(rng.uniform(-3, 3)), "radius": 0.4, "mass": 1.0}} for e in ids]
+    token = (await _call(conn, "POST", f"/v1/worlds/{WORLD}/observations", obs))["token"]
+    await _call(conn, "GET", f"/v1/worlds/{WORLD}/entities/{ids[0]}?token={token}")  # visible before the run
+    await conn.close()
+    return ids
+
+
+async def http_clients(url: str, body: dict[str, Any], n: int, conc: int) -> tuple[float, float, float, float]:
+    from bench.rawhttp import Connection
+
+    host, port = url.removeprefix("http://").split(":")
+    conns = [Connection(host, int(port)) for _ in range(conc)]
+    payload = json.dumps(body).encode()
+    await _call(conns[0], "POST", f"/v1/worlds/{WORLD}/predict", payload)  # warm-up
+    before = await _call(conns[0], "GET", "/v1/models/current")
+    lat: list[float] = []
+    left = [n]
+    failed: dict[str, int] = {}
+
+    async def client(conn: Any) -> None:
+        while left[0] > 0:
+            left[0] -= 1
+            t = time.perf_counter()
+            status, _, doc = await conn.request("POST", f"/v1/worlds/{WORLD}/predict", payload,
+                                                {"Content-Type": "application/json"})
+            if status == 200:
+                lat.append(time.perf_counter() - t)
+            else:  # counted and reported, not fatal: the table still says what the others saw
+                why = f"{status} {doc.get('detail', '') if isinstance(doc, dict) else doc}"
+                failed[why] = failed.get(why, 0) + 1
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(client(c) for c in conns))
+    secs = time.perf_counter() - t0
+    after = await _call(conns[0], "GET", "/v1/models/current")
+    for c in conns:
+        await c.close()
+    batches = after["batches"] - before["batches"]
+    for why, k in failed.items():
+        print(f"  http, concurrency {conc}: {k} of {n} predicts failed: {why}", file=sys.stderr)
+    return (*summary(lat, len(lat), secs), (after["queries"] - before["queries"]) / max(batches, 1))
+
+
+async def http_after_plan(url: str, body: dict[str, Any], n: int, goal_entity: str) -> tuple[float, float, float]:
+    """Lone-query predict p50 before a plan, right after one, and a second later."""
+    from bench.rawhttp import Connection
+
+    host, port = url.removeprefix("http://").split(":")
+    conn = Connection(host, int(port))
+    payload = json.dumps(body).encode()
+
+    async def p50() -> float:
+        lat = []
+        for _ in range(n):
+            t = time.perf_counter()
+            await _call(conn, "POST", f"/v1/worlds/{WORLD}/predict", payload)
+            lat.append(time.perf_counter() - t)
+        return float(np.percentile(np.asarray(lat) * 1000, 50))
+
+    before = await p50()
+    plan = {"entity": goal_entity, "goal": {"x": 5.0, "y": 5.0, "radius": 1.0}, "horizon": body["horizon"]}
+    await _call(conn, "POST", f"/v1/worlds/{WORLD}/plan", plan)
+    after = await p50()
+    await asyncio.sleep(1.0)
+    later = await p50()
+    await conn.close()
+    return before, after, later
+
+
+def over_http(model: WorldModel, digest: str, ckdir: str, a: argparse.Namespace) -> tuple[list[Row], tuple[float, float, float], int | None]:
+    from deploy.launcher import Deployment, Topology
+    from world_model.checkpoints import CheckpointStore
+
+    env = {"WORLDSTATE_DEVICE": "cpu", "WORLDSTATE_PREDICT_MAX_BATCH": str(a.max_batch),
+           "WORLDSTATE_PREDICT_MAX_WAIT_MS": str(a.max_wait_ms)}
+    if a.node_threads is not None:
+        env["WORLDSTATE_TORCH_THREADS"] = str(a.node_threads)
+    with Deployment(Topology(etcd_members=1, regions=1, api_env=env)) as d:
+        CheckpointStore(d.run_dir / "checkpoints").put_bytes(CheckpointStore(ckdir).get_bytes(digest))
+        url = d.api["r1"].url
+        ids = asyncio.run(http_setup(url, digest, model, a.http_entities))
+        body = {"horizon": a.horizon, "entities": ids}
+        rows: list[Row] = []
+        for c in a.concurrency:
+            rows.append(("http micro-batched", c, *asyncio.run(http_clients(url, body, a.http_queries, c))))
+        plan = asyncio.run(http_after_plan(url, body, a.after_plan_queries, ids[0]))
+        threads = asyncio.run(_threads(url))
+    return rows, plan, threads
+
+
+async def _threads(url: str) -> int | None:
+    from bench.rawhttp import Connection
+
+    host, port = url.removeprefix("http://").split(":")
+    conn = Connection(host, int(port))
+    cur = await _call(conn, "GET", "/v1/models/current")
+    await conn.close()
+    return cur.get("torch_threads")
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", default="latest")
     p.add_argument("--checkpoint-dir", default="checkpoints")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int, default=1, help="torch threads in this process (0: one per CPU); "
+                   "1 is a node's default, WORLDSTATE_TORCH_THREADS")
     p.add_argument("--horizon", type=int, default=10)
-    p.add_argument("--queries", type=int, default=512, help="queries per row")
-    p.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16, 64])
-    p.add_argument("--max-batch", type=int, default=64)
-    p.add_argument("--max-wait-ms", type=float, default=2.0)
+    p.add_argument("--queries", type=int, default=768, help="queries per in-process row")
+    p.add_argument("--rounds", type=int, default=3, help="alternating blocks each in-process row is run in")
+    p.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32, 128])
+    p.add_argument("--max-batch", type=int, default=32, help="as WORLDSTATE_PREDICT_MAX_BATCH (default 32)")
+    p.add_argument("--max-wait-ms", type=float, default=0.0, help="as WORLDSTATE_PREDICT_MAX_WAIT_MS")
+    p.add_argument("--http", action="store_true", help="also start a local deployment and query it over HTTP")
+    p.add_argument("--http-queries", type=int, default=512, help="queries per HTTP row")
+    p.add_argument("--http-entities", type=int, default=3, help="entities in the HTTP world")
+    p.add_argument("--after-plan-queries", type=int, default=100)
+    p.add_argument("--node-threads", type=int, default=None,
+                   help="WORLDSTATE_TORCH_THREADS for the node (default: the node's own default)")
     a = p.parse_args(argv)
-    torch.set_num_threads(a.threads)
-    model = load_model(a)
-    qs = queries(a.queries, a.horizon, seed=0)
-    print(f"model {model.hash[:12] if model.hash else '?'} on {model.device}, threads {a.threads}, "
-          f"horizon {a.horizon}, {a.queries} queries per row, max batch {a.max_batch}, wait {a.max_wait_ms} ms")
-    header = f"{'mode':22s}{'conc':>6s}{'queries/s':>12s}{'p50 ms':>10s}{'p99 ms':>10s}{'mean batch':>12s}"
+    threads = set_torch_threads(a.threads)
+    model, digest, ckdir = load_model(a)
+    print(f"model {digest[:12]} on {model.device}, torch threads {threads}, horizon {a.horizon}, "
+          f"max batch {a.max_batch}, max wait {a.max_wait_ms} ms; {a.queries} queries per in-process row")
+    rows: list[Row] = []
+    base: dict[int, float] = {}
+    for c in a.concurrency:
+        got = in_process(model, a, c)
+        base[c] = got[0][2]
+        rows += got
+    plan = None
+    if a.http:
+        http_rows, plan, node_threads = over_http(model, digest, ckdir, a)
+        print(f"http: one node (1 etcd, 1 Redis), torch threads {node_threads}, {a.http_entities} entities, "
+              f"{a.http_queries} queries per row")
+        rows += http_rows
+    header = (f"{'mode':20s}{'conc':>6s}{'queries/s':>11s}{'p50 ms':>9s}{'p99 ms':>9s}{'mean batch':>12s}"
+              f"{'vs b=1':>8s}")
     print(header)
     print("-" * len(header))
-    qps, p50, p99 = bench_raw(model, qs, 1)
-    print(f"{'torch forward b=1':22s}{1:6d}{qps:12.1f}{p50:10.2f}{p99:10.2f}{1:12.1f}")
     for c in a.concurrency:
-        if c > 1:
-            qps, p50, p99 = bench_raw(model, qs, c)
-            print(f"{'torch forward b=C':22s}{c:6d}{qps:12.1f}{p50:10.2f}{p99:10.2f}{c:12.1f}")
-        for name, mb, wait in (("one-by-one", 1, 0.0), ("micro-batched", a.max_batch, a.max_wait_ms)):
-            qps, p50, p99, mean_b = asyncio.run(bench_clients(model, qs, c, mb, wait))
-            print(f"{name:22s}{c:6d}{qps:12.1f}{p50:10.2f}{p99:10.2f}{mean_b:12.1f}")
+        for name, cc, qps, p50, p99, mb in rows:
+            if cc == c:
+                print(f"{name:20s}{cc:6d}{qps:11.1f}{p50:9.2f}{p99:9.2f}{mb:12.1f}{qps / base[c]:7.2f}x")
+    if plan is not None:
+        print(f"http predict p50 at conc 1 ({a.after_plan_queries} in a row): before a plan {plan[0]:.2f} ms, "
+              f"right after {plan[1]:.2f} ms ({plan[1] / plan[0]:.2f}x), 1 s later {plan[2]:.2f} ms "
+              f"({plan[2] / plan[0]:.2f}x)")
+    worst = min(qps / base[c] for name, c, qps, *_ in rows if name == "micro-batched")
+    print(f"target: micro-batched >= 0.9x torch b=1 at every concurrency: worst {worst:.2f}x "
+          f"{'(met)' if worst >= 0.9 else '(NOT met)'}")
     return 0
 
 

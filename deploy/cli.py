@@ -1,4 +1,4 @@
-"""The `worldstate` command: up, serve (and the world model's train/eval)."""
+"""The `worldstate` command: up, serve, publish-default (and the world model's train/eval)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,9 @@ import math
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 
 def _up(args: argparse.Namespace) -> int:
@@ -31,6 +33,8 @@ def _up(args: argparse.Namespace) -> int:
         for region, url in info["api"].items():  # type: ignore[union-attr]
             print(f"  api     {region:<10} {url}")
         print(f"  state   {deployment.run_dir / 'deployment.json'}")
+        if args.default_model:
+            _publish_default(deployment.publish_default_model)
         print("Ctrl-C stops everything.", flush=True)
         reported: set[str] = set()
         while not stop.wait(1.0):
@@ -42,6 +46,26 @@ def _up(args: argparse.Namespace) -> int:
         deployment.stop()
     print("worldstate stopped", flush=True)
     return 0
+
+
+def _publish_default(publish: Callable[[], tuple[str, dict[str, Any]]]) -> bool:
+    """Publish the packaged model and say what happened in one line; a failure is
+    reported, not fatal: the deployment still serves state, only model queries 503."""
+    try:
+        outcome, m = publish()
+    except Exception as e:  # noqa: BLE001 - any failure here leaves a working deployment
+        print(f"warning: the default model was not published: {e}", file=sys.stderr, flush=True)
+        return False
+    what = "published the default model" if outcome == "published" else "kept the published model"
+    print(f"  model   {what} {m['hash'][:12]} (version {m['version']})", flush=True)
+    return True
+
+
+def _publish_default_cmd(args: argparse.Namespace) -> int:
+    from deploy.launcher import publish_default_model
+
+    urls = [u.rstrip("/") for u in args.api]
+    return 0 if _publish_default(lambda: publish_default_model(urls, args.checkpoint_dir, args.timeout)) else 1
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -82,7 +106,16 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--regions", type=int, default=2)
     up.add_argument("--run-dir", type=Path, default=None, help="data and logs (default: a new temp dir)")
     up.add_argument("--cp-timeout", type=float, default=2.0, help="seconds a CP call waits for quorum")
+    up.add_argument("--no-default-model", dest="default_model", action="store_false",
+                    help="do not publish the packaged model when no model manifest exists")
     up.set_defaults(func=_up)
+
+    pub = sub.add_parser("publish-default", help="publish the packaged model unless a model manifest exists")
+    pub.add_argument("--api", action="append", required=True,
+                     help="an API node's URL (repeat for each node to wait for; the first publishes)")
+    pub.add_argument("--checkpoint-dir", type=Path, required=True, help="the checkpoint directory the nodes read")
+    pub.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for every node to serve it")
+    pub.set_defaults(func=_publish_default_cmd)
 
     serve = sub.add_parser("serve", help="run one API node (configured by WORLDSTATE_* variables)")
     serve.add_argument("--host", default="127.0.0.1")

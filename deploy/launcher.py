@@ -13,6 +13,7 @@ import socket
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -278,6 +279,12 @@ class Deployment:
         for p in [*self.api.values(), *self.redis.values(), *reversed(self.etcd)]:
             p.stop()
 
+    def publish_default_model(self, timeout: float = 120.0) -> tuple[str, dict[str, Any]]:
+        """Publish the packaged model unless a manifest exists (`worldstate up` does this;
+        a programmatic Deployment starts with none, as the tests need)."""
+        nodes = [n.url for n in self.api.values()]
+        return publish_default_model(nodes, self.run_dir / "checkpoints", timeout)
+
     def describe(self) -> dict[str, object]:
         return {
             "run_dir": str(self.run_dir),
@@ -301,7 +308,47 @@ class Deployment:
 
 
 __all__ = ["Deployment", "Topology", "EtcdMember", "RedisNode", "ApiNode", "ProcessFailed",
-           "etcd_args", "redis_args", "api_args", "wait_until"]
+           "etcd_args", "redis_args", "api_args", "wait_until", "publish_default_model"]
+
+
+def _request(method: str, url: str, body: bytes | None = None,
+             headers: dict[str, str] | None = None) -> tuple[int, Any]:
+    req = urllib.request.Request(url, data=body, method=method, headers=headers or {})
+    try:
+        with urllib.request.urlopen(req, timeout=30.0) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read() or b"null")
+
+
+def publish_default_model(api_urls: list[str], checkpoint_dir: str | Path,
+                          timeout: float = 120.0) -> tuple[str, dict[str, Any]]:
+    """Install the packaged model's blob into the checkpoint directory the API nodes
+    share and publish its manifest create-only (If-None-Match: *), so a deployment
+    that already names a model keeps it. Waits until every node serves the manifest
+    now current. Returns ("published" | "kept", that manifest)."""
+    from world_model import shipped  # torch loads with it: only when a model is published
+
+    manifest = shipped.install(checkpoint_dir)
+    status, answer = _request("PUT", f"{api_urls[0]}/v1/models/manifest", json.dumps(manifest).encode(),
+                              {"Content-Type": "application/json", "If-None-Match": "*"})
+    if status == 412:
+        outcome = "kept"
+        status, answer = _request("GET", f"{api_urls[0]}/v1/models/manifest")
+        if status != 200:
+            raise RuntimeError(f"reading the existing model manifest answered {status}: {answer}")
+        manifest = answer["manifest"]
+    elif status in (200, 201):
+        outcome = "published"
+    else:
+        raise RuntimeError(f"publishing the default model answered {status}: {answer}")
+    deadline = time.monotonic() + timeout
+    for url in api_urls:
+        if not wait_until(lambda: _request("GET", f"{url}/v1/models/current")[1].get("hash") == manifest["hash"],
+                          max(0.0, deadline - time.monotonic()), interval=0.2):
+            raise RuntimeError(f"{url} does not serve model {manifest['hash'][:12]} after {timeout:.0f} s: "
+                               f"{_request('GET', f'{url}/v1/models/current')[1]}")
+    return outcome, manifest
 
 
 def wait_until(predicate: Callable[[], object], timeout: float = 10.0, interval: float = 0.05) -> bool:

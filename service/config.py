@@ -50,7 +50,13 @@ class Settings:
     checkpoint_dir: str = "checkpoints"
     device: str = "auto"  # cuda when present, else cpu
     predict_max_batch: int = 32
-    predict_max_wait_ms: float = 2.0
+    # 0: a lone query runs at once and batches form only from queries already queued; > 0 makes
+    # the first query of a batch wait this long for company (a lone query pays it in full).
+    predict_max_wait_ms: float = 0.0
+    # torch intra-op threads for model work in this process (0: one per CPU), applied once when the
+    # node first loads a model (torch is imported only then). 1, measured on 2 cores: with one per
+    # CPU, once a second thread had run model work (a plan) predict p50 tripled and stayed there.
+    torch_threads: int = 1
     telemetry: bool = False  # FastAPI's native OpenTelemetry spans and metrics
     # Fault injection (jepsen_like only): the /_faults endpoints and planted bugs.
     faults: bool = False

@@ -66,12 +66,14 @@ def check_manifest(doc: Any, checkpoint_dir: str) -> dict[str, Any]:
 
 class ModelHost:
     def __init__(self, cp: CPStore, checkpoint_dir: str, device: str = "auto",
-                 max_batch: int = 32, max_wait_ms: float = 2.0) -> None:
+                 max_batch: int = 32, max_wait_ms: float = 0.0, torch_threads: int = 1) -> None:
         self.cp = cp
         self.checkpoint_dir = checkpoint_dir
         self.device = device
         self.max_batch = max_batch
         self.max_wait_ms = max_wait_ms
+        self.torch_threads = torch_threads  # as configured; 0: one per CPU
+        self.torch_threads_used: int | None = None  # as applied, at the first load
         self.serving: Serving | None = None
         self.last_error = ""
         self._task: asyncio.Task[None] | None = None
@@ -103,11 +105,12 @@ class ModelHost:
     def status(self) -> dict[str, Any]:
         s = self.serving
         if s is None:
-            return {"state": "none", "error": self.last_error}
+            return {"state": "none", "error": self.last_error, "torch_threads": self.torch_threads_used}
         return {"state": "ok", "hash": s.manifest["hash"], "version": s.manifest["version"],
                 "manifest_revision": s.revision, "device": str(s.model.device),
                 "loaded_at": s.loaded_at, "error": self.last_error,
-                "batches": s.batcher.stats.batches, "queries": s.batcher.stats.queries}
+                "batches": s.batcher.stats.batches, "queries": s.batcher.stats.queries,
+                "torch_threads": self.torch_threads_used}
 
     async def _follow(self) -> None:
         """Load the current manifest, then every change to it; survive CP outages."""
@@ -128,12 +131,14 @@ class ModelHost:
 
     async def load(self, manifest: Any, revision: int) -> bool:
         """Swap to the model `manifest` names; False (old model kept) if its blob is refused."""
-        from world_model.batching import MicroBatcher
+        from world_model.batching import MicroBatcher, set_torch_threads
         from world_model.checkpoints import CheckpointError
         from world_model.inference import WorldModel
 
         if self.serving and self.serving.revision >= revision:
             return True
+        if self.torch_threads_used is None:  # once, before this process's first model work
+            self.torch_threads_used = set_torch_threads(self.torch_threads)
         try:
             check_manifest(manifest, self.checkpoint_dir)
             model = await asyncio.to_thread(WorldModel.load, manifest["hash"], self.checkpoint_dir, self.device)

@@ -51,7 +51,8 @@ class Node:
         self.params = Params(self.cp)
         self.worlds = Worlds(self.cp, self.ap)
         self.observations = Observations(s, self.ap, self.hlc, self.replicator, self.worlds, self.now_ms)
-        self.models = ModelHost(self.cp, s.checkpoint_dir, s.device, s.predict_max_batch, s.predict_max_wait_ms)
+        self.models = ModelHost(self.cp, s.checkpoint_dir, s.device, s.predict_max_batch, s.predict_max_wait_ms,
+                                s.torch_threads)
         self.queries = ModelQueries(self.cp, self.ap, self.models)
 
     def now_ms(self) -> int:

@@ -20,7 +20,7 @@ def test_every_setting_away_from_its_default_round_trips() -> None:
     odd = Settings(region="eu", node_id="n7", etcd_endpoints=["10.0.0.1:2379"], cp_timeout_s=7.5,
                    redis_url="redis://h:9/1", peers={"us": "redis://h:8/0"}, max_body_bytes=4096, max_batch=3,
                    max_drift_ms=5000, dedup_window_s=60.0, dedup_max=10, stream_maxlen=100, read_wait_s=3.5,
-                   checkpoint_dir="/ck", device="cpu", predict_max_batch=4, predict_max_wait_ms=0.5,
+                   checkpoint_dir="/ck", device="cpu", predict_max_batch=4, predict_max_wait_ms=0.5, torch_threads=2,
                    telemetry=True, faults=True, sabotage=frozenset({"no-dedup"}))
     # A field added to Settings must be added here too, away from its default.
     default = Settings()

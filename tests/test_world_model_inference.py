@@ -4,12 +4,22 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
+import os
+import subprocess
+import sys
+import threading
+import urllib.request
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from deploy.launcher import Deployment, Topology, wait_until
+from service.config import Settings
 from world_model.batching import MicroBatcher
+from world_model.checkpoints import CheckpointStore
 from world_model.config import Physics, tiny_config
 from world_model.errors import (BadShape, BatcherClosed, HorizonOutOfRange, InvalidBudget, InvalidGoal,
                                 InvalidInput, InvalidState, NonFiniteInput, PhysicsOutOfRange, TooManyEntities,
@@ -23,14 +33,21 @@ PHYS = Physics(gravity=9.81, restitution=0.9, drag=0.1, time_step=0.05)
 
 
 @pytest.fixture(scope="module")
-def model(tmp_path_factory: pytest.TempPathFactory) -> WorldModel:
+def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, str]:
+    """A model's manifest and the checkpoint directory holding its blob."""
     # Answers only need to be well-formed here, so a very short run will do.
     cfg = tiny_config()
     cfg.data = dataclasses.replace(cfg.data, train_rollouts=128, val_rollouts=64)
-    cfg.train = dataclasses.replace(cfg.train, steps=20, probe_steps=20, probe_windows=128,
+    cfg.train = dataclasses.replace(cfg.train, steps=20,
                                     checkpoint_dir=str(tmp_path_factory.mktemp("ckpt")))
     res = train(cfg, progress=False)
-    return WorldModel.load(res.hash, cfg.train.checkpoint_dir, "cpu")
+    return res.manifest, cfg.train.checkpoint_dir
+
+
+@pytest.fixture(scope="module")
+def model(trained: tuple[dict, str]) -> WorldModel:
+    manifest, checkpoint_dir = trained
+    return WorldModel.load(manifest["hash"], checkpoint_dir, "cpu")
 
 
 def world(n: int, seed: int) -> np.ndarray:
@@ -139,3 +156,111 @@ def test_batcher_rejects_bad_input_alone_and_closes(model):
     good, bad = asyncio.run(go())
     assert good.positions.shape == (3, 2, 2)
     assert isinstance(bad, HorizonOutOfRange)
+
+
+class GatedModel:
+    """The model, with every forward pass held at a gate until the test opens it: what is queued
+    while a pass runs is then certain, however fast or slow the machine."""
+
+    def __init__(self, model: WorldModel) -> None:
+        self.model = model
+        self.started = threading.Event()  # set when a forward pass begins
+        self.gate = threading.Event()
+        self.passes: list[int] = []
+
+    def __getattr__(self, name: str):
+        return getattr(self.model, name)
+
+    def predict_prepared(self, reqs):
+        self.passes.append(len(reqs))
+        self.started.set()
+        assert self.gate.wait(60), "the test never opened the gate"
+        return self.model.predict_prepared(reqs)
+
+
+def test_lone_query_runs_at_once_and_arrivals_during_a_pass_form_the_next_batch(model):
+    queries = [(world(1 + i % 4, 200 + i), PHYS, 1 + i % 9) for i in range(9)]
+    alone = [model.predict(*q) for q in queries]
+    gated = GatedModel(model)
+
+    # Neither a batcher nor a node waits for company unless told to: the cost falls on a lone query.
+    assert MicroBatcher(model).max_wait == 0 and Settings().predict_max_wait_ms == 0
+
+    async def go():
+        loop = asyncio.get_running_loop()
+        async with MicroBatcher(gated, max_batch_size=8) as mb:
+            first = asyncio.ensure_future(mb.predict(*queries[0]))
+            # Nothing else is queued: the lone query's pass starts without company. A batcher that
+            # waited for company (for max_batch_size queries, or a deadline) would not start it.
+            assert await loop.run_in_executor(None, gated.started.wait, 60), "a lone query waited for company"
+            rest = [asyncio.ensure_future(mb.predict(*q)) for q in queries[1:]]
+            await asyncio.sleep(0)  # they queue while the first pass is held
+            gated.gate.set()
+            return await asyncio.gather(first, *rest), mb.stats
+
+    batched, stats = asyncio.run(go())
+    assert gated.passes == [1, 8]  # the lone query alone, then the 8 that queued during its pass
+    assert stats.sizes == {1: 1, 8: 1} and stats.largest_batch == 8
+    for a, b in zip(alone, batched):
+        np.testing.assert_allclose(a.positions, b.positions, atol=1e-4)
+        np.testing.assert_allclose(a.velocities, b.velocities, atol=1e-4)
+
+
+def test_batcher_takes_what_is_queued_up_to_max_batch_size(model):
+    queries = [(world(2, 300 + i), PHYS, 4) for i in range(8)]
+
+    async def go():
+        # A wait for company of a minute: both batches fill up at once, and a batcher that ignored
+        # max_batch_size or waited out the deadline anyway would run into the test timeout.
+        async with MicroBatcher(model, max_batch_size=4, max_wait_ms=60_000) as mb:
+            await asyncio.gather(*(mb.predict(*q) for q in queries))
+            return mb.stats
+
+    stats = asyncio.run(go())
+    assert stats.sizes == {4: 2} and stats.queries == 8
+
+
+def test_other_model_work_runs_on_the_batchers_thread(model):
+    async def go():
+        async with MicroBatcher(model) as mb:
+            name = await mb.call(lambda: threading.current_thread().name)
+            await mb.predict(world(2, 7), PHYS, 3)
+            plan = await mb.call(model.plan, world(2, 7), PHYS, 0, (5.0, 5.0, 1.0), 6, 64)
+            return name, plan, mb.stats
+
+    name, plan, stats = asyncio.run(go())
+    assert name.startswith("wm-batch") and plan.actions.shape == (6, 2) and stats.calls == 2
+
+
+def test_set_torch_threads_applies_the_count() -> None:
+    # A fresh interpreter: the count is per process, and this one already set its own.
+    code = ("import torch; from world_model.batching import set_torch_threads; "
+            "print(set_torch_threads(1), torch.get_num_threads(), torch.get_num_interop_threads(), "
+            "set_torch_threads(0))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).resolve().parents[1]).stdout.split()
+    # 0: one per CPU; the inter-op pool keeps the size it was first given
+    assert out == ["1", "1", "1", str(len(os.sched_getaffinity(0)))]
+
+
+def _get(url: str) -> dict:
+    with urllib.request.urlopen(url, timeout=30) as r:
+        return json.loads(r.read())
+
+
+def test_node_applies_its_torch_threads_setting(trained, tmp_path) -> None:
+    manifest, checkpoint_dir = trained
+    threads = 3  # neither the node's default (1) nor, here, torch's own (one per CPU)
+    topo = Topology(etcd_members=1, regions=1, run_dir=tmp_path,
+                    api_env={"WORLDSTATE_DEVICE": "cpu", "WORLDSTATE_TORCH_THREADS": str(threads)})
+    with Deployment(topo) as d:
+        blob = CheckpointStore(checkpoint_dir).get_bytes(manifest["hash"])
+        CheckpointStore(d.run_dir / "checkpoints").put_bytes(blob)
+        url = d.api["r1"].url
+        assert _get(f"{url}/v1/models/current")["torch_threads"] is None  # applied with the first model
+        req = urllib.request.Request(f"{url}/v1/models/manifest", json.dumps(manifest, default=float).encode(),
+                                     {"Content-Type": "application/json", "If-None-Match": "*"}, method="PUT")
+        with urllib.request.urlopen(req, timeout=30) as r:
+            assert r.status == 200
+        assert wait_until(lambda: _get(f"{url}/v1/models/current").get("hash") == manifest["hash"], 60)
+        assert _get(f"{url}/v1/models/current")["torch_threads"] == threads

@@ -37,7 +37,7 @@ def test_varied_constants_counts_and_bodies_stay_in_box():
 
 
 def test_energy_conserved_without_gravity_or_drag_at_restitution_one():
-    cfg = SimConfig()
+    cfg = SimConfig(rest_prob=0.0)  # every world moving: energy relative to its start
     gen = torch.Generator().manual_seed(3)
     s0 = random_worlds(128, cfg, gen)
     phys = physics_tensor(Physics(gravity=0.0, restitution=1.0, drag=0.0, time_step=0.05)).repeat(128, 1)
@@ -49,7 +49,7 @@ def test_energy_conserved_without_gravity_or_drag_at_restitution_one():
 
 
 def test_dissipation_with_drag_or_inelastic_bounces():
-    cfg = SimConfig()
+    cfg = SimConfig(rest_prob=0.0)  # a world of bodies at rest has no energy to lose
     s0 = random_worlds(64, cfg, torch.Generator().manual_seed(4))
     for p in (Physics(0.0, 1.0, 0.3, 0.05), Physics(0.0, 0.6, 0.0, 0.05)):
         frames = rollout(s0, physics_tensor(p).repeat(64, 1), torch.zeros(64, 200, cfg.max_bodies, 2), cfg.box)
@@ -85,3 +85,14 @@ def test_padding_bodies_never_move():
     pad = r.frames[:, 0, :, PRESENT] == 0
     assert pad.any()
     assert (r.frames[:, :, :, 0:4][pad[:, None].expand(-1, 11, -1)] == 0).all()
+
+
+def test_some_bodies_start_at_rest_on_the_floor():
+    """Training data rich in resting contact, the case a learned contact response gets wrong first."""
+    cfg = SimConfig()
+    s0 = random_worlds(512, cfg, torch.Generator().manual_seed(5))
+    live = s0[..., 6] > 0
+    on_floor = live & (s0[..., 1] == s0[..., 4]) & (s0[..., 3] == 0)
+    share = float(on_floor.sum() / live.sum())
+    assert 0.5 * cfg.rest_prob < share < 2 * cfg.rest_prob
+    assert bool((on_floor & (s0[..., 2] == 0)).any()) and bool((on_floor & (s0[..., 2] != 0)).any())

@@ -43,7 +43,7 @@ class NextStateMLP(nn.Module):
         x = torch.cat([normalise(state[..., 0:4], box, mc), state[..., 4:5] / 0.5 - 1,
                        torch.log(state[..., 5:6].clamp(min=1e-3)), pres], dim=-1) * pres
         inp = torch.cat([x.flatten(1), physics_features(physics, mc),
-                         (action / cfg.sim.action_max * pres).flatten(1)], dim=1)
+                         (action / self.cfg.sim.action_max * pres).flatten(1)], dim=1)
         y = normalise(state[..., 0:4], box, mc) + self.net(inp).view(state.shape[0], -1, 4)
         nxt = state.clone()
         nxt[..., 0:4] = torch.where(pres > 0, denormalise(y, box, mc), state[..., 0:4])

@@ -141,6 +141,14 @@ class Config:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    def portable(self) -> dict[str, Any]:
+        """to_dict without where and on what this run happened (checkpoint folder, device,
+        threads): what a blob records, so the same training gives the same bytes anywhere."""
+        d = self.to_dict()
+        local = TrainConfig()
+        d["train"].update(checkpoint_dir=local.checkpoint_dir, device=local.device, threads=local.threads)
+        return d
+
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Config":
         def build(tp: type, values: dict[str, Any]) -> Any:

@@ -95,6 +95,15 @@ def make_cases(cfg: Config, n: int, horizon: int, seed: int) -> dict[str, Case]:
     return cases
 
 
+def near_wall_normals(cfg: Config, n: int, horizon: int, seed: int) -> Case:
+    """Plausible windows in which one body hits a side wall soon after the context: contact is
+    where a model's error is largest, so a threshold calibrated without these flags them."""
+    gen = torch.Generator().manual_seed(seed)
+    near, _, phys = _wall_setups(cfg, n, horizon, gen)
+    obs, acts = _continue(near, phys, cfg, horizon, gen)
+    return torch.cat([near, obs], 1), acts, phys
+
+
 def _wall_setups(cfg: Config, n: int, horizon: int, gen: torch.Generator) -> tuple[Tensor, Tensor, Tensor]:
     """Context windows with one body heading fast into a side wall it will
     reach within the observed steps. Returns the context, a walls mask that

@@ -9,6 +9,7 @@ import torch
 from torch import Tensor
 
 from .config import PRESENT, Config
+from .events import near_wall_normals
 from .model import JEPA, STATE_DIM, surprise_score
 from .simulator import Rollouts, sample_windows
 
@@ -99,17 +100,20 @@ def calibrate_energy(jepa: JEPA, data: Rollouts, cfg: Config, n: int = 1024, see
 
 @torch.no_grad()
 def calibrate_surprise(jepa: JEPA, data: Rollouts, cfg: Config, n: int = 1024, seed: int = 13) -> dict[str, float]:
-    """Energy statistics on normal held-out rollouts. A threshold is the
-    99.5th percentile of normal scores, so about 1 normal query in 200 is
-    flagged; there is one per number of observed steps K (thresholds[K-1]),
-    and `threshold` is the one for SURPRISE_HORIZON steps."""
+    """Energy statistics on plausible held-out windows: n from validation rollouts and n/2 with a
+    body hitting a wall (events.near_wall_normals). A threshold is the 99.5th percentile of their
+    scores, so about 1 plausible query in 200 is flagged; there is one per number of observed
+    steps K (thresholds[K-1]), and `threshold` is the one for SURPRISE_HORIZON steps."""
     calibrate_energy(jepa, data, cfg)
     w, dev = cfg.model.window, _device(jepa)
     k_max = min(cfg.model.max_horizon, data.frames.shape[1] - w)
-    frames, actions, phys = (t.to(dev) for t in _windows(data, w + k_max, n, seed))
+    frames, actions, phys = _windows(data, w + k_max, n, seed)
+    near = near_wall_normals(cfg, n // 2, k_max, seed + 1)
+    frames, actions, phys = (torch.cat([a, b]).to(dev) for a, b in
+                             ((frames, near[0]), (actions[:, w - 1:], near[1]), (phys, near[2])))
     energies, valid = [], []
-    for s in range(0, n, 256):
-        e, v = jepa.surprise(frames[s:s + 256], actions[s:s + 256, w - 1:], phys[s:s + 256])
+    for s in range(0, frames.shape[0], 256):
+        e, v = jepa.surprise(frames[s:s + 256], actions[s:s + 256], phys[s:s + 256])
         energies.append(e)
         valid.append(v)
     e, v = torch.cat(energies), torch.cat(valid)
@@ -120,9 +124,25 @@ def calibrate_surprise(jepa: JEPA, data: Rollouts, cfg: Config, n: int = 1024, s
 
 
 @torch.no_grad()
+def position_error_quantiles(jepa: JEPA, data: Rollouts, cfg: Config, q: float = 0.9, n: int = 512,
+                             seed: int = 6) -> list[float]:
+    """The q-quantile of a body's position error (metres) after h steps, h = 1..max_horizon, on
+    held-out windows: how far a prediction may be off, which a plan's verdict has to allow for."""
+    w = cfg.model.window
+    h = min(cfg.model.max_horizon, data.frames.shape[1] - w)
+    frames, actions, phys = _windows(data, w + h, n, seed)
+    pred = jepa_predict(jepa, frames, actions, phys, cfg, h)
+    err = (pred[..., 0:2] - frames[:, w:, :, 0:2]).norm(dim=-1)  # (n, h, N)
+    mask = frames[:, w - 1, :, PRESENT] > 0
+    out = [float(torch.quantile(err[:, k][mask], q)) for k in range(h)]
+    return out + [out[-1]] * (cfg.model.max_horizon - h)
+
+
+@torch.no_grad()
 def quick_metrics(jepa: JEPA, train: Rollouts, val: Rollouts, cfg: Config) -> dict[str, Any]:
     out: dict[str, Any] = {}
     out.update(rollout_errors(jepa, val, cfg))
     out.update(latent_spread(jepa, val, cfg))
-    out["calibration"] = calibrate_surprise(jepa, val, cfg)
+    out["calibration"] = {**calibrate_surprise(jepa, val, cfg),
+                          "position_error_q90": position_error_quantiles(jepa, val, cfg)}
     return out

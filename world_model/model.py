@@ -170,8 +170,7 @@ class Predictor(nn.Module):
 
         pos, vel, walls = self._walls(pos, vel, r, h, valid, physics)
         pos, vel, touching = self._pairs(pos, vel, r, m, h, valid, physics)
-        lo, hi = r[..., None], box - r[..., None]
-        pos = torch.minimum(torch.maximum(pos, lo), hi)  # walls win over pair pushes
+        pos = separate(pos, r, m, valid, box)
 
         s_new = normalise(torch.cat([pos, vel], -1), box, mc)
         pf = physics_features(physics, mc)[:, None].expand(-1, s.shape[1], -1)
@@ -246,6 +245,33 @@ class Predictor(nn.Module):
         vel = vel - inv_m[..., None] * (impulse[..., None] * normal).sum(2)
         pos = pos - inv_m[..., None] * (push[..., None] * normal).sum(2)
         return pos, vel, act.sum(2, keepdim=True)
+
+
+def separate(pos: Tensor, r: Tensor, m: Tensor, valid: Tensor, box: float, rounds: int = 3,
+             tolerance: float = 0.01) -> Tensor:
+    """Project positions onto the constraints: inside the box, and no two discs overlapping by more
+    than `tolerance`. The learned pair response separates a pair it sees; when three or more bodies
+    press together the pushes add up and can leave one pair overlapping (measured: 0.27 m in 1 of
+    918 pairs of crowded five-body worlds), so what is left is pushed apart, lighter body more."""
+    lo, hi = r[..., None], box - r[..., None]
+    pos = torch.minimum(torch.maximum(pos, lo), hi)
+    n = pos.shape[1]
+    if n < 2:
+        return pos
+    eye = torch.eye(n, dtype=torch.bool, device=pos.device)
+    both = valid[:, :, None] & valid[:, None, :] & ~eye
+    inv_m = 1.0 / m
+    w = inv_m[:, :, None] + inv_m[:, None, :]
+    for _ in range(rounds):
+        d = pos[:, None, :, :] - pos[:, :, None, :]
+        dist = d.norm(dim=-1).clamp(min=1e-6)
+        excess = (r[:, :, None] + r[:, None, :] - dist - tolerance).clamp(min=0) * both
+        if not bool((excess > 0).any()):
+            break
+        push = (excess / w)[..., None] * d / dist[..., None]  # (B, N, N, 2), along i -> j
+        pos = pos - inv_m[..., None] * push.sum(2)  # each body takes its share of each pair's excess
+        pos = torch.minimum(torch.maximum(pos, lo), hi)  # walls win over pair pushes
+    return pos
 
 
 class JEPA(nn.Module):

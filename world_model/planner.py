@@ -25,6 +25,7 @@ class PlanResult:
     actions: Tensor  # (E, H, 2) impulses on the controlled body
     cost: Tensor  # (E,) predicted final distance to the goal centre
     path: Tensor  # (E, H, 2) predicted positions of the body
+    reaches: Tensor | None = None  # (E,) bool: inside the goal even if the prediction is off by its usual error
 
 
 class Dynamics(Protocol):

@@ -64,7 +64,7 @@ def build(cfg: Config, device: torch.device) -> tuple[JEPA, torch.optim.Optimize
 
 def _snapshot(store: CheckpointStore, cfg: Config, step: int, jepa: JEPA, opt: torch.optim.Optimizer,
               history: list[dict[str, float]], previous: str | None) -> str:
-    digest = store.save({"kind": "resume", "config": cfg.to_dict(), "step": step,
+    digest = store.save({"kind": "resume", "config": cfg.portable(), "step": step,
                          "jepa": jepa.state_dict(), "opt": opt.state_dict(), "history": history})
     (store.dir / RESUME_POINTER).write_text(digest)
     if previous and previous != digest:
@@ -145,7 +145,7 @@ def train(cfg: Config, *, resume: str | None = None, physics: Physics | None = N
     metrics["final_loss"] = history[-1]["loss"] if history else math.nan
     metrics["final_state_loss"] = history[-1]["state"] if history else math.nan
     blob = to_bytes({
-        "kind": "worldstate-jepa", "config": cfg.to_dict(),
+        "kind": "worldstate-jepa", "config": cfg.portable(),
         "jepa": {k: v.cpu() for k, v in jepa.state_dict().items()},
         "calibration": metrics.pop("calibration"), "metrics": metrics,
         "physics_revision": physics_revision,
@@ -154,7 +154,7 @@ def train(cfg: Config, *, resume: str | None = None, physics: Physics | None = N
     metrics = {**metrics, "train_seconds": round(time.time() - t0, 1)}  # the manifest's, not the blob's
     digest = store.put_bytes(blob)
     (store.dir / MODEL_POINTER).write_text(digest)
-    manifest = make_manifest(digest, cfg.to_dict(), metrics, physics_revision, size_bytes=len(blob),
+    manifest = make_manifest(digest, cfg.portable(), metrics, physics_revision, size_bytes=len(blob),
                              physics=None if physics is None else dataclasses.asdict(physics))
     # What it takes to reproduce the blob byte for byte: float results depend on the thread
     # count and the CPU's vector instructions. The first snapshot lets a check replay a few
