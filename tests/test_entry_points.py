@@ -58,3 +58,28 @@ def test_ship_script_writes_a_blob_and_its_manifest(tmp_path: Path) -> None:
     doc = json.loads((out / "manifest.json").read_text())
     assert [p.name for p in out.glob("*.pt")] == [f"{doc['hash']}.pt"]
     assert doc["config"]["train"]["checkpoint_dir"] == "checkpoints" and doc["training"]["first_snapshot"]
+
+
+def test_readme_eval_of_the_shipped_model(tmp_path: Path) -> None:
+    """The README's `worldstate eval` of the shipped model, with --quick (its full run takes a minute)."""
+    from world_model import shipped
+
+    digest = shipped.default_manifest()["hash"]
+    readme = (ROOT / "README.md").read_text()
+    assert f"worldstate eval --checkpoint {digest}" in readme, "the README evaluates the model that ships"
+    run(WORLDSTATE, "eval", "--checkpoint", digest, "--checkpoint-dir", "world_model/default_model",
+        "--out-dir", tmp_path, "--threads", "1", "--quick", "--no-progress")
+    report = json.loads((tmp_path / f"eval-{digest[:12]}.json").read_text())
+    assert report["targets"]["plausibility.rises_in_free_fall"]["pass"]
+
+
+def test_predict_benchmark_runs_as_the_readme_shows(tmp_path: Path) -> None:
+    """bench/predict.py with the README's options on the shipped model, at a size that takes seconds."""
+    from world_model import shipped
+
+    out = run(sys.executable, ROOT / "bench" / "predict.py", "--checkpoint", shipped.default_manifest()["hash"],
+              "--checkpoint-dir", "world_model/default_model", "--http", "--concurrency", "1", "4",
+              "--queries", "8", "--rounds", "1", "--http-queries", "8", "--after-plan-queries", "4").stdout
+    for mode in ("torch b=1", "micro-batched", "http micro-batched", "http one-by-one"):
+        assert mode in out, out
+    assert "target: http micro-batched >= 0.9x http one-by-one" in out
