@@ -24,12 +24,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, help="torch CPU threads")
     p.add_argument("--device", default="cpu", help="auto, cpu, cuda ... (the blob is stored on CPU either way)")
     p.add_argument("--seed", type=int, help="data and training seed (default: the config's)")
+    p.add_argument("--steps", type=int, help="JEPA optimisation steps (default: the config's; for trying the script)")
     p.add_argument("--out-dir", type=Path, default=DEFAULT_DIR, help="where the packaged model lives")
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
     cfg = tiny_config() if args.config == "tiny" else default_config()
     cfg.train.threads = args.threads
     cfg.train.device = args.device
+    if args.steps is not None:
+        cfg.train.steps = args.steps
     if args.seed is not None:
         cfg.train.seed = cfg.data.seed = args.seed
     manifest = ship(cfg, args.out_dir, progress=not args.no_progress)

@@ -45,7 +45,7 @@ def test_train_then_eval(tmp_path: Path) -> None:
     assert (ck / doc["hash"]).exists() or any(ck.rglob(f"*{doc['hash']}*")), "the manifest names a blob on disk"
     out = tmp_path / "results"
     run(WORLDSTATE, "eval", "--checkpoint", "latest", "--checkpoint-dir", ck, "--out-dir", out,
-        "--quick", "--episodes", "1", "--budget", "8", "--threads", "1", "--no-progress")
+        "--quick", "--episodes", "1", "--budget", "8", "--mlp-steps", "0", "--threads", "1", "--no-progress")
     report = json.loads(next(out.glob("eval-*.json")).read_text())
     assert report and doc["hash"].startswith(next(out.glob("eval-*.json")).stem.removeprefix("eval-"))
 
@@ -54,7 +54,7 @@ def test_ship_script_writes_a_blob_and_its_manifest(tmp_path: Path) -> None:
     """scripts/ship-default-model.py, as the README shows it, into a scratch folder."""
     out = tmp_path / "shipped"
     run(sys.executable, ROOT / "scripts" / "ship-default-model.py", "--config", "tiny", "--threads", "1",
-        "--out-dir", out, "--no-progress")
+        "--steps", "10", "--out-dir", out, "--no-progress")
     doc = json.loads((out / "manifest.json").read_text())
     assert [p.name for p in out.glob("*.pt")] == [f"{doc['hash']}.pt"]
     assert doc["config"]["train"]["checkpoint_dir"] == "checkpoints" and doc["training"]["first_snapshot"]
