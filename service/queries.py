@@ -7,7 +7,7 @@ model's hash and manifest revision, the physics revision, the AP watermark.
 
 from __future__ import annotations
 
-import asyncio
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -18,6 +18,7 @@ from consistency.ap_store import ReplicaStore
 from consistency.cp_store import CPStore
 from service import world_view
 from service.errors import ActionsForUnknown, InvalidInput
+from service.model_work import ModelWork
 from service.models import ModelHost, Serving
 from service.versioned import Consistency
 from world_model.errors import NonFiniteInput
@@ -55,10 +56,11 @@ def _provenance(view: world_view.WorldView, serving: Serving) -> dict[str, Any]:
 
 
 class ModelQueries:
-    def __init__(self, cp: CPStore, ap: ReplicaStore, models: ModelHost) -> None:
+    def __init__(self, cp: CPStore, ap: ReplicaStore, models: ModelHost, max_waiting: int = 8) -> None:
         self.cp = cp
         self.ap = ap
         self.models = models
+        self.work = ModelWork(max_waiting)
 
     async def _view(self, world: str, entities: Sequence[str] | None, consistency: Consistency,
                     also: Sequence[str] = ()) -> world_view.WorldView:
@@ -90,8 +92,10 @@ class ModelQueries:
         return Answer(world, view.ids, p, view.physics["time_step"], _provenance(view, serving), view.skipped)
 
     async def surprise(self, world: str, observed: Mapping[str, Sequence[Frame]],
-                       entities: Sequence[str] | None = None, consistency: Consistency = "linearizable") -> Answer:
-        """How far the frames observed after the current state are from what the model expected."""
+                       entities: Sequence[str] | None = None, consistency: Consistency = "linearizable",
+                       cancel: threading.Event | None = None) -> Answer:
+        """How far the frames observed after the current state are from what the model expected.
+        Setting `cancel` (the client left) skips the work if it has not started."""
         steps = {len(frames) for frames in observed.values()}
         if len(steps) != 1 or 0 in steps:
             raise InvalidInput("every observed entity needs the same, non-zero number of frames")
@@ -99,17 +103,18 @@ class ModelQueries:
         view = await self._view(world, entities, consistency, also=list(observed))
         frames, present = observed_frames({view.ids.index(e): f for e, f in observed.items()}, view.rows,
                                           steps.pop())
-        r = await asyncio.to_thread(serving.model.surprise, view.rows, frames, view.physics, None, present)
+        r = await self.work.run(serving.model.surprise, view.rows, frames, view.physics, None, present, cancel=cancel)
         _finite(r.per_entity[present.any(axis=0)])  # the scores of the observed entities are the answer
         return Answer(world, view.ids, r, view.physics["time_step"], _provenance(view, serving), view.skipped)
 
     async def plan(self, world: str, entity: str, goal: tuple[float, float, float], horizon: int,
                    budget: int, entities: Sequence[str] | None = None,
-                   consistency: Consistency = "linearizable") -> Answer:
-        """Impulses for `entity` that bring it into the goal disc (x, y, radius) within `horizon`."""
+                   consistency: Consistency = "linearizable", cancel: threading.Event | None = None) -> Answer:
+        """Impulses for `entity` that bring it into the goal disc (x, y, radius) within `horizon`.
+        Setting `cancel` (the client left) stops the search at its next iteration."""
         serving = self.models.require()
         view = await self._view(world, entities, consistency, also=[entity])
-        p = await asyncio.to_thread(serving.model.plan, view.rows, view.physics, view.ids.index(entity),
-                                    list(goal), horizon, budget)
+        p = await self.work.run(serving.model.plan, view.rows, view.physics, view.ids.index(entity),
+                                list(goal), horizon, budget, cancel=cancel, cancellable=True)
         _finite(p.actions, p.predicted_path, p.predicted_distance)
         return Answer(world, view.ids, p, view.physics["time_step"], _provenance(view, serving), view.skipped)

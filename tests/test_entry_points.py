@@ -83,3 +83,8 @@ def test_predict_benchmark_runs_as_the_readme_shows(tmp_path: Path) -> None:
     for mode in ("torch b=1", "micro-batched", "http micro-batched", "http one-by-one"):
         assert mode in out, out
     assert "target: http micro-batched >= 0.9x http one-by-one" in out
+
+
+def test_plan_cost_benchmark_runs_as_the_readme_shows() -> None:
+    out = run(sys.executable, ROOT / "bench" / "plan_cost.py", "--bodies", "2", "--horizon", "5").stdout
+    assert "worst allowed plan:" in out and "plain torch s" in out, out

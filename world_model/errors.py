@@ -69,9 +69,26 @@ class InvalidBudget(InvalidInput):
     code = "invalid_budget"
 
 
+class QueryTooCostly(InvalidInput):
+    """A plan whose work (candidates x steps x bodies and pairs) exceeds what a node does in
+    about a second; state.plan_cost says how it is counted."""
+
+    code = "query_too_costly"
+
+
+class Cancelled(WorldModelError):
+    """The caller gave up (its client disconnected); the work stopped at its next check."""
+
+    code = "cancelled"
+
+
 class BatcherClosed(WorldModelError):
     code = "batcher_closed"
 
 
 class Overloaded(WorldModelError):
     code = "overloaded"
+
+    def __init__(self, message: str, retry_after_s: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s

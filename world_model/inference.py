@@ -9,8 +9,9 @@ raises a subclass of `errors.InvalidInput` before any work is done.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -19,11 +20,11 @@ from torch import Tensor
 from .checkpoints import CheckpointStore, from_bytes, sha256_hex
 from .config import OBS_DIM, PHYSICS_FIELDS, PRESENT, Config, Physics
 from .errors import (BadShape, HorizonOutOfRange, InvalidBudget, InvalidGoal, InvalidState, NonFiniteInput,
-                     PhysicsOutOfRange, SpeedOutOfRange, StateOutsideBox, TooManyEntities,
+                     PhysicsOutOfRange, QueryTooCostly, SpeedOutOfRange, StateOutsideBox, TooManyEntities,
                      UnknownEntity)
 from .model import JEPA, surprise_score
 from .planner import LatentDynamics, PlanResult, aim, cem
-from .state import MAX_BUDGET, MAX_ENTITIES, MIN_BUDGET
+from .state import MAX_BUDGET, MAX_ENTITIES, MAX_PLAN_COST, MIN_BUDGET, PLAN_STEP_UNITS, plan_cost
 from .device import resolve_device
 
 
@@ -315,7 +316,8 @@ class WorldModel:
 
     @torch.inference_mode()
     def plan(self, state: Any, physics: Physics | dict[str, Any], body: int,
-             goal_region: Any, horizon: int, budget: int = 256, seed: int = 0) -> Plan:
+             goal_region: Any, horizon: int, budget: int = 256, seed: int = 0,
+             cancelled: Callable[[], bool] | None = None) -> Plan:
         """Impulses on entity `body` for the next `horizon` steps that should
         bring it into goal_region = (x, y, radius) (or a dict with those keys)
         at the last step. CEM in latent space; budget = candidate rollouts."""
@@ -337,6 +339,12 @@ class WorldModel:
             raise InvalidGoal(f"goal_region: the centre ({g[0]:g}, {g[1]:g}) is outside the {box:g} m box")
         if isinstance(budget, bool) or not isinstance(budget, (int, np.integer)) or not MIN_BUDGET <= budget <= MAX_BUDGET:
             raise InvalidBudget(f"budget {budget!r} not in {MIN_BUDGET}..{MAX_BUDGET}")
+        cost = plan_cost(int(budget), h, n)
+        if cost > MAX_PLAN_COST:
+            most = MAX_PLAN_COST // (h * (PLAN_STEP_UNITS + n * n))
+            raise QueryTooCostly(f"budget {budget} x horizon {h} with {n} bodies is {cost:,} units of work, "
+                                 f"at most {MAX_PLAN_COST:,} (about a second): with {n} bodies and horizon {h} "
+                                 f"a budget of at most {most}")
         phys = self._physics(physics)
         dev = self.device
         dyn = LatentDynamics(self.jepa)
@@ -345,7 +353,8 @@ class WorldModel:
         goal = torch.as_tensor(g, dtype=torch.float32, device=dev)[None]
         amax = self.cfg.sim.action_max
         guess = aim(frames[None, -1], body_t.cpu(), phys[None], goal.cpu(), h, amax)
-        res = cem(dyn, ctx, goal, h, int(budget), amax, torch.Generator().manual_seed(seed), mean=guess)
+        res = cem(dyn, ctx, goal, h, int(budget), amax, torch.Generator().manual_seed(seed), mean=guess,
+                  cancelled=cancelled)
         dist = float(res.cost[0])
         # Claimed only with room for the model's usual error: a plan predicted to end 0.95 m from
         # the centre of a 1 m goal misses about as often as it hits.

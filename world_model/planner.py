@@ -10,12 +10,14 @@ problems and P candidates, so evaluation runs many episodes at once.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Protocol
 
 import torch
 from torch import Tensor
 
 from .config import Config
+from .errors import Cancelled
 from .model import JEPA, Encoded
 from .simulator import step as sim_step
 
@@ -121,7 +123,8 @@ def aim(state: Tensor, body: Tensor, physics: Tensor, goal: Tensor, horizon: int
 @torch.no_grad()
 def cem(dyn: Dynamics, ctx: object, goal: Tensor, horizon: int, budget: int, action_max: float,
         gen: torch.Generator, iterations: int = 4, elite_frac: float = 0.125,
-        uniform: bool = False, mean: Tensor | None = None) -> PlanResult:
+        uniform: bool = False, mean: Tensor | None = None,
+        cancelled: Callable[[], bool] | None = None) -> PlanResult:
     """Cross-entropy method over (E, H, 2) impulse sequences; `budget` is the
     number of candidate rollouts per problem, `mean` the first guess (zeros if
     None). With iterations=1 and uniform sampling this is random shooting."""
@@ -135,6 +138,8 @@ def cem(dyn: Dynamics, ctx: object, goal: Tensor, horizon: int, budget: int, act
     best_c = torch.full((e,), float("inf"), device=device)
     best_p = torch.zeros(e, horizon, 2, device=device)
     for _ in range(iterations):
+        if cancelled is not None and cancelled():
+            raise Cancelled("the plan's caller gave up")
         if uniform:
             noise = 2 * torch.rand(e, pop, horizon, 2, generator=gen) - 1
             cand = (noise.to(device) * action_max)

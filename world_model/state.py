@@ -22,6 +22,17 @@ DEFAULTS: dict[str, float] = {"radius": 0.5, "mass": 1.0}
 MAX_ENTITIES = 64  # hard cap per query; the model was trained on far fewer bodies (cfg.sim.max_bodies)
 MIN_BUDGET = 8  # CEM needs a few candidates per elite
 MAX_BUDGET = 65536
+# A plan's work in candidate-steps weighted by what one step costs for n bodies: a fixed part
+# per candidate plus the body pairs the contact check looks at. Measured on 2 cores (one torch
+# thread): about 0.25 us a unit, plus about 1.5 ms a CEM iteration-step, so the most a query may
+# ask, MAX_PLAN_COST, takes under a second (bench/plan_cost.py measures it).
+MAX_PLAN_COST = 2_000_000
+PLAN_STEP_UNITS = 8
+
+
+def plan_cost(budget: int, horizon: int, n: int) -> int:
+    """A plan's cost in the units of MAX_PLAN_COST."""
+    return budget * horizon * (PLAN_STEP_UNITS + n * n)
 
 
 class MissingState(ValueError):

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+import asyncio
+import threading
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Header, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 
 from api import conditions
 from api.body import json_body
@@ -13,6 +16,9 @@ from api.deps import Consistency, ConsistencyQuery, NodeDep
 from api.schemas import PlanIn, PredictIn, SurpriseIn, read_document, read_headers
 
 router = APIRouter(tags=["world model"])
+T = TypeVar("T")
+DISCONNECT_POLL_S = 0.1
+CLIENT_GONE = 499  # nginx's "client closed request": logged, never received
 
 
 @router.get("/v1/models/manifest")
@@ -34,8 +40,32 @@ async def put_manifest(request: Request, n: NodeDep, if_match: Annotated[str | N
 
 @router.get("/v1/models/current")
 async def current_model(n: NodeDep) -> dict[str, Any]:
-    """The model this node serves right now (it follows the manifest within moments)."""
-    return n.models.status()
+    """The model this node serves right now (it follows the manifest within moments), and its
+    queue of plan and surprise jobs."""
+    return {**n.models.status(), "work": n.queries.work.status()}
+
+
+async def _while_connected(request: Request, query: Callable[[threading.Event], Awaitable[T]]) -> T | None:
+    """Run a model query; if the client disconnects first, tell the query to stop (its work
+    would be for no one) and answer None. The event is set from here, read by the model thread."""
+    cancel = threading.Event()
+    task = asyncio.ensure_future(query(cancel))
+
+    async def gone() -> None:
+        while not await request.is_disconnected():
+            await asyncio.sleep(DISCONNECT_POLL_S)
+
+    watch = asyncio.ensure_future(gone())
+    await asyncio.wait({task, watch}, return_when=asyncio.FIRST_COMPLETED)
+    if task.done():
+        watch.cancel()
+        return task.result()
+    cancel.set()
+    try:
+        await task
+    except Exception:  # noqa: BLE001 - Cancelled, or whatever it failed with: nobody is listening
+        pass
+    return None
 
 
 @router.post("/v1/worlds/{world}/predict")
@@ -50,10 +80,13 @@ async def predict(world: str, body: PredictIn, n: NodeDep,
 
 
 @router.post("/v1/worlds/{world}/surprise")
-async def surprise(world: str, body: SurpriseIn, n: NodeDep,
-                   consistency: Consistency = ConsistencyQuery) -> JSONResponse:
+async def surprise(world: str, body: SurpriseIn, n: NodeDep, request: Request,
+                   consistency: Consistency = ConsistencyQuery) -> Response:
     observed = {ent: [f.model_dump() for f in frames] for ent, frames in body.observed.items()}
-    a = await n.queries.surprise(world, observed, body.entities, consistency)
+    a = await _while_connected(request, lambda cancel: n.queries.surprise(world, observed, body.entities,
+                                                                          consistency, cancel))
+    if a is None:
+        return Response(status_code=CLIENT_GONE)
     r = a.result
     scores = {ent: float(r.per_entity[i]) for i, ent in enumerate(a.entities) if ent in body.observed}
     worst = max(scores, key=scores.__getitem__)
@@ -63,9 +96,14 @@ async def surprise(world: str, body: SurpriseIn, n: NodeDep,
 
 
 @router.post("/v1/worlds/{world}/plan")
-async def plan(world: str, body: PlanIn, n: NodeDep, consistency: Consistency = ConsistencyQuery) -> JSONResponse:
+async def plan(world: str, body: PlanIn, n: NodeDep, request: Request,
+               consistency: Consistency = ConsistencyQuery) -> Response:
     goal = (body.goal.x, body.goal.y, body.goal.radius)
-    a = await n.queries.plan(world, body.entity, goal, body.horizon, body.budget, body.entities, consistency)
+    a = await _while_connected(request, lambda cancel: n.queries.plan(world, body.entity, goal, body.horizon,
+                                                                      body.budget, body.entities, consistency,
+                                                                      cancel))
+    if a is None:
+        return Response(status_code=CLIENT_GONE)
     p = a.result
     return JSONResponse({"world": world, "entity": body.entity, "actions": p.actions.tolist(),
                          "predicted_path": p.predicted_path.tolist(), "final_energy": p.predicted_distance,
