@@ -1,9 +1,12 @@
 # The two commands a user needs: `make up` (a local deployment) and `make test`.
-# Both work from nothing: they create .venv, install torch==2.13.0 first (so a
-# CPU-only machine takes the CPU wheel instead of several GB of CUDA packages),
+# Both work from nothing: they create .venv, install torch==2.13.0 first,
 # install worldstate, and make sure etcd and redis-server binaries exist.
+# From PyPI, torch on Linux x86_64 is the CUDA build (several GB of nvidia
+# packages, GPU or not); `make setup TORCH_INDEX=https://download.pytorch.org/whl/cpu`
+# takes the CPU build. Empty: pip's own configuration decides.
 
 PYTHON ?= python3
+TORCH_INDEX ?=
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
@@ -15,7 +18,7 @@ setup: $(STAMP) servers
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet torch==2.13.0 $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
 	$(PY) -m pip install --quiet -e ".[dev]"
 	rm -f $(VENV)/.installed-*
 	touch $@

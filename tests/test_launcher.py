@@ -9,10 +9,12 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import yaml
 
+from deploy import binaries
 from deploy.launcher import Deployment, Topology, wait_until
 from tests.conftest import repo_root
 
@@ -30,10 +32,31 @@ def _alive(pid: int) -> bool:
     return "\nState:\tZ" not in status  # a zombie has exited; only its parent has not reaped it
 
 
+def _values(argv: list[str], flag: str) -> list[str]:
+    """Every value a repeatable flag is given."""
+    return [argv[i + 1] for i in range(len(argv) - 1) if argv[i] == flag]
+
+
+def _waits_healthy(svc: dict[str, Any], on: set[str]) -> bool:
+    deps = svc.get("depends_on", {})
+    return isinstance(deps, dict) and all(deps.get(n, {}).get("condition") == "service_healthy" for n in on)
+
+
 def test_compose_matches_launcher_topology(tmp_path: Path) -> None:
     compose = yaml.safe_load((repo_root() / "docker-compose.yml").read_text())["services"]
     d = Deployment(Topology(etcd_members=3, regions=2, run_dir=tmp_path))  # planned, not started
-    assert set(compose) == {p.name for p in d.processes()}
+    # The launcher's processes, plus model-init: the one-shot publish `worldstate up` does last.
+    assert set(compose) == {p.name for p in d.processes()} | {"model-init"}
+
+    # The etcd release line the tests run against, not another one with its own bugs.
+    tag = compose["etcd1"]["image"].rpartition(":v")[2]
+    assert tuple(int(x) for x in tag.split(".")[:2]) == binaries.find("etcd").version[:2], tag
+    for m in d.etcd:
+        assert compose[m.name]["image"] == compose["etcd1"]["image"]
+        assert compose[m.name]["healthcheck"]["test"][1:2] == ["etcdctl"]
+        assert compose[m.name]["healthcheck"]["test"][-2:] == ["endpoint", "health"]
+    for node in d.redis.values():
+        assert "redis-cli ping" in " ".join(compose[node.name]["healthcheck"]["test"])
 
     for m in d.etcd:
         ours, theirs = _flags(m.argv[1:]), _flags(compose[m.name]["command"][1:])
@@ -68,6 +91,23 @@ def test_compose_matches_launcher_topology(tmp_path: Path) -> None:
         assert len(env["WORLDSTATE_ETCD_ENDPOINTS"].split(",")) == len(d.etcd)
         peers = lambda v: sorted(x.split("=")[0] for x in v.split(","))  # noqa: E731
         assert peers(env["WORLDSTATE_PEERS"]) == peers(node.env["WORLDSTATE_PEERS"])  # type: ignore[index]
+        # Started, as the launcher does, only once every etcd member and Redis is healthy.
+        assert _waits_healthy(svc, {p.name for p in [*d.etcd, *d.redis.values()]}), svc.get("depends_on")
+        port = _flags(svc["command"][2:])["--port"]
+        assert f"127.0.0.1:{port}/healthz" in " ".join(svc["healthcheck"]["test"])
+
+    init, apis = compose["model-init"], {f"api-{r}": compose[f"api-{r}"] for r in d.api}
+    assert init["command"][:2] == ["worldstate", "publish-default"]
+    # It publishes to, and waits for, every API node at the port it serves in its container.
+    assert sorted(_values(init["command"], "--api")) == sorted(
+        f"http://{name}:{_flags(svc['command'][2:])['--port']}" for name, svc in apis.items())
+    assert _waits_healthy(init, set(apis)), init.get("depends_on")
+    # The blob goes where the nodes read blobs: the same volume, at their checkpoint directory.
+    ckpt = _values(init["command"], "--checkpoint-dir")
+    for svc in apis.values():
+        assert ckpt == [svc["environment"]["WORLDSTATE_CHECKPOINT_DIR"]]
+        assert [v for v in svc["volumes"] if v.endswith(":" + ckpt[0])] == \
+               [v for v in init["volumes"] if v.endswith(":" + ckpt[0])] != []
 
 
 def test_worldstate_up_starts_everything_and_leaves_no_orphans(tmp_path: Path) -> None:
