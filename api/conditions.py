@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 
 from api.problems import Problem, etag
-from service.versioned import Precondition
+from service.versioned import MAX_REVISION, Precondition
 
 __all__ = ["etag", "parse"]
 
@@ -34,4 +34,7 @@ def parse(if_match: str | None, if_none_match: str | None) -> Precondition:
     if not m or value.count('"') not in (0, 2):
         raise Problem("invalid-precondition",
                       f'If-Match {if_match!r} is not a revision entity tag like "12" (lists and weak tags are not supported)')
-    return Precondition(if_revision=int(m.group(1)))
+    revision = int(m.group(1))
+    if revision > MAX_REVISION:  # 19 digits reach past etcd's int64 revisions
+        raise Problem("invalid-precondition", f"If-Match {if_match!r}: a revision is at most {MAX_REVISION}")
+    return Precondition(if_revision=revision)

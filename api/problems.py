@@ -14,6 +14,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from service import errors as service
 from service.errors import model, store
@@ -50,10 +51,36 @@ PROBLEMS = {p.slug: p for p in [
     ProblemType("compacted", 410, "Revision compacted",
                 "etcd has compacted history past the requested revision; re-read and continue from `compact_revision`."),
     ProblemType("payload-too-large", 413, "Request body too large", "The body exceeds the node's configured limit."),
+    ProblemType("value-too-deep", 422, "Value nested too deep",
+                "A value to store nests arrays and objects more than `limit` levels deep; nothing was stored."),
+    ProblemType("value-too-large", 422, "Value too large",
+                "A value to store is more than `limit` bytes as compact JSON (non-ASCII text counts as its "
+                "\\u escapes); nothing was stored."),
+    ProblemType("future-revision", 422, "Revision not reached yet",
+                "A read asked for a snapshot at a revision the store has not reached; `current_revision` is "
+                "where it is now. Pass 0 (now) or a revision an earlier answer gave."),
     ProblemType("unavailable", 503, "Tier unavailable",
                 "The CP tier has no quorum or no reachable member, or this region's Redis is unreachable; "
                 "nothing was changed. Retry after Retry-After; a CP read can ask for ?consistency=serializable "
                 "to accept a possibly stale answer."),
+    ProblemType("request-timeout", 408, "Request Timeout",
+                "The request head did not arrive whole within the node's header timeout, or its body within the "
+                "body timeout after the head; the connection is closed."),
+    ProblemType("header-too-large", 431, "Request Header Fields Too Large",
+                "The request line and headers exceed the node's limit; the connection is closed."),
+    ProblemType("too-many-connections", 503, "Service Unavailable",
+                "The node holds as many connections as it is configured to; this one was closed as it opened. "
+                "Retry after Retry-After."),
+    ProblemType("storage-full", 507, "CP tier out of space",
+                "etcd reached its space quota and raised its cluster-wide NOSPACE alarm: the write was refused "
+                "whole and nothing was changed. Reads still answer; CP writes stay refused until an operator "
+                "compacts, defragments and disarms the alarm (README, \"Security\")."),
+    ProblemType("replica-full", 503, "AP replica out of memory",
+                "This region's Redis is at its maxmemory and refuses writes rather than evict acknowledged "
+                "data; nothing of the refused write was applied (a batch over one script call names how many "
+                "were). Reads still answer. Retry after Retry-After (posting the same event ids again is safe): "
+                "memory comes back as event ids leave the dedup window and peers apply the replication "
+                "stream, or when an operator raises maxmemory."),
     ProblemType("outcome-unknown", 504, "Write outcome unknown",
                 "The write was sent but not answered; it may or may not have been applied. For a CP value, "
                 "read the key before trying again: a blind retry can apply a write twice. For observations, "
@@ -118,8 +145,16 @@ PROBLEM: dict[type[BaseException], str] = {
     store.OutcomeUnknown: "outcome-unknown",
     store.InvalidKey: "invalid-key",
     store.Compacted: "compacted",
+    store.StorageFull: "storage-full",
+    store.ReplicaFull: "replica-full",
+    # The body stopped coming and the connection is gone (its body deadline passed, or the client
+    # left): nobody reads this answer, but mapped, it is not logged as a crash once per connection.
+    ClientDisconnect: "request-timeout",
+    service.FutureRevision: "future-revision",
     # the service
     service.InvalidInput: "validation-error",
+    service.ValueTooDeep: "value-too-deep",
+    service.ValueTooLarge: "value-too-large",
     service.ClockDrift: "clock-drift",
     service.BatchTooLarge: "batch-too-large",
     service.InvalidToken: "invalid-token",
@@ -142,7 +177,10 @@ MEMBERS: dict[type[BaseException], tuple[str, ...]] = {
     store.UnknownWorld: ("world",),
     store.Conflict: ("current_revision",),
     store.Compacted: ("compact_revision",),
+    service.FutureRevision: ("current_revision",),
     service.InvalidInput: ("errors",),
+    service.ValueTooDeep: ("limit",),
+    service.ValueTooLarge: ("limit",),
     service.ClockDrift: ("index", "drift_ms", "max_drift_ms"),
     service.BatchTooLarge: ("limit",),
     service.TokenUnknown: ("region",),

@@ -21,11 +21,11 @@ from typing import Any, NamedTuple, TypeVar
 import msgpack
 import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ResponseError
+from redis.exceptions import OutOfMemoryError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from consistency import ap_keys as K
-from consistency.errors import OutcomeUnknown, Unavailable
+from consistency.errors import OutcomeUnknown, ReplicaFull, Unavailable
 from consistency.hlc import HLCTimestamp, HybridLogicalClock, LogicalOverflowError, wall_clock_ms
 
 Scalar = float | int | str | bool | None
@@ -155,6 +155,13 @@ class ReplicaStore:
     async def _call(self, name: str, keys: list[str], args: list[Any]) -> Any:
         try:
             return await self._scripts[name](keys=keys, args=args)
+        except OutOfMemoryError as e:  # Redis's "-OOM ..." answer
+            # Over maxmemory (noeviction), Redis refuses a script's write only while the script
+            # has written nothing yet (script.c, scriptVerifyOOM): once one write succeeded, the
+            # rest run even past the limit, so a script is refused whole or runs whole. None of
+            # ours catches errors with pcall: an OOM answer means the call changed nothing.
+            # tests/test_limits.py checks both halves against a real Redis.
+            raise ReplicaFull(f"redis {self.region} is at maxmemory and refused the write: {e}") from e
         except _UNREACHABLE as e:
             if _never_sent(e):
                 raise Unavailable(f"redis {self.region} unreachable: {e}") from e
@@ -187,7 +194,13 @@ class ReplicaStore:
             for i, ob in enumerate(chunk, start):
                 stamp = f"{first.wall_ms:012x}-{first.logical + i:04x}"  # HLCTimestamp.to_string, inlined
                 args.append(pack_observation(ob, f"{stamp}|{self.node_id}"))
-            statuses, lid = await self._call("ingest", [K.STREAM], args)
+            try:
+                statuses, lid = await self._call("ingest", [K.STREAM], args)
+            except ReplicaFull as e:
+                if accepted:  # earlier chunks are applied; their event ids come back as duplicates
+                    raise ReplicaFull(f"{e}; the first {len(accepted)} observations of the batch were applied, "
+                                      "posting the batch again is safe") from e
+                raise
             accepted += [bool(x) for x in statuses]
             last_id = _s(lid) or last_id
         return IngestResult(accepted, last_id, stamp)

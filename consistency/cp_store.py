@@ -19,12 +19,20 @@ import aetcd
 from aetcd import rpc
 
 from consistency.cp_codec import REQUIRE_LEADER, WatchEvent, decode, encode, prefix_end
-from consistency.cp_watch import watch_prefix
-from consistency.errors import Compacted, Conflict, NotFound, OutcomeUnknown, StoreError, Unavailable
+from consistency.cp_watch import MAX_REVISION, watch_prefix
+from consistency.errors import Compacted, Conflict, NotFound, OutcomeUnknown, StorageFull, StoreError, Unavailable
 
-__all__ = ["CPStore", "Consistency", "Entry", "Listing", "WatchEvent", "WriteResult", "encode", "store_error"]
+__all__ = ["MAX_REVISION", "CPStore", "Consistency", "Entry", "FutureRevision", "Listing", "WatchEvent",
+           "WriteResult", "encode", "store_error"]
 
 Consistency = Literal["linearizable", "serializable"]
+
+class FutureRevision(StoreError, ValueError):
+    """A read at a revision the store has not reached yet; `current_revision` is where it is."""
+
+    def __init__(self, revision: int, current_revision: int) -> None:
+        super().__init__(f"revision {revision} is ahead of the store, which is at revision {current_revision}")
+        self.revision, self.current_revision = revision, current_revision
 
 # Errors that prove a request never reached raft, so even a write is safely "unavailable".
 _NOT_SENT = ("no leader", "failed to connect", "connection refused",
@@ -44,7 +52,11 @@ def store_error(code: rpc.StatusCode, details: str, write: bool) -> StoreError:
         return Compacted(0)
     if code == rpc.StatusCode.UNKNOWN:
         code = _CONTEXT_ERRORS.get(details.strip(), code)
-    if code == rpc.StatusCode.RESOURCE_EXHAUSTED:  # "too many requests", "database space exceeded"
+    if code == rpc.StatusCode.RESOURCE_EXHAUSTED and "space exceeded" in details:
+        # NOSPACE: the quota applier refuses a write before it is applied, whole; the alarm
+        # it raises refuses every later write, on every member, until an operator disarms it.
+        return StorageFull(f"etcd is out of space: {details}; nothing was changed")
+    if code == rpc.StatusCode.RESOURCE_EXHAUSTED:  # "too many requests"
         return Unavailable(f"etcd refused the request before proposing it ({code.name}: {details})")
     if code in _NO_ANSWER:
         if write and not any(s in details for s in _NOT_SENT):
@@ -176,6 +188,8 @@ class CPStore:
         Pass back `revision` and the last key as `start_after` to page through
         the same snapshot.
         """
+        if not 0 <= revision <= MAX_REVISION:
+            raise ValueError(f"revision {revision} outside 0..{MAX_REVISION}")
         serializable = consistency == "serializable"
         start = prefix.encode() if start_after is None else start_after.encode() + b"\0"
         req = rpc.RangeRequest(key=start, range_end=prefix_end(prefix.encode()), limit=limit,
@@ -185,6 +199,13 @@ class CPStore:
             resp = await self._read(req, serializable)
         except Compacted:
             raise Compacted(await self._compact_revision()) from None
+        except StoreError as e:
+            # etcd answers OUT_OF_RANGE ("required revision is a future revision"); its text is
+            # etcd's, so the caller gets the revisions instead.
+            if revision and isinstance(e.__cause__, rpc.AioRpcError) and \
+                    e.__cause__.code() == rpc.StatusCode.OUT_OF_RANGE:
+                raise FutureRevision(revision, await self.current_revision()) from None
+            raise
         entries = [self._entry(kv, resp.header.revision, consistency) for kv in resp.kvs]
         return Listing(entries, revision or resp.header.revision, resp.more, consistency)
 

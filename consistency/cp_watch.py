@@ -16,6 +16,9 @@ from aetcd import rpc
 from consistency.cp_codec import REQUIRE_LEADER, WatchEvent, decode, prefix_end
 from consistency.errors import Compacted
 
+# etcd revisions are int64: a larger one cannot even be put in a request (protobuf refuses it).
+MAX_REVISION = 2**63 - 1
+
 
 class Channelled(Protocol):
     """A connected store (CPStore): read anew at each reopening, as a reconnect replaces it."""
@@ -31,6 +34,8 @@ async def _requests(create: Any, done: asyncio.Event) -> AsyncIterator[Any]:
 
 async def watch_prefix(store: Channelled, prefix: str, start_revision: int,
                        max_backoff_s: float = 1.0) -> AsyncIterator[WatchEvent]:
+    if not 0 <= start_revision <= MAX_REVISION:
+        raise ValueError(f"start revision {start_revision} outside 0..{MAX_REVISION}")
     key = prefix.encode()
     next_revision = start_revision
     delay = 0.05

@@ -54,3 +54,19 @@ class Compacted(StoreError):
     def __init__(self, compact_revision: int) -> None:
         super().__init__(f"revision compacted; the oldest available is {compact_revision}")
         self.compact_revision = compact_revision
+
+
+class StorageFull(StoreError):
+    """etcd refused a write because its space quota is reached (the cluster-wide
+    NOSPACE alarm). Nothing was changed and reads still answer; writes stay refused
+    until an operator compacts, defragments and disarms the alarm."""
+
+
+class ReplicaFull(Unavailable):
+    """This region's Redis is at maxmemory (noeviction) and refused a write before it
+    changed anything. An Unavailable: retried later by whoever retries those (the
+    shippers), answered with its own problem type by the API."""
+
+    def __init__(self, message: str, retry_after_s: float = 5.0) -> None:
+        super().__init__(message, retry_after_s)
+

@@ -72,16 +72,26 @@ def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from api.app import create_app
+    from deploy import connection_limits as cl
     from service.config import Settings
 
     settings = Settings.from_env()
+    # The connection cap must bind before the descriptor table fills (20,000 held connections
+    # once used up every descriptor): raise the soft open-file limit, then fit the cap under it.
+    limits = cl.ConnectionLimits(cl.fit_connections(settings.max_connections, cl.raise_fd_limit()),
+                                 settings.header_timeout_s, settings.body_timeout_s, settings.max_header_bytes)
     # No per-request access log: a world-state node answers thousands of requests a second.
     # On SIGTERM a request in flight gets its CP bound and a second more to finish; then
     # what still runs is cancelled. A watch stream never finishes by itself, and without
     # the bound one connected watcher kept the node from ever exiting; its client resumes
     # elsewhere with Last-Event-ID.
+    # limit_concurrency: the protocol's cap keeps connections at or under max_connections, so one
+    # more means uvicorn's own check (connections or requests in flight >= it: 503) answers only
+    # when requests outlive their clients past the cap.
     uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level=args.log_level, access_log=False,
-                timeout_graceful_shutdown=math.ceil(settings.cp_timeout_s) + 1)
+                timeout_graceful_shutdown=math.ceil(settings.cp_timeout_s) + 1, http=cl.limited(limits),
+                limit_concurrency=limits.max_connections + 1,
+                timeout_keep_alive=settings.keep_alive_s)  # typed int; a float works (call_later)
     return 0
 
 

@@ -25,6 +25,19 @@ from service.config import Settings
 from deploy.processes import ManagedProcess, ProcessFailed, free_port
 
 ETCD_CLUSTER_TOKEN = "worldstate"
+# etcd keeps every revision of every key until it is compacted, and each counts whole against
+# its backend quota: 30 writes of 1 MiB to one key grew the database by 40 MB. Past the quota
+# etcd raises a cluster-wide NOSPACE alarm and refuses every write until an operator clears it.
+# Compaction is periodic, keeping 5 minutes of history: a watch (or an SSE client sending
+# Last-Event-ID) that lost its stream for less than that always resumes where it stopped, however
+# many writes came in between; older than that it gets 410 and re-reads. A revision count would
+# make that window shrink with the write rate, and etcd 3.4 only applies it every 5 minutes
+# anyway. Time does not bound space, so the quota is stated too, and a write past it answers 507.
+ETCD_COMPACTION_RETENTION = "5m"
+ETCD_QUOTA_BYTES = 256 << 20
+# Redis refuses writes past maxmemory instead of evicting keys: an evicted key is an
+# acknowledged observation, or a dedup record, silently gone.
+REDIS_MAXMEMORY = "256mb"
 
 
 @dataclass
@@ -37,6 +50,9 @@ class Topology:
     heartbeat_ms: int = 100
     election_ms: int = 1000
     appendfsync: str = "everysec"
+    etcd_quota_bytes: int = ETCD_QUOTA_BYTES
+    etcd_compaction_retention: str = ETCD_COMPACTION_RETENTION
+    redis_maxmemory: str = REDIS_MAXMEMORY
     api_env: dict[str, str] = field(default_factory=dict)
     # link(from, to, port) -> the port `from` must dial to reach `to` on `port`.
     # jepsen_like returns the port of a TCP proxy it controls, so it can cut,
@@ -60,7 +76,8 @@ class Topology:
 
 
 def etcd_args(name: str, host: str, client_port: int, peer_port: int, initial_cluster: str,
-              data_dir: str, heartbeat_ms: int = 100, election_ms: int = 1000) -> list[str]:
+              data_dir: str, heartbeat_ms: int = 100, election_ms: int = 1000,
+              quota_bytes: int = ETCD_QUOTA_BYTES, compaction_retention: str = ETCD_COMPACTION_RETENTION) -> list[str]:
     """etcd flags for one member (the binary path is prepended by the caller)."""
     return [
         "--name", name,
@@ -77,13 +94,17 @@ def etcd_args(name: str, host: str, client_port: int, peer_port: int, initial_cl
         # Clients ping every 2 s to notice a member that stopped answering (SIGSTOP,
         # partition) quickly; etcd's default refuses pings more often than every 5 s.
         "--grpc-keepalive-min-time", "1s",
+        "--quota-backend-bytes", str(quota_bytes),
+        "--auto-compaction-mode", "periodic",
+        "--auto-compaction-retention", compaction_retention,
         "--logger", "zap",
         "--log-level", "warn",
     ]
 
 
-def redis_args(port: int, data_dir: str, appendfsync: str = "everysec", bind: str = "127.0.0.1") -> list[str]:
-    """redis-server flags: AOF on, RDB snapshots off (the AOF is the durable log)."""
+def redis_args(port: int, data_dir: str, appendfsync: str = "everysec", bind: str = "127.0.0.1",
+               maxmemory: str = REDIS_MAXMEMORY) -> list[str]:
+    """redis-server flags: AOF on, RDB snapshots off (the AOF is the durable log), bounded memory."""
     args = [
         "--port", str(port),
         "--bind", bind,
@@ -92,6 +113,8 @@ def redis_args(port: int, data_dir: str, appendfsync: str = "everysec", bind: st
         "--appendfsync", appendfsync,
         "--save", "",
         "--daemonize", "no",
+        "--maxmemory", maxmemory,
+        "--maxmemory-policy", "noeviction",
     ]
     if bind != "127.0.0.1":
         # Redis 7's protected mode answers -DENIED to every non-loopback client of a
@@ -203,7 +226,7 @@ class Deployment:
         cluster = ",".join(f"{n}=http://{addr(n)}:{advertised[n]}" for n in names)
         for name, (cp, pp) in zip(names, ports):
             argv = [etcd, *etcd_args(name, addr(name), cp, pp, cluster, str(self.run_dir / name),
-                                     t.heartbeat_ms, t.election_ms)]
+                                     t.heartbeat_ms, t.election_ms, t.etcd_quota_bytes, t.etcd_compaction_retention)]
             if advertised[name] != pp:  # listen on the real port, advertise the proxy's
                 i = argv.index("--initial-advertise-peer-urls")
                 argv[i + 1] = f"http://{addr(name)}:{advertised[name]}"
@@ -212,7 +235,7 @@ class Deployment:
         for region in t.region_names():
             port, data, me = free_port(), self.run_dir / f"redis-{region}", f"redis-{region}"
             data.mkdir(parents=True, exist_ok=True)
-            argv = [redis, *redis_args(port, str(data), t.appendfsync, addr(me))]
+            argv = [redis, *redis_args(port, str(data), t.appendfsync, addr(me), t.redis_maxmemory)]
             self.redis[region] = RedisNode(region, port, wrap(me, argv), logs / f"{me}.log", addr(me))
         if not t.api:
             return

@@ -39,6 +39,17 @@ class Settings:
     redis_url: str = "redis://127.0.0.1:6379/0"
     peers: dict[str, str] = field(default_factory=dict)
     max_body_bytes: int = 1 << 20
+    # Connections (deploy/connection_limits.py). Past max_connections a new connection is answered
+    # 503 and closed as it opens; a request head must arrive whole within header_timeout_s of the
+    # connection opening (or of the previous response) and be at most max_header_bytes; a body
+    # within body_timeout_s after its head (1 MiB in 30 s: 35 KB/s); an idle kept-alive connection
+    # is closed after keep_alive_s. 4096 connections: 3,000 idle and 300 slow-header connections
+    # held at once still left /healthz answering (tests/test_limits.py).
+    max_connections: int = 4096
+    header_timeout_s: float = 10.0
+    body_timeout_s: float = 30.0
+    keep_alive_s: float = 5.0
+    max_header_bytes: int = 32768
     # AP tier
     max_batch: int = 1000
     max_drift_ms: int = 500
@@ -77,6 +88,9 @@ class Settings:
             s.faults = True
         if s.cp_timeout_s <= 0 or s.max_body_bytes <= 0:
             raise ValueError("WORLDSTATE_CP_TIMEOUT_S and WORLDSTATE_MAX_BODY_BYTES must be positive")
+        limits = ("max_connections", "header_timeout_s", "body_timeout_s", "keep_alive_s", "max_header_bytes")
+        if any(getattr(s, name) <= 0 for name in limits):
+            raise ValueError(", ".join(f"WORLDSTATE_{n.upper()}" for n in limits) + " must be positive")
         return s
 
     def to_env(self) -> dict[str, str]:

@@ -2,7 +2,9 @@
 
     ServiceError
     ├── InvalidInput          a request document is malformed or out of range (`errors` lists each)
-    │   └── ClockDrift        an observation is stamped too far ahead of this node's clock
+    │   ├── ClockDrift        an observation is stamped too far ahead of this node's clock
+    │   ├── ValueTooDeep      a value to store nests arrays and objects deeper than the limit
+    │   └── ValueTooLarge     a value to store is longer, as JSON, than the limit
     ├── BatchTooLarge         more observations than the node takes in one request
     ├── InvalidToken          a causal token that does not parse
     ├── TokenUnknown          a causal token from a region this replica never hears from
@@ -14,10 +16,10 @@
     ├── ManifestInvalid       a manifest that is malformed or names a blob this node lacks
     └── ModelUnavailable      no model is loaded yet
 
-The stores' errors (`consistency.errors`, here as `store`) and the world
-model's (`world_model.errors`, here as `model`) pass through the service
-unchanged; `api.problems` maps all three families to problem types in one
-table.
+The stores' errors (`consistency.errors`, here as `store`, and the CP store's
+FutureRevision) and the world model's (`world_model.errors`, here as `model`)
+pass through the service unchanged; `api.problems` maps all three families to
+problem types in one table.
 """
 
 from __future__ import annotations
@@ -25,11 +27,12 @@ from __future__ import annotations
 from typing import Any
 
 from consistency import errors as store
+from consistency.cp_store import FutureRevision
 from world_model import errors as model
 
 __all__ = ["ActionsForUnknown", "BatchTooLarge", "ClockDrift", "EntityIncomplete", "EntityMissing",
-           "EntityNotFound", "InvalidInput", "InvalidToken", "ManifestInvalid", "ModelUnavailable",
-           "NotYetConsistent", "ServiceError", "TokenUnknown", "model", "store"]
+           "EntityNotFound", "FutureRevision", "InvalidInput", "InvalidToken", "ManifestInvalid", "ModelUnavailable",
+           "NotYetConsistent", "ServiceError", "TokenUnknown", "ValueTooDeep", "ValueTooLarge", "model", "store"]
 
 
 class ServiceError(Exception):
@@ -48,6 +51,18 @@ class ClockDrift(InvalidInput):
     def __init__(self, detail: str, index: int, drift_ms: int, max_drift_ms: int) -> None:
         super().__init__(detail)
         self.index, self.drift_ms, self.max_drift_ms = index, drift_ms, max_drift_ms
+
+
+class ValueTooDeep(InvalidInput):
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"the value nests arrays and objects more than {limit} deep, the most that is stored")
+        self.limit = limit
+
+
+class ValueTooLarge(InvalidInput):
+    def __init__(self, size: int, limit: int) -> None:
+        super().__init__(f"the value is {size} bytes as JSON; at most {limit} is stored")
+        self.limit = limit
 
 
 class BatchTooLarge(ServiceError):

@@ -29,6 +29,7 @@ from service.versioned import Consistency, Precondition, Versioned, Written, rea
 log = logging.getLogger("worldstate.models")
 MANIFEST_KEY = f"{cp_keys.ROOT}/models/manifest"
 _HASH = re.compile(r"[0-9a-f]{64}")
+MODEL_KIND = "worldstate-jepa"  # what world_model.train writes for a model; snapshots are "resume"
 
 
 @dataclass
@@ -41,8 +42,10 @@ class Serving:
 
 
 def check_manifest(doc: Any, checkpoint_dir: str) -> dict[str, Any]:
-    """A manifest is published only if this node holds its blob and the blob's hash matches."""
-    from world_model.checkpoints import CheckpointError, CheckpointStore
+    """A manifest is published only if this node holds its blob, the blob's hash matches and
+    the blob is a model this node can build."""
+    from world_model.checkpoints import CheckpointError, CheckpointStore, from_bytes
+    from world_model.inference import WorldModel
 
     if not isinstance(doc, dict):
         raise ManifestInvalid("a manifest is a JSON object")
@@ -58,9 +61,20 @@ def check_manifest(doc: Any, checkpoint_dir: str) -> dict[str, Any]:
     if rev is not None and (not isinstance(rev, int) or isinstance(rev, bool) or rev < 0):
         raise ManifestInvalid("physics_revision: a non-negative integer or null")
     try:
-        CheckpointStore(checkpoint_dir).get_bytes(digest)  # verifies the sha256
+        blob = from_bytes(CheckpointStore(checkpoint_dir).get_bytes(digest))  # verifies the sha256
     except CheckpointError as e:
         raise ManifestInvalid(f"blob {digest}: {e}") from None
+    except Exception as e:  # noqa: BLE001 - torch.load's errors have no common base
+        raise ManifestInvalid(f"blob {digest} is not a checkpoint: {type(e).__name__}") from None
+    # A training snapshot (kind "resume") hashes fine but no node can serve it: published, it
+    # left every restarted node without a model. Building the model checks weights and config.
+    kind = blob.get("kind") if isinstance(blob, dict) else None
+    if kind != MODEL_KIND:
+        raise ManifestInvalid(f"blob {digest} is a {kind!r} checkpoint, not a model ({MODEL_KIND!r})")
+    try:
+        WorldModel(blob, "cpu", digest)
+    except Exception as e:  # noqa: BLE001 - a bad config or state dict fails in many ways
+        raise ManifestInvalid(f"blob {digest} does not build a model: {type(e).__name__}: {str(e)[:300]}") from None
     return doc
 
 

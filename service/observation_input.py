@@ -16,6 +16,9 @@ from consistency.ap_store import Observation
 from service.errors import BatchTooLarge, ClockDrift, InvalidInput
 
 MAX_SAFE_INT = 2**53 - 1  # beyond it, JSON readers in other languages lose precision
+# observed_at in seconds whose milliseconds stay a safe integer (the year 287396): 1e308 s
+# overflowed into an infinite millisecond count, a 500.
+MAX_OBSERVED_AT = MAX_SAFE_INT / 1000
 MAX_FIELDS = 64
 MAX_STRING = 1024
 _KEYS = {"event_id", "entity", "source", "observed_at", "fields"}
@@ -83,8 +86,8 @@ def _one(ob: Any, i: int, world: str, now_ms: int, max_drift_ms: int) -> Observa
     at = ob.get("observed_at")
     at_ms = None
     if at is not None:
-        if isinstance(at, bool) or not isinstance(at, (int, float)) or not math.isfinite(at) or at < 0:
-            raise _Invalid([i, "observed_at"], "unix seconds, a finite number >= 0")
+        if isinstance(at, bool) or not isinstance(at, (int, float)) or not 0 <= at <= MAX_OBSERVED_AT:
+            raise _Invalid([i, "observed_at"], f"unix seconds, a number in [0, {MAX_OBSERVED_AT:.3f}]")
         at_ms = int(at * 1000)
         if at_ms - now_ms > max_drift_ms:
             raise ClockDrift(f"observation {i} ({event_id}) is {at_ms - now_ms} ms ahead of this "

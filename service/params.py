@@ -17,7 +17,7 @@ from typing import Any, Literal
 from consistency import cp_keys
 from consistency.cp_store import CPStore
 from service.errors import InvalidInput
-from service.versioned import Consistency, Precondition, Versioned, Written, read, write
+from service.versioned import Consistency, Precondition, Versioned, Written, check_revision, read, write
 from world_model.config import Physics
 
 __all__ = ["PHYSICS_KEY", "Change", "Listed", "Page", "Params", "Physics", "check_physics"]
@@ -94,11 +94,14 @@ class Params:
 
     async def delete(self, world: str, key: str, if_revision: int | None = None) -> int:
         """Delete one key (at `if_revision` if given); returns the store revision after."""
+        if if_revision is not None:
+            check_revision(if_revision, "If-Match")
         result = await self.cp.delete(cp_keys.param_path(world, key), if_revision=if_revision)
         return result.revision
 
     async def list(self, world: str, prefix: str = "", *, limit: int = 100, start_after: str | None = None,
                    revision: int = 0, consistency: Consistency = "linearizable") -> Page:
+        check_revision(revision, "revision")
         base = cp_keys.params_prefix(world)
         after = cp_keys.param_path(world, start_after) if start_after else None
         listing = await self.cp.list(cp_keys.params_prefix(world, prefix), consistency=consistency, limit=limit,
@@ -110,6 +113,7 @@ class Params:
     async def watch(self, world: str, prefix: str = "", start_revision: int = 0) -> tuple[int, AsyncIterator[Change]]:
         """Every change under the prefix from `start_revision` (0: the next one), and
         the revision it starts from. The iterator raises Compacted when history is gone."""
+        check_revision(start_revision, "start_revision")  # here: once the stream has begun, it can only be cut
         watched = cp_keys.params_prefix(world, prefix)
         base = cp_keys.params_prefix(world)
         if start_revision == 0:

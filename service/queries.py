@@ -21,7 +21,7 @@ from service.errors import ActionsForUnknown, InvalidInput
 from service.model_work import ModelWork
 from service.models import ModelHost, Serving
 from service.versioned import Consistency
-from world_model.errors import NonFiniteInput
+from world_model.errors import HorizonOutOfRange, NonFiniteInput
 from world_model.state import MAX_BUDGET, MAX_ENTITIES, MIN_BUDGET, observed_frames
 
 __all__ = ["MAX_BUDGET", "MAX_ENTITIES", "MIN_BUDGET", "Answer", "Frame", "ModelQueries"]
@@ -71,7 +71,9 @@ class ModelQueries:
                       consistency: Consistency = "linearizable") -> Answer:
         """Each entity's positions and velocities for `horizon` steps; `actions` are
         impulses per entity, one [ax, ay] per step from the first (missing steps are 0)."""
-        self.models.require()  # no model: 503 before any I/O
+        max_horizon = self.models.require().model.max_horizon  # no model: 503 before any I/O
+        if horizon > max_horizon:  # before any (horizon, N, 2) impulses are allocated
+            raise HorizonOutOfRange(f"horizon {horizon} not in 1..{max_horizon}")
         view = await self._view(world, entities, consistency)
         impulses = None
         if actions:

@@ -11,11 +11,20 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, get_args
 
-from consistency.cp_store import Consistency, CPStore
+from consistency.cp_store import MAX_REVISION, Consistency, CPStore, encode
+from service.errors import InvalidInput, ValueTooDeep, ValueTooLarge
 
 CONSISTENCIES: tuple[str, ...] = get_args(Consistency)
+# Bounds on every stored value, checked before it is written: a value nested ~950 deep was
+# stored, then every read that rendered it (the params listing: everyone's) hit Python's
+# recursion limit. 32 levels is far more than any document here uses (a manifest: 4).
+MAX_DEPTH = 32
+# Compact JSON as stored; etcd refuses requests over 1.5 MiB, and a 1 MiB body of non-ASCII
+# text is up to 6 times longer once escaped.
+MAX_VALUE_BYTES = 1 << 20
 
-__all__ = ["CONSISTENCIES", "Consistency", "Precondition", "Versioned", "Written", "read", "write"]
+__all__ = ["CONSISTENCIES", "MAX_DEPTH", "MAX_REVISION", "MAX_VALUE_BYTES", "Consistency", "Precondition",
+           "Versioned", "Written", "check_revision", "check_value", "read", "write"]
 
 
 @dataclass(frozen=True)
@@ -45,6 +54,35 @@ class Written:
     created: bool  # made under a create-only precondition
 
 
+def check_revision(revision: int, name: str) -> int:
+    """A revision a caller asks for, refused (InvalidInput) past etcd's int64 range."""
+    if not 0 <= revision <= MAX_REVISION:
+        msg = f"a revision is at most {MAX_REVISION} (etcd revisions are 64-bit)"
+        raise InvalidInput(f"{name}: {msg}", [{"loc": [name], "msg": msg, "type": "less_than_equal"}])
+    return revision
+
+
+def _depth_within(value: Any, limit: int) -> bool:
+    """Whether `value` nests at most `limit` arrays and objects (a scalar: 0, `[]`: 1, `[[]]`: 2).
+    Level by level, as a recursive walk is what fails on the values this refuses."""
+    level = [value] if isinstance(value, (dict, list)) else []
+    for _ in range(limit):
+        level = [c for v in level for c in (v.values() if isinstance(v, dict) else v) if isinstance(c, (dict, list))]
+        if not level:
+            return True
+    return not level
+
+
+def check_value(value: Any) -> bytes:
+    """`value` as stored (compact JSON), or ValueTooDeep / ValueTooLarge."""
+    if not _depth_within(value, MAX_DEPTH):
+        raise ValueTooDeep(MAX_DEPTH)
+    raw = encode(value)
+    if len(raw) > MAX_VALUE_BYTES:
+        raise ValueTooLarge(len(raw), MAX_VALUE_BYTES)
+    return raw
+
+
 async def read(cp: CPStore, path: str, consistency: Consistency = "linearizable") -> Versioned:
     entry = await cp.get(path, consistency)
     return Versioned(entry.value, entry.mod_revision, entry.create_revision, entry.version, entry.revision,
@@ -52,6 +90,9 @@ async def read(cp: CPStore, path: str, consistency: Consistency = "linearizable"
 
 
 async def write(cp: CPStore, path: str, value: Any, pre: Precondition) -> Written:
+    check_value(value)
+    if pre.if_revision is not None:
+        check_revision(pre.if_revision, "If-Match")
     result = await cp.put(path, value, if_revision=pre.if_revision, create_only=pre.create_only,
                           must_exist=pre.must_exist)
     return Written(result.revision, pre.create_only)

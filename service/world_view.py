@@ -11,8 +11,13 @@ from consistency.ap_store import EntityState, ReplicaStore
 from consistency.cp_store import Consistency, CPStore
 from consistency.errors import NotFound
 from service.errors import EntityIncomplete, EntityMissing
+from world_model.config import SimConfig
 from world_model.errors import TooManyEntities
-from world_model.state import MAX_ENTITIES, MissingState, state_row
+from world_model.state import MAX_ENTITIES, STATE_FIELDS, MissingState, state_row
+
+# The box the models here are trained in. A whole-world view leaves out a body outside it (or too
+# fast, or without a positive size): one such entity (x: 1e308) made every whole-world query 422.
+BOX = SimConfig.box
 
 
 @dataclass
@@ -25,6 +30,7 @@ class WorldView:
     replica: str
     watermark: dict[str, str]
     skipped: dict[str, list[str]]  # entities left out of a whole-world view: the state fields each lacks
+    # or holds a value the model cannot use
 
     def provenance(self) -> dict[str, Any]:
         return {"physics_revision": self.physics_revision, "physics_consistency": self.physics_consistency,
@@ -48,11 +54,26 @@ async def _states(ap: ReplicaStore, world: str, entities: Sequence[str]) -> list
     return states
 
 
+def unusable(row: list[float]) -> list[str]:
+    """The fields of a complete state row the model refuses: a position that puts the disc
+    outside the box, a speed beyond the model's, a radius or mass not positive."""
+    # world_model.inference imports torch; a node answering a model query has it loaded already.
+    from world_model.inference import BOX_SLACK, MAX_SPEED
+
+    state = dict(zip(STATE_FIELDS, row))
+    r = state["radius"]
+    bad = [n for n in ("radius", "mass") if state[n] <= 0]
+    bad += [n for n in ("x", "y") if not r - BOX_SLACK <= state[n] <= BOX - r + BOX_SLACK]
+    bad += [n for n in ("vx", "vy") if abs(state[n]) > MAX_SPEED]
+    return [n for n in STATE_FIELDS if n in bad]
+
+
 SCAN_LIMIT = 4096  # entities a whole-world view reads at most while looking for bodies
 
 
 async def _bodies(ap: ReplicaStore, world: str) -> tuple[list[EntityState], dict[str, list[str]]]:
-    """Every entity of the world with a complete state, and the others with what they lack.
+    """Every entity of the world with a complete, usable state, and the others with the fields
+    each lacks or holds unusable values in.
 
     Bodies interact only on contact, but any body may come into contact with any other within
     a horizon, so a prediction without a list takes them all rather than an arbitrary few."""
@@ -63,10 +84,13 @@ async def _bodies(ap: ReplicaStore, world: str) -> tuple[list[EntityState], dict
         page, more = await ap.list_entities(world, after, 256)
         for e in page:
             try:
-                state_row({name: f.value for name, f in e.fields.items()})
-                bodies.append(e)
+                bad = unusable(state_row({name: f.value for name, f in e.fields.items()}))
             except MissingState as m:
-                skipped[e.entity] = m.missing
+                bad = m.missing
+            if bad:
+                skipped[e.entity] = bad
+            else:
+                bodies.append(e)
         scanned += len(page)
         if len(bodies) > MAX_ENTITIES or (more and scanned >= SCAN_LIMIT):
             raise TooManyEntities(f"world {world!r} has more than {MAX_ENTITIES} bodies with a complete state "

@@ -18,7 +18,8 @@ def test_environment_round_trip() -> None:
 
 def test_every_setting_away_from_its_default_round_trips() -> None:
     odd = Settings(region="eu", node_id="n7", etcd_endpoints=["10.0.0.1:2379"], cp_timeout_s=7.5,
-                   redis_url="redis://h:9/1", peers={"us": "redis://h:8/0"}, max_body_bytes=4096, max_batch=3,
+                   redis_url="redis://h:9/1", peers={"us": "redis://h:8/0"}, max_body_bytes=4096, max_connections=64,
+                   header_timeout_s=2.5, body_timeout_s=7.5, keep_alive_s=1.5, max_header_bytes=1024, max_batch=3,
                    max_drift_ms=5000, dedup_window_s=60.0, dedup_max=10, stream_maxlen=100, read_wait_s=3.5,
                    checkpoint_dir="/ck", device="cpu", predict_max_batch=4, predict_max_wait_ms=0.5, torch_threads=2,
                    telemetry=True, faults=True, sabotage=frozenset({"no-dedup"}))
@@ -38,6 +39,8 @@ def test_node_id_follows_region_unless_set() -> None:
     {"WORLDSTATE_CP_TIMEOUT_S": "0"},
     {"WORLDSTATE_PEERS": "r2"},
     {"WORLDSTATE_SABOTAGE": "rm-rf"},
+    {"WORLDSTATE_MAX_CONNECTIONS": "0"},
+    {"WORLDSTATE_HEADER_TIMEOUT_S": "-1"},
 ])
 def test_bad_settings_refuse_to_start(env: dict[str, str]) -> None:
     with pytest.raises(ValueError):

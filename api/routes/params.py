@@ -13,7 +13,7 @@ from api.deps import CONSISTENCIES, Consistency, ConsistencyQuery, NodeDep
 from api.problems import Problem
 from api.schemas import read_document, read_headers
 from service.node import Node
-from service.versioned import Written
+from service.versioned import MAX_REVISION, Written
 
 router = APIRouter(prefix="/v1/worlds/{world}", tags=["params"])
 
@@ -31,7 +31,7 @@ async def list_params(
     prefix: str = Query("", description="key prefix, e.g. physics/"),
     limit: int = Query(100, ge=1, le=1000),
     start_after: str | None = Query(None, description="last key of the previous page"),
-    revision: int = Query(0, ge=0, description="pin the snapshot of the previous page (0: now)"),
+    revision: int = Query(0, ge=0, le=MAX_REVISION, description="pin the snapshot of the previous page (0: now)"),
     consistency: Consistency = ConsistencyQuery,
 ) -> JSONResponse:
     page = await n.params.list(world, prefix, limit=limit, start_after=start_after, revision=revision,

@@ -7,6 +7,7 @@ Last-Event-ID continues exactly after the last event it saw.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import AsyncIterator
 from typing import Annotated
 
@@ -16,8 +17,11 @@ from fastapi.responses import StreamingResponse
 from api.deps import NodeDep
 from api.problems import Problem, problem_of
 from service.errors import store
+from service.versioned import MAX_REVISION
 
 router = APIRouter(prefix="/v1/worlds/{world}", tags=["watch"])
+# ASCII digits only: str.isdigit() takes '²' and int() then fails.
+_EVENT_ID = re.compile(r"[0-9]{1,19}")
 
 
 def _sse(event: str, data: dict[str, object], id_: int | None = None) -> bytes:
@@ -30,12 +34,15 @@ async def watch(
     world: str,
     n: NodeDep,
     prefix: str = Query("", description="key prefix under params/"),
-    start_revision: int = Query(0, ge=0, description="first revision to deliver (0: changes after now)"),
+    start_revision: int = Query(0, ge=0, le=MAX_REVISION,
+                                description="first revision to deliver (0: changes after now)"),
     last_event_id: Annotated[str | None, Header()] = None,
 ) -> StreamingResponse:
     if last_event_id is not None:
-        if not last_event_id.isdigit():
-            raise Problem("validation-error", "Last-Event-ID must be a revision")
+        if not _EVENT_ID.fullmatch(last_event_id) or int(last_event_id) >= MAX_REVISION:
+            raise Problem("validation-error", f"Last-Event-ID must be a revision below {MAX_REVISION}", errors=[{
+                "loc": ["header", "last-event-id"], "msg": "a revision this node sent as an event id",
+                "type": "value_error"}])
         start_revision = int(last_event_id) + 1
     start, changes = await n.params.watch(world, prefix, start_revision)
 
