@@ -10,7 +10,7 @@ import pytest
 from aetcd import rpc
 
 from consistency.cp_store import store_error
-from consistency.errors import Compacted, OutcomeUnknown, StoreError, Unavailable
+from consistency.errors import Compacted, OutcomeUnknown, StorageFull, StoreError, Unavailable
 from deploy.launcher import Deployment, wait_until
 
 
@@ -168,7 +168,7 @@ ETCD_ERRORS = [
     (rpc.StatusCode.UNAVAILABLE, "etcdserver: no leader", True, Unavailable),  # refused before raft
     (rpc.StatusCode.UNAVAILABLE, "etcdserver: request timed out", True, OutcomeUnknown),
     (rpc.StatusCode.RESOURCE_EXHAUSTED, "etcdserver: too many requests", True, Unavailable),
-    (rpc.StatusCode.RESOURCE_EXHAUSTED, "etcdserver: mvcc: database space exceeded", True, Unavailable),
+    (rpc.StatusCode.RESOURCE_EXHAUSTED, "etcdserver: mvcc: database space exceeded", True, StorageFull),  # NOSPACE: refused whole, 507
     (rpc.StatusCode.OUT_OF_RANGE, "etcdserver: mvcc: required revision has been compacted", False, Compacted),
     (rpc.StatusCode.UNKNOWN, "something new", False, StoreError),
 ]
