@@ -23,6 +23,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.up_output import until_up
 from tests.conftest import repo_root
 
 # What never enters a build: the same things .dockerignore keeps out of the image's context.
@@ -92,13 +93,7 @@ def test_installed_wheel_starts_a_deployment_that_serves(venv: Path, tmp_path: P
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=cwd, env=_env(),
     )
     try:
-        lines = []
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            lines.append(line)
-            if "Ctrl-C stops everything" in line:
-                break
-        out = "".join(lines)
+        out = until_up(proc)
         assert "worldstate is up" in out, out
         assert "published the default model" in out, out  # the packaged blob and manifest were found
         url = json.loads((run_dir / "deployment.json").read_text())["api"]["r1"]

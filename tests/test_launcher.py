@@ -16,6 +16,7 @@ import yaml
 
 from deploy import binaries
 from deploy.launcher import Deployment, Topology, wait_until
+from tests.up_output import until_up
 from tests.conftest import repo_root
 
 
@@ -116,13 +117,7 @@ def test_worldstate_up_starts_everything_and_leaves_no_orphans(tmp_path: Path) -
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=repo_root(),
     )
     try:
-        lines = []
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            lines.append(line)
-            if "Ctrl-C stops everything" in line:
-                break
-        out = "".join(lines)
+        out = until_up(proc)
         assert "worldstate is up" in out, out
         state = json.loads((tmp_path / "deployment.json").read_text())
         pids = list(state["pids"].values())

@@ -21,6 +21,8 @@ from typing import Any
 
 import pytest
 
+from tests.up_output import until_up
+
 from world_model import shipped
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -110,13 +112,7 @@ def up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
     proc = subprocess.Popen([str(WORLDSTATE), "up", "--run-dir", str(run_dir)],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT)
     try:
-        lines = []
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            lines.append(line)
-            if "Ctrl-C stops everything" in line:
-                break
-        out = "".join(lines)
+        out = until_up(proc)
         assert "Ctrl-C stops everything" in out, out
         api = json.loads((run_dir / "deployment.json").read_text())["api"]["r1"]
         yield api, out
