@@ -72,9 +72,11 @@ PROBLEMS = {p.slug: p for p in [
                 "The node holds as many connections as it is configured to; this one was closed as it opened. "
                 "Retry after Retry-After."),
     ProblemType("storage-full", 507, "CP tier out of space",
-                "etcd reached its space quota and raised its cluster-wide NOSPACE alarm: the write was refused "
-                "whole and nothing was changed. Reads still answer; CP writes stay refused until an operator "
-                "compacts, defragments and disarms the alarm (README, \"Security\")."),
+                "etcd reached its space quota and raised its cluster-wide NOSPACE alarm. The one write that "
+                "crossed the quota may have been applied (etcd applies a write that passed its admission check "
+                "and reports the quota as it applies it): read the key before writing again. Every later CP "
+                "write is refused whole until an operator compacts, defragments and disarms the alarm "
+                "(README, \"Security\"); reads still answer."),
     ProblemType("replica-full", 503, "AP replica out of memory",
                 "This region's Redis is at its maxmemory and refuses writes rather than evict acknowledged "
                 "data; nothing of the refused write was applied (a batch over one script call names how many "
@@ -107,6 +109,21 @@ PROBLEMS = {p.slug: p for p in [
     ProblemType("model-input", 422, "World model refused the query",
                 "Out of what the model accepts: horizon over its max, physics outside its trained ranges, "
                 "non-finite numbers, too many entities. `code` names the case."),
+    ProblemType("unauthorized", 401, "API key missing, unknown or revoked",
+                "Send a key as `Authorization: Bearer wsk_...` (README, \"Security\"). A stream opened with a key "
+                "that is then revoked ends with an `error` event of this type."),
+    ProblemType("forbidden", 403, "API key lacks the scope",
+                "The key is valid but its scopes or worlds do not cover this operation; `scope` names the one "
+                "needed. Nothing was changed."),
+    ProblemType("unsupported-media-type", 415, "Body must be JSON",
+                "Request bodies are sent as Content-Type: application/json; nothing was read or changed."),
+    ProblemType("host-not-allowed", 400, "Host not allowed",
+                "The Host header names neither an IP address nor a name this node is configured to answer to "
+                "(WORLDSTATE_ALLOWED_HOSTS); refused so a web page cannot reach a local node by DNS rebinding."),
+    ProblemType("rate-limited", 429, "Over the key's rate quota",
+                "The key has a rate quota for this kind of request (`quota`, `limit` per second) and is over it; "
+                "nothing was changed. Retry after Retry-After; a batch larger than one second's worth is "
+                "refused without Retry-After: split it."),
     ProblemType("http-error", 400, "HTTP error", "A protocol-level error (unknown path, wrong method, ...)."),
     ProblemType("internal", 500, "Internal error", "An unexpected error; the node's log has the details."),
 ]}
@@ -166,6 +183,7 @@ PROBLEM: dict[type[BaseException], str] = {
     service.EntityIncomplete: "entity-incomplete",
     service.ManifestInvalid: "manifest-invalid",
     service.ModelUnavailable: "model-unavailable",
+    service.QuotaExceeded: "rate-limited",
     # the world model
     model.UnknownEntity: "unknown-entity",
     model.InvalidInput: "model-input",
@@ -188,6 +206,7 @@ MEMBERS: dict[type[BaseException], tuple[str, ...]] = {
     service.EntityMissing: ("entity",),
     service.ActionsForUnknown: ("entities",),
     service.EntityIncomplete: ("entity", "missing"),
+    service.QuotaExceeded: ("quota", "limit"),
     model.InvalidInput: ("code",),
 }
 # Seconds a client should wait before retrying what a busy or partitioned node refused.

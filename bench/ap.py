@@ -47,7 +47,13 @@ def observation(i: int) -> dict[str, object]:
             "fields": {"x": i * 0.5, "y": 1.25, "vx": -0.5, "vy": 2.0}}
 
 
-async def api_rate(host: str, port: int, batch: int, concurrency: int, seconds: float) -> float:
+def api_headers(d: Deployment) -> dict[str, str]:
+    """What every API request sends: its media type and the admin key (checking it is part of the API's cost)."""
+    return {"Content-Type": "application/json", "Authorization": f"Bearer {d.admin_key}"}
+
+
+async def api_rate(host: str, port: int, headers: dict[str, str], batch: int, concurrency: int,
+                   seconds: float) -> float:
     """POSTs whose bodies are encoded before the clock starts, so the load generator,
     which shares the machine's two cores, costs as little as it can."""
     bodies = [orjson.dumps(observation(0) if batch == 1 else [observation(j) for j in range(batch)])
@@ -59,7 +65,7 @@ async def api_rate(host: str, port: int, batch: int, concurrency: int, seconds: 
     async def worker(c: Connection) -> None:
         nonlocal done
         while time.perf_counter() < deadline and bodies:
-            status, _, resp = await c.request("POST", f"/v1/worlds/{WORLD}/observations", bodies.pop())
+            status, _, resp = await c.request("POST", f"/v1/worlds/{WORLD}/observations", bodies.pop(), headers)
             assert status == 202, resp
             done += batch
 
@@ -141,7 +147,7 @@ async def replication_lag(d: Deployment, rate: int, seconds: float) -> list[floa
     while time.perf_counter() < deadline:
         t_next = time.perf_counter() + interval
         status, _, resp = await conn.request("POST", f"/v1/worlds/{WORLD}/observations",
-                                             [observation(i) for i in range(batch)])
+                                             [observation(i) for i in range(batch)], api_headers(d))
         assert status == 202
         pending.append(asyncio.create_task(watch(resp["token"].split(":", 1)[1], time.perf_counter())))
         await asyncio.sleep(max(0.0, t_next - time.perf_counter()))
@@ -200,13 +206,13 @@ def main() -> None:
     # Ingest is measured on one region: with a peer, the same two cores would also
     # be shipping and applying every delta, which is the lag phase's subject.
     with Deployment(Topology(etcd_members=1, regions=1)) as d:
-        httpx.put(f"{d.api['r1'].url}/v1/worlds/{WORLD}", json={}).raise_for_status()
+        httpx.put(f"{d.api['r1'].url}/v1/worlds/{WORLD}", json={}, headers=api_headers(d)).raise_for_status()
         port = d.api["r1"].port
 
         async def rates() -> None:
             for batch, conc in ((1, 1), (1, 8), (1, 32), (100, 1), (100, 4), (100, 8), (1000, 1), (1000, 2), (1000, 4)):
                 rows.append((f"API POST batch={batch} concurrency={conc}",
-                             await api_rate("127.0.0.1", port, batch, conc, args.seconds)))
+                             await api_rate("127.0.0.1", port, api_headers(d), batch, conc, args.seconds)))
             for per_call, pipe in ((1, 1000), (100, 10), (1000, 1)):
                 rows.append((f"raw script, {per_call}/call, {pipe} calls/pipeline, 2 conns",
                              await raw_rate(d.redis["r1"].url, per_call, pipe, args.seconds)))
@@ -214,7 +220,7 @@ def main() -> None:
         asyncio.run(rates())
 
     with Deployment(Topology(etcd_members=1, regions=2)) as d:
-        httpx.put(f"{d.api['r1'].url}/v1/worlds/{WORLD}", json={}).raise_for_status()
+        httpx.put(f"{d.api['r1'].url}/v1/worlds/{WORLD}", json={}, headers=api_headers(d)).raise_for_status()
         lags = asyncio.run(replication_lag(d, rate=5000, seconds=args.seconds))
 
     conv, n = asyncio.run(convergence(args.entities))

@@ -57,7 +57,7 @@ async def throughput(op: Op, n: int, concurrency: int) -> float:
     return (n // concurrency) * concurrency / (time.perf_counter() - t0)
 
 
-async def run(api_url: str, endpoints: list[str], n: int, concurrency: int,
+async def run(api_url: str, key: str | None, endpoints: list[str], n: int, concurrency: int,
               rounds: int) -> list[tuple[str, str, float, float, float]]:
     # Raw aetcd gets the same round-robin channel over every member that the
     # service uses, so both sides pay the same mix of leader and follower reads.
@@ -70,14 +70,17 @@ async def run(api_url: str, endpoints: list[str], n: int, concurrency: int,
     world = "bench"
     path = lambda w: f"/worldstate/v1/worlds/{world}/params/bench/k{w}".encode()  # noqa: E731
     revs: dict[tuple[str, int], int] = {}
+    # Every request carries the key, as a real client's does: checking it is part of the API's cost.
+    auth = {"Authorization": f"Bearer {key}"} if key else {}
+    write = {**auth, "Content-Type": "application/json"}
 
     for w in range(concurrency):
-        status, _, body = await conns[w].request("PUT", f"/v1/worlds/{world}/params/bench/k{w}", {"v": 0})
+        status, _, body = await conns[w].request("PUT", f"/v1/worlds/{world}/params/bench/k{w}", {"v": 0}, write)
         assert status == 200, body
         revs[("api", w)] = revs[("raw", w)] = body["revision"]
 
     async def api_get(w: int, i: int) -> None:
-        status, _, body = await conns[w].request("GET", f"/v1/worlds/{world}/params/bench/k{w}")
+        status, _, body = await conns[w].request("GET", f"/v1/worlds/{world}/params/bench/k{w}", None, auth)
         assert status == 200, body
 
     async def raw_get(w: int, i: int) -> None:
@@ -85,7 +88,7 @@ async def run(api_url: str, endpoints: list[str], n: int, concurrency: int,
 
     async def api_cas(w: int, i: int) -> None:
         status, _, body = await conns[w].request("PUT", f"/v1/worlds/{world}/params/bench/k{w}", {"v": i},
-                                                 {"If-Match": f'"{revs[("api", w)]}"'})
+                                                 {**write, "If-Match": f'"{revs[("api", w)]}"'})
         assert status == 200, body
         revs[("api", w)] = revs[("raw", w)] = body["revision"]
 
@@ -124,17 +127,19 @@ def main() -> None:
                     help="latency: split --requests into this many alternating raw/API blocks")
     ap.add_argument("--api", help="use a running API node instead of starting a cluster")
     ap.add_argument("--etcd", help="the same cluster's etcd endpoints, host:port,host:port (with --api)")
+    ap.add_argument("--key", default=os.environ.get("WORLDSTATE_KEY"),
+                    help="an API key with read and params:write on world 'bench' (with --api; $WORLDSTATE_KEY)")
     args = ap.parse_args()
 
     deployment = None
     if args.api:
-        api_url, endpoints = args.api, args.etcd.split(",")
+        api_url, endpoints, key = args.api, args.etcd.split(","), args.key
     else:
         deployment = Deployment(Topology(etcd_members=3, regions=1))
         deployment.start()
-        api_url, endpoints = deployment.api["r1"].url, deployment.etcd_endpoints
+        api_url, endpoints, key = deployment.api["r1"].url, deployment.etcd_endpoints, deployment.admin_key
     try:
-        rows = asyncio.run(run(api_url, endpoints, args.requests, args.concurrency, args.rounds))
+        rows = asyncio.run(run(api_url, key, endpoints, args.requests, args.concurrency, args.rounds))
     finally:
         if deployment:
             deployment.stop()

@@ -1,4 +1,4 @@
-"""The most expensive plan a node accepts: its time and memory, against plain torch rollouts.
+"""The most expensive plan (and predict) a node accepts: time and memory, against plain torch rollouts.
 
     python bench/plan_cost.py [--checkpoint HASH --checkpoint-dir DIR] [--threads 1]
 
@@ -46,6 +46,25 @@ def _case(args: tuple[str, str, int, int, int, int]) -> tuple[float, float, floa
     return plan_s, raw_s, (peak - base) / 1024, peak // 1024
 
 
+def _predict_case(args: tuple[str, str, int, int]) -> tuple[int, float, int]:
+    """The largest predict a node accepts: MAX_ENTITIES bodies at the model's longest horizon."""
+    digest, ckdir, n, threads = args
+    import numpy as np
+    import torch
+
+    from world_model.config import Physics
+    from world_model.inference import WorldModel
+
+    torch.set_num_threads(threads)
+    model = WorldModel.load(digest, ckdir, "cpu")
+    grid = [(x, y) for y in np.linspace(1, 9, 8) for x in np.linspace(1, 9, 8)][:n]
+    state = np.array([[x, y, 0.5, 0.0, 0.3, 1.0] for x, y in grid])
+    model.predict(state, Physics(), 1)  # warm
+    t0 = time.perf_counter()
+    model.predict(state, Physics(), model.max_horizon, np.full((model.max_horizon, n, 2), 0.1))
+    return model.max_horizon, time.perf_counter() - t0, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
+
+
 def main(argv: list[str] | None = None) -> int:
     from world_model import shipped
     from world_model.state import MAX_BUDGET, MAX_PLAN_COST, MIN_BUDGET, PLAN_STEP_UNITS, plan_cost
@@ -75,6 +94,11 @@ def main(argv: list[str] | None = None) -> int:
         worst = max(worst, plan_s)
         print(f"{n:6d}{budget:8d}{plan_cost(budget, a.horizon, n):12,d}{plan_s:9.2f}{raw_s:15.2f}{peak:9d}")
     print(f"worst allowed plan: {worst:.2f} s (target: about 1 s or less)")
+    from world_model.state import MAX_ENTITIES
+    with ctx.Pool(1) as pool:
+        horizon, predict_s, peak = pool.apply(_predict_case, ((digest, a.checkpoint_dir, MAX_ENTITIES, a.threads),))
+    print(f"worst allowed predict ({MAX_ENTITIES} bodies, horizon {horizon}, with actions): {predict_s:.2f} s, "
+          f"peak {peak} MB")
     return 0
 
 

@@ -140,13 +140,19 @@ async def _call(conn: Any, method: str, path: str, body: Any = None, **headers: 
     return doc
 
 
-async def http_setup(url: str, digest: str, model: WorldModel, entities: int) -> list[str]:
-    """Publish the model (create-only), wait until the node serves it, and make a world."""
+def _connect(url: str, key: str | None) -> Any:
+    """A connection to the node at `url` that sends `key` with every request, as a real client does."""
     from bench.rawhttp import Connection
-    from world_model.checkpoints import make_manifest
 
     host, port = url.removeprefix("http://").split(":")
-    conn = Connection(host, int(port))
+    return Connection(host, int(port), {"Authorization": f"Bearer {key}"} if key else {})
+
+
+async def http_setup(url: str, key: str | None, digest: str, model: WorldModel, entities: int) -> list[str]:
+    """Publish the model (create-only), wait until the node serves it, and make a world."""
+    from world_model.checkpoints import make_manifest
+
+    conn = _connect(url, key)
     manifest = make_manifest(digest, model.cfg.to_dict(), dict(model.metrics or {}), None)
     await _call(conn, "PUT", "/v1/models/manifest", json.dumps(manifest, default=float).encode(),
                 **{"If-None-Match": "*"})
@@ -169,11 +175,9 @@ async def http_setup(url: str, digest: str, model: WorldModel, entities: int) ->
     return ids
 
 
-async def http_clients(url: str, body: dict[str, Any], n: int, conc: int) -> tuple[float, float, float, float]:
-    from bench.rawhttp import Connection
-
-    host, port = url.removeprefix("http://").split(":")
-    conns = [Connection(host, int(port)) for _ in range(conc)]
+async def http_clients(url: str, key: str | None, body: dict[str, Any], n: int,
+                       conc: int) -> tuple[float, float, float, float]:
+    conns = [_connect(url, key) for _ in range(conc)]
     payload = json.dumps(body).encode()
     await _call(conns[0], "POST", f"/v1/worlds/{WORLD}/predict", payload)  # warm-up
     before = await _call(conns[0], "GET", "/v1/models/current")
@@ -205,12 +209,10 @@ async def http_clients(url: str, body: dict[str, Any], n: int, conc: int) -> tup
     return (*summary(lat, len(lat), secs), (after["queries"] - before["queries"]) / max(batches, 1))
 
 
-async def http_after_plan(url: str, body: dict[str, Any], n: int, goal_entity: str) -> tuple[float, float, float]:
+async def http_after_plan(url: str, key: str | None, body: dict[str, Any], n: int,
+                          goal_entity: str) -> tuple[float, float, float]:
     """Lone-query predict p50 before a plan, right after one, and a second later."""
-    from bench.rawhttp import Connection
-
-    host, port = url.removeprefix("http://").split(":")
-    conn = Connection(host, int(port))
+    conn = _connect(url, key)
     payload = json.dumps(body).encode()
 
     async def p50() -> float:
@@ -245,22 +247,19 @@ def over_http(model: WorldModel, digest: str, ckdir: str, a: argparse.Namespace)
             env["WORLDSTATE_TORCH_THREADS"] = str(a.node_threads)
         with Deployment(Topology(etcd_members=1, regions=1, api_env=env)) as d:
             CheckpointStore(d.run_dir / "checkpoints").put_bytes(CheckpointStore(ckdir).get_bytes(digest))
-            url = d.api["r1"].url
-            ids = asyncio.run(http_setup(url, digest, model, a.http_entities))
+            url, key = d.api["r1"].url, d.admin_key
+            ids = asyncio.run(http_setup(url, key, digest, model, a.http_entities))
             body = {"horizon": a.horizon, "entities": ids}
             for c in a.concurrency:
-                rows.append((name, c, *asyncio.run(http_clients(url, body, a.http_queries, c))))
+                rows.append((name, c, *asyncio.run(http_clients(url, key, body, a.http_queries, c))))
             if max_batch > 1:
-                plan = asyncio.run(http_after_plan(url, body, a.after_plan_queries, ids[0]))
-                threads = asyncio.run(_threads(url))
+                plan = asyncio.run(http_after_plan(url, key, body, a.after_plan_queries, ids[0]))
+                threads = asyncio.run(_threads(url, key))
     return rows, plan, threads
 
 
-async def _threads(url: str) -> int | None:
-    from bench.rawhttp import Connection
-
-    host, port = url.removeprefix("http://").split(":")
-    conn = Connection(host, int(port))
+async def _threads(url: str, key: str | None) -> int | None:
+    conn = _connect(url, key)
     cur = await _call(conn, "GET", "/v1/models/current")
     await conn.close()
     return cur.get("torch_threads")

@@ -15,8 +15,9 @@ import orjson
 
 
 class Connection:
-    def __init__(self, host: str, port: int) -> None:
+    def __init__(self, host: str, port: int, headers: dict[str, str] | None = None) -> None:
         self.host, self.port = host, port
+        self.headers = headers or {}  # sent with every request (an Authorization header, say)
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
 
@@ -29,7 +30,7 @@ class Connection:
         assert self._reader is not None
         payload = b"" if body is None else body if isinstance(body, bytes) else orjson.dumps(body)
         head = [f"{method} {path} HTTP/1.1", f"Host: {self.host}", f"Content-Length: {len(payload)}"]
-        head += [f"{k}: {v}" for k, v in (headers or {}).items()]
+        head += [f"{k}: {v}" for k, v in {**self.headers, **(headers or {})}.items()]
         self._writer.write(("\r\n".join(head) + "\r\n\r\n").encode() + payload)
         raw = await self._reader.readuntil(b"\r\n\r\n")
         lines = raw.decode("latin-1").split("\r\n")

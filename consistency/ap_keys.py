@@ -20,6 +20,7 @@ per region, so keys need not be declared to the script).
     ws:b:<bucket>             SET   entity keys in one of 256 buckets (first byte of sha1 of the key)
     ws:w:{world}              ZSET  entity ids, for paging
     ws:worlds                 SET   worlds with observations
+    ws:quota:<key id>:<kind>  STRING a rate quota's theoretical arrival time (us), expiring when idle
 """
 
 from __future__ import annotations
@@ -59,6 +60,11 @@ def seen_key(world: str, entity: str) -> str:
 
 def bucket_key(bucket: int) -> str:
     return f"ws:b:{bucket:02x}"
+
+
+def quota_key(bucket: str) -> str:
+    """A rate quota's counter; replica-local, never replicated (the stream carries observations only)."""
+    return f"ws:quota:{bucket}"
 
 
 def world_index(world: str) -> str:

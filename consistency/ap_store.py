@@ -39,7 +39,8 @@ def _never_sent(e: BaseException) -> bool:
     """Errors that prove the command never reached Redis: no connection, or a closed one."""
     text = str(e)
     return isinstance(e, RuntimeError) or any(
-        m in text for m in ("Error 111", "Connect call failed", "Connection refused", "connecting to"))
+        m in text for m in ("Error 111", "Connect call failed", "Connection refused", "connecting to",
+                            "No connection available"))
 
 
 # Entries per script call: bounds how long one call holds Redis's single thread.
@@ -133,7 +134,7 @@ def _load(name: str) -> str:
 class ReplicaStore:
     def __init__(self, url: str, region: str, node_id: str, hlc: HybridLogicalClock | None = None, *,
                  dedup_window_s: float = 24 * 3600, dedup_max: int = 1_000_000,
-                 stream_maxlen: int = 1_000_000, timeout_s: float = 2.0) -> None:
+                 stream_maxlen: int = 1_000_000, timeout_s: float = 2.0, max_connections: int = 256) -> None:
         self.url = url
         self.region = K.check(K.REGION_RE, "region", region)
         self.node_id = node_id
@@ -144,10 +145,15 @@ class ReplicaStore:
         self.stream_maxlen = stream_maxlen
         # A connection idle for a second is PINGed before use, so a Redis restart is
         # noticed before a write is sent on a dead socket (whose outcome would be unknown).
-        self.redis = aioredis.Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s,
-                                             health_check_interval=1)
+        # A blocking pool: past `max_connections` a command waits up to `timeout_s` for a free
+        # connection. redis-py's default pool refuses at once past 100, which at 128 concurrent
+        # HTTP requests failed about one in five with "Too many connections".
+        pool = aioredis.BlockingConnectionPool.from_url(
+            url, max_connections=max_connections, timeout=timeout_s, socket_timeout=timeout_s,
+            socket_connect_timeout=timeout_s, health_check_interval=1)
+        self.redis = aioredis.Redis.from_pool(pool)  # owns the pool: aclose() closes it
         self._scripts = {n: self.redis.register_script(_load(n))
-                         for n in ("ingest", "apply", "merge_state", "digests", "trim", "expire_dedup")}
+                         for n in ("ingest", "apply", "merge_state", "digests", "trim", "expire_dedup", "quota")}
 
     async def close(self) -> None:
         await self.redis.aclose()
@@ -170,6 +176,12 @@ class ReplicaStore:
             raise OutcomeUnknown(f"redis {self.region} did not answer: {e}") from e
 
     # -- writes ----------------------------------------------------------------
+
+    async def charge(self, bucket: str, rate: float, burst: float, cost: float) -> float:
+        """Take `cost` from a rate quota (`rate` per second, `burst` at once) kept in this
+        replica: 0.0 when taken, else the seconds until it would be."""
+        wait_us = await self._call("quota", [K.quota_key(bucket)], [rate, burst, cost])
+        return int(wait_us) / 1e6
 
     async def ingest(self, observations: list[Observation]) -> IngestResult:
         """Merge a batch of observations; each is acknowledged only once Redis applied it."""

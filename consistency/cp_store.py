@@ -9,6 +9,7 @@ the caller decides, after reading, whether to try again.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import time
 from collections.abc import AsyncIterator, Sequence
@@ -18,12 +19,14 @@ from typing import Any, Literal
 import aetcd
 from aetcd import rpc
 
+from consistency.cp_auth import AuthedStub, AuthFailed, EtcdAuth, token_refused
 from consistency.cp_codec import REQUIRE_LEADER, WatchEvent, decode, encode, prefix_end
+from consistency.cp_members import Members, hedge, hedge_delay
 from consistency.cp_watch import MAX_REVISION, watch_prefix
 from consistency.errors import Compacted, Conflict, NotFound, OutcomeUnknown, StorageFull, StoreError, Unavailable
 
-__all__ = ["MAX_REVISION", "CPStore", "Consistency", "Entry", "FutureRevision", "Listing", "WatchEvent",
-           "WriteResult", "encode", "store_error"]
+__all__ = ["MAX_REVISION", "AuthFailed", "CPStore", "Consistency", "Entry", "FutureRevision", "Listing",
+           "WatchEvent", "WriteResult", "encode", "store_error"]
 
 Consistency = Literal["linearizable", "serializable"]
 
@@ -53,9 +56,12 @@ def store_error(code: rpc.StatusCode, details: str, write: bool) -> StoreError:
     if code == rpc.StatusCode.UNKNOWN:
         code = _CONTEXT_ERRORS.get(details.strip(), code)
     if code == rpc.StatusCode.RESOURCE_EXHAUSTED and "space exceeded" in details:
-        # NOSPACE: the quota applier refuses a write before it is applied, whole; the alarm
-        # it raises refuses every later write, on every member, until an operator disarms it.
-        return StorageFull(f"etcd is out of space: {details}; nothing was changed")
+        # NOSPACE. etcd checks the quota twice: as the request arrives (refused whole) and as it
+        # applies it, where a write that passed the first check is applied and *then* answered
+        # NOSPACE (quotaApplierV3). Either way the alarm it raises refuses every later write, on
+        # every member, until an operator disarms it.
+        return StorageFull(f"etcd is out of space: {details}; the write that crossed the quota may have been "
+                           "applied, later ones are refused whole")
     if code == rpc.StatusCode.RESOURCE_EXHAUSTED:  # "too many requests"
         return Unavailable(f"etcd refused the request before proposing it ({code.name}: {details})")
     if code in _NO_ANSWER:
@@ -101,11 +107,16 @@ def _resolve(endpoints: Sequence[str]) -> str:
 
 
 class CPStore:
-    def __init__(self, endpoints: Sequence[str], timeout_s: float = 2.0) -> None:
+    _members: Members | None = None  # a channel per member, for serializable reads (cp_members.py)
+
+    def __init__(self, endpoints: Sequence[str], timeout_s: float = 2.0,
+                 username: str | None = None, password: str | None = None) -> None:
+        """`username` and `password`: an etcd user (a cluster with auth enabled); None for none."""
         if not endpoints:
             raise ValueError("at least one etcd endpoint is needed")
         self.endpoints = list(endpoints)
         self.timeout_s = timeout_s
+        self.auth = EtcdAuth(username, password)
         self._client: aetcd.Client | None = None
 
     async def connect(self) -> None:
@@ -125,10 +136,41 @@ class CPStore:
             "grpc.keepalive_time_ms": 2000,
             "grpc.keepalive_timeout_ms": 1000,
         })
+        # The token is ours, not aetcd's: aetcd takes one at connect and never renews it (cp_auth.py).
         await client.connect()
         self._client = client
+        try:
+            await self.auth.authenticate(client.channel, self.timeout_s)
+        except Unavailable:
+            pass  # etcd unreachable now: the first call refused for want of a token takes one
+        except AuthFailed:
+            await self.close()
+            raise
+        # Serializable reads: a channel per member beside the round-robin one, with the same
+        # options (aetcd keeps the ones it was given), calls wrapped as the round-robin stub's are.
+        self._members = Members(target.removeprefix("ipv4:").split(","), client._options, self.authed)
+
+    def metadata(self, require_leader: bool) -> tuple[tuple[str, str], ...] | None:
+        """What a call made on a raw stub sends: REQUIRE_LEADER if asked, and the auth token.
+
+        A stub wrapped by `authed` adds the token itself (and renews it when refused)."""
+        return self.auth.metadata(REQUIRE_LEADER if require_leader else ())
+
+    def authed(self, stub: Any) -> Any:
+        """`stub` (on this store's channel or a member's) with the token added and renewed."""
+        return AuthedStub(stub, self.auth, self.channel) if self.auth.enabled else stub
+
+    async def renew_token(self, refusal: str) -> None:
+        """After etcd refused a call with `refusal` (a watch's cancel reason): renew the token
+        if that is what it refused. A renewal that fails is left to the next call."""
+        if self.auth.enabled and token_refused(refusal):
+            with contextlib.suppress(Unavailable):
+                await self.auth.renew(self.auth.token, self.channel, self.timeout_s)
 
     async def close(self) -> None:
+        if self._members is not None:
+            members, self._members = self._members, None
+            await members.close()
         if self._client is not None:
             await self._client.close()
             self._client = None
@@ -137,7 +179,7 @@ class CPStore:
     def _kv(self) -> Any:
         if self._client is None:
             raise RuntimeError("CPStore.connect() was not awaited")
-        return self._client.kvstub
+        return self.authed(self._client.kvstub)
 
     @property
     def channel(self) -> Any:
@@ -151,13 +193,18 @@ class CPStore:
         return store_error(e.code(), e.details() or "", write)
 
     async def _read(self, request: Any, serializable: bool) -> Any:
-        """A Range with retries until the bound: reads are idempotent, so retrying is safe."""
+        """A Range with retries until the bound: reads are idempotent, so retrying is safe.
+
+        A serializable one is answered by any live member (`_serializable_range`); a
+        linearizable one only through a member with a leader (REQUIRE_LEADER)."""
         deadline = time.monotonic() + self.timeout_s
         metadata = None if serializable else REQUIRE_LEADER
         delay = 0.05
         while True:
             remaining = deadline - time.monotonic()
             try:
+                if serializable and self._members is not None:
+                    return await self._serializable_range(request, deadline)
                 return await self._kv.Range(request, timeout=max(remaining, 0.01), metadata=metadata)
             except rpc.AioRpcError as e:
                 err = self._failure(e, write=False)
@@ -165,6 +212,24 @@ class CPStore:
                     raise err from e
             await asyncio.sleep(delay)
             delay = min(delay * 2, 0.5)
+
+    async def _serializable_range(self, request: Any, deadline: float) -> Any:
+        """One Range answered by any live member: the round-robin channel's pick first, then,
+        after a short delay or its failure, every member at once (a paused member never answers)."""
+        members = self._members
+        assert members is not None
+
+        def attempt(kv: Any) -> Any:
+            return lambda timeout: kv.Range(request, timeout=timeout, metadata=None)
+
+        return await hedge(attempt(self._kv), [attempt(kv) for kv in members.kv], deadline=deadline,
+                           delay_s=hedge_delay(self.timeout_s), unanswered=self._unanswered)
+
+    def _unanswered(self, e: BaseException) -> bool:
+        """Whether another member might answer what this error says one did not."""
+        if isinstance(e, rpc.AioRpcError):
+            e = self._failure(e, write=False)
+        return isinstance(e, Unavailable)
 
     async def _write(self, method: str, request: Any) -> Any:
         try:
@@ -230,8 +295,12 @@ class CPStore:
     # -- writes --------------------------------------------------------------
 
     async def put(self, key: str, value: Any, *, if_revision: int | None = None,
-                  create_only: bool = False, must_exist: bool = False) -> WriteResult:
-        """Unconditional, create-only, update-only or compare-and-swap on mod_revision."""
+                  create_only: bool = False, must_exist: bool = False,
+                  also: Sequence[tuple[str, Any]] = ()) -> WriteResult:
+        """Unconditional, create-only, update-only or compare-and-swap on mod_revision.
+
+        `also`: more (key, value) puts made in the same transaction, under the same
+        condition and at the same revision (the record of who wrote `key`)."""
         raw = encode(value)
         k = key.encode()
         compare = []
@@ -243,22 +312,28 @@ class CPStore:
             compare.append(rpc.Compare(key=k, target=rpc.Compare.MOD, result=rpc.Compare.EQUAL,
                                        mod_revision=if_revision))
         put = rpc.RequestOp(request_put=rpc.PutRequest(key=k, value=raw))
-        return await self._txn(key, compare, put)
+        return await self._txn(key, compare, [put, *self._puts(also)])
 
-    async def delete(self, key: str, *, if_revision: int | None = None) -> WriteResult:
+    @staticmethod
+    def _puts(also: Sequence[tuple[str, Any]]) -> list[Any]:
+        return [rpc.RequestOp(request_put=rpc.PutRequest(key=k.encode(), value=encode(v))) for k, v in also]
+
+    async def delete(self, key: str, *, if_revision: int | None = None,
+                     also: Sequence[tuple[str, Any]] = ()) -> WriteResult:
         k = key.encode()
         compare = [rpc.Compare(key=k, target=rpc.Compare.VERSION, result=rpc.Compare.GREATER, version=0)]
         if if_revision is not None:
             compare.append(rpc.Compare(key=k, target=rpc.Compare.MOD, result=rpc.Compare.EQUAL,
                                        mod_revision=if_revision))
         op = rpc.RequestOp(request_delete_range=rpc.DeleteRangeRequest(key=k))
-        return await self._txn(key, compare, op, missing_is_not_found=if_revision is None)
+        return await self._txn(key, compare, [op, *self._puts(also)], missing_is_not_found=if_revision is None)
 
-    async def _txn(self, key: str, compare: list[Any], op: Any, missing_is_not_found: bool = False) -> WriteResult:
+    async def _txn(self, key: str, compare: list[Any], ops: list[Any],
+                   missing_is_not_found: bool = False) -> WriteResult:
         # The failure branch reads the key in the same transaction, so a Conflict
         # carries the revision that beat us without a second round trip.
         failure = [rpc.RequestOp(request_range=rpc.RangeRequest(key=key.encode()))]
-        resp = await self._write("Txn", rpc.TxnRequest(compare=compare, success=[op], failure=failure))
+        resp = await self._write("Txn", rpc.TxnRequest(compare=compare, success=ops, failure=failure))
         if resp.succeeded:
             return WriteResult(key, resp.header.revision)
         kvs = resp.responses[0].response_range.kvs

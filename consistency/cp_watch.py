@@ -13,7 +13,7 @@ from typing import Any, Protocol
 
 from aetcd import rpc
 
-from consistency.cp_codec import REQUIRE_LEADER, WatchEvent, decode, prefix_end
+from consistency.cp_codec import WatchEvent, decode, prefix_end
 from consistency.errors import Compacted
 
 # etcd revisions are int64: a larger one cannot even be put in a request (protobuf refuses it).
@@ -25,6 +25,10 @@ class Channelled(Protocol):
 
     @property
     def channel(self) -> Any: ...
+
+    def metadata(self, require_leader: bool) -> Any: ...
+
+    async def renew_token(self, refusal: str) -> None: ...
 
 
 async def _requests(create: Any, done: asyncio.Event) -> AsyncIterator[Any]:
@@ -44,13 +48,16 @@ async def watch_prefix(store: Channelled, prefix: str, start_revision: int,
         create = rpc.WatchRequest(create_request=rpc.WatchCreateRequest(
             key=key, range_end=prefix_end(key), start_revision=next_revision))
         stub = rpc.WatchStub(store.channel)
-        call = stub.Watch(_requests(create, done), metadata=REQUIRE_LEADER)
+        call = stub.Watch(_requests(create, done), metadata=store.metadata(require_leader=True))
         try:
             async for resp in call:
                 if resp.compact_revision:
                     raise Compacted(resp.compact_revision)
                 if resp.canceled:
-                    break  # e.g. the member lost its leader: reopen elsewhere
+                    # e.g. the member lost its leader: reopen elsewhere. etcd refuses a stale auth
+                    # token by cancelling the watch, so renew the token before reopening.
+                    await store.renew_token(resp.cancel_reason)
+                    break
                 delay = 0.05
                 for ev in resp.events:
                     kind = "delete" if ev.type == rpc.Event.DELETE else "put"

@@ -1,10 +1,11 @@
-"""The `worldstate` command: up, serve, publish-default (and the world model's train/eval)."""
+"""The `worldstate` command: up, serve, keys, publish-default (and the world model's train/eval)."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import math
+import os
 import signal
 import sys
 import threading
@@ -12,12 +13,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from deploy import keys_cli
+
 
 def _up(args: argparse.Namespace) -> int:
     from deploy.launcher import Deployment, Topology
 
     topo = Topology(etcd_members=args.etcd_members, regions=args.regions, run_dir=args.run_dir,
-                    cp_timeout_s=args.cp_timeout)
+                    cp_timeout_s=args.cp_timeout, backend_auth=args.backend_auth)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
@@ -33,6 +36,11 @@ def _up(args: argparse.Namespace) -> int:
         for region, url in info["api"].items():  # type: ignore[union-attr]
             print(f"  api     {region:<10} {url}")
         print(f"  state   {deployment.run_dir / 'deployment.json'}")
+        if deployment.admin_key:
+            print(f"  admin key {deployment.admin_key}")
+            print(f"            (kept in {deployment.run_dir / 'admin.key'}; export WORLDSTATE_KEY=<it>)")
+        else:
+            print("  admin key made at this cluster's first start, in another run directory", flush=True)
         if args.default_model:
             _publish_default(deployment.publish_default_model)
         print("Ctrl-C stops everything.", flush=True)
@@ -62,10 +70,11 @@ def _publish_default(publish: Callable[[], tuple[str, dict[str, Any]]]) -> bool:
 
 
 def _publish_default_cmd(args: argparse.Namespace) -> int:
-    from deploy.launcher import publish_default_model
+    from deploy.first_start import publish_default_model
 
     urls = [u.rstrip("/") for u in args.api]
-    return 0 if _publish_default(lambda: publish_default_model(urls, args.checkpoint_dir, args.timeout)) else 1
+    key = args.key_file.read_text().strip() if args.key_file else args.key
+    return 0 if _publish_default(lambda: publish_default_model(urls, args.checkpoint_dir, args.timeout, key)) else 1
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -116,6 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--regions", type=int, default=2)
     up.add_argument("--run-dir", type=Path, default=None, help="data and logs (default: a new temp dir)")
     up.add_argument("--cp-timeout", type=float, default=2.0, help="seconds a CP call waits for quorum")
+    up.add_argument("--backend-auth", action="store_true",
+                    help="etcd with auth on and Redis with an ACL user; passwords generated into the run dir")
     up.add_argument("--no-default-model", dest="default_model", action="store_false",
                     help="do not publish the packaged model when no model manifest exists")
     up.set_defaults(func=_up)
@@ -125,6 +136,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="an API node's URL (repeat for each node to wait for; the first publishes)")
     pub.add_argument("--checkpoint-dir", type=Path, required=True, help="the checkpoint directory the nodes read")
     pub.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for every node to serve it")
+    pub.add_argument("--key", default=os.environ.get("WORLDSTATE_KEY"), help="an admin key ($WORLDSTATE_KEY)")
+    pub.add_argument("--key-file", type=Path, default=None, help="a file holding an admin key")
     pub.set_defaults(func=_publish_default_cmd)
 
     serve = sub.add_parser("serve", help="run one API node (configured by WORLDSTATE_* variables)")
@@ -133,6 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--log-level", default="warning")
     serve.set_defaults(func=_serve)
 
+    keys_cli.add_parser(sub)
     # The world model's own parsers own their options: `worldstate train --help`.
     for name, func, text in (("train", _train, "train the JEPA world model"),
                              ("eval", _eval, "evaluate a trained world model")):

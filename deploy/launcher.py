@@ -9,7 +9,6 @@ builders here are what tests compare it against.
 from __future__ import annotations
 
 import json
-import socket
 import sys
 import tempfile
 import time
@@ -20,7 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from deploy import binaries
+from consistency.cp_store import CPStore
+from deploy import backend_auth, binaries, first_start
 from service.config import Settings
 from deploy.processes import ManagedProcess, ProcessFailed, free_port
 
@@ -38,6 +38,7 @@ ETCD_QUOTA_BYTES = 256 << 20
 # Redis refuses writes past maxmemory instead of evicting keys: an evicted key is an
 # acknowledged observation, or a dedup record, silently gone.
 REDIS_MAXMEMORY = "256mb"
+ETCD_AUTH_TOKEN_TTL_S = 300  # etcd's default, stated: a node renews an expired token (consistency/cp_auth.py)
 
 
 @dataclass
@@ -53,6 +54,10 @@ class Topology:
     etcd_quota_bytes: int = ETCD_QUOTA_BYTES
     etcd_compaction_retention: str = ETCD_COMPACTION_RETENTION
     redis_maxmemory: str = REDIS_MAXMEMORY
+    # etcd with auth on and Redis with an ACL user, passwords generated at first start into the
+    # run directory (deploy/backend_auth.py); an idle etcd token expires after the TTL.
+    backend_auth: bool = False
+    etcd_auth_token_ttl_s: int = ETCD_AUTH_TOKEN_TTL_S
     api_env: dict[str, str] = field(default_factory=dict)
     # link(from, to, port) -> the port `from` must dial to reach `to` on `port`.
     # jepsen_like returns the port of a TCP proxy it controls, so it can cut,
@@ -77,7 +82,8 @@ class Topology:
 
 def etcd_args(name: str, host: str, client_port: int, peer_port: int, initial_cluster: str,
               data_dir: str, heartbeat_ms: int = 100, election_ms: int = 1000,
-              quota_bytes: int = ETCD_QUOTA_BYTES, compaction_retention: str = ETCD_COMPACTION_RETENTION) -> list[str]:
+              quota_bytes: int = ETCD_QUOTA_BYTES, compaction_retention: str = ETCD_COMPACTION_RETENTION,
+              auth_token_ttl_s: int = ETCD_AUTH_TOKEN_TTL_S) -> list[str]:
     """etcd flags for one member (the binary path is prepended by the caller)."""
     return [
         "--name", name,
@@ -97,14 +103,16 @@ def etcd_args(name: str, host: str, client_port: int, peer_port: int, initial_cl
         "--quota-backend-bytes", str(quota_bytes),
         "--auto-compaction-mode", "periodic",
         "--auto-compaction-retention", compaction_retention,
+        "--auth-token-ttl", str(auth_token_ttl_s),
         "--logger", "zap",
         "--log-level", "warn",
     ]
 
 
 def redis_args(port: int, data_dir: str, appendfsync: str = "everysec", bind: str = "127.0.0.1",
-               maxmemory: str = REDIS_MAXMEMORY) -> list[str]:
-    """redis-server flags: AOF on, RDB snapshots off (the AOF is the durable log), bounded memory."""
+               maxmemory: str = REDIS_MAXMEMORY, user: tuple[str, str] | None = None) -> list[str]:
+    """redis-server flags: AOF on, RDB snapshots off (the AOF is the durable log), bounded memory;
+    with `user` (name, password), that ACL user alone may connect."""
     args = [
         "--port", str(port),
         "--bind", bind,
@@ -116,6 +124,8 @@ def redis_args(port: int, data_dir: str, appendfsync: str = "everysec", bind: st
         "--maxmemory", maxmemory,
         "--maxmemory-policy", "noeviction",
     ]
+    if user is not None:
+        args += backend_auth.redis_acl_args(*user)
     if bind != "127.0.0.1":
         # Redis 7's protected mode answers -DENIED to every non-loopback client of a
         # password-less server, even with an explicit bind; a non-loopback bind here is
@@ -132,12 +142,6 @@ def _http_ok(url: str, expect: str | None = None) -> bool:
     with urllib.request.urlopen(url, timeout=1.0) as resp:
         body = resp.read().decode()
         return resp.status == 200 and (expect is None or expect in body)
-
-
-def _redis_ping(port: int, host: str = "127.0.0.1") -> bool:
-    with socket.create_connection((host, port), timeout=1.0) as s:
-        s.sendall(b"PING\r\n")
-        return s.recv(16).startswith(b"+PONG")
 
 
 class EtcdMember(ManagedProcess):
@@ -172,17 +176,25 @@ class EtcdMember(ManagedProcess):
 
 
 class RedisNode(ManagedProcess):
-    def __init__(self, region: str, port: int, argv: list[str], log: Path, host: str = "127.0.0.1") -> None:
+    def __init__(self, region: str, port: int, argv: list[str], log: Path, host: str = "127.0.0.1",
+                 user: tuple[str, str] | None = None) -> None:
         self.region = region
         self.port = port
         self.host = host
+        self.user = user  # (name, password) of the ACL user, when one is required
         # The merge scripts compare order keys byte by byte whatever the locale
         # (common.lua's bytes_lt); the C locale keeps Redis's own sorting plain too.
-        super().__init__(f"redis-{region}", argv, log, lambda: _redis_ping(port, host), {"LC_ALL": "C"})
+        super().__init__(f"redis-{region}", argv, log, lambda: backend_auth.redis_ping(port, host, *(user or ())),
+                         {"LC_ALL": "C"})
 
     @property
     def url(self) -> str:
+        """Without credentials: what describe() shows (`client_url` carries them)."""
         return f"redis://{self.host}:{self.port}/0"
+
+    @property
+    def client_url(self) -> str:
+        return backend_auth.redis_url(self.host, self.port, *(self.user or ()))
 
 
 class ApiNode(ManagedProcess):
@@ -212,10 +224,14 @@ class Deployment:
         self.etcd: list[EtcdMember] = []
         self.redis: dict[str, RedisNode] = {}
         self.api: dict[str, ApiNode] = {}
+        self.admin_key: str | None = None  # the bearer token of the admin key made at first start
         self._plan()
 
     def _plan(self) -> None:
         t, logs = self.topology, self.run_dir / "logs"
+        self.credentials = backend_auth.load_or_create(self.run_dir) if t.backend_auth else None
+        creds = self.credentials
+        redis_user = (creds.redis_user, creds.redis_password) if creds else None
         link = t.link or (lambda src, dst, port: port)
         addr = t.host or (lambda name: "127.0.0.1")
         wrap = t.wrap or (lambda name, argv: argv)
@@ -226,7 +242,8 @@ class Deployment:
         cluster = ",".join(f"{n}=http://{addr(n)}:{advertised[n]}" for n in names)
         for name, (cp, pp) in zip(names, ports):
             argv = [etcd, *etcd_args(name, addr(name), cp, pp, cluster, str(self.run_dir / name),
-                                     t.heartbeat_ms, t.election_ms, t.etcd_quota_bytes, t.etcd_compaction_retention)]
+                                     t.heartbeat_ms, t.election_ms, t.etcd_quota_bytes, t.etcd_compaction_retention,
+                                     t.etcd_auth_token_ttl_s)]
             if advertised[name] != pp:  # listen on the real port, advertise the proxy's
                 i = argv.index("--initial-advertise-peer-urls")
                 argv[i + 1] = f"http://{addr(name)}:{advertised[name]}"
@@ -235,8 +252,8 @@ class Deployment:
         for region in t.region_names():
             port, data, me = free_port(), self.run_dir / f"redis-{region}", f"redis-{region}"
             data.mkdir(parents=True, exist_ok=True)
-            argv = [redis, *redis_args(port, str(data), t.appendfsync, addr(me), t.redis_maxmemory)]
-            self.redis[region] = RedisNode(region, port, wrap(me, argv), logs / f"{me}.log", addr(me))
+            argv = [redis, *redis_args(port, str(data), t.appendfsync, addr(me), t.redis_maxmemory, redis_user)]
+            self.redis[region] = RedisNode(region, port, wrap(me, argv), logs / f"{me}.log", addr(me), redis_user)
         if not t.api:
             return
         for region in t.region_names():
@@ -246,8 +263,10 @@ class Deployment:
                 node_id=me,
                 etcd_endpoints=[f"{addr(m.name)}:{link(me, m.name, m.client_port)}" for m in self.etcd],
                 cp_timeout_s=t.cp_timeout_s,
-                redis_url=f"redis://{addr(home.name)}:{link(me, home.name, home.port)}/0",
-                peers={r: f"redis://{addr(n.name)}:{link(me, n.name, n.port)}/0"
+                etcd_username=creds.etcd_user if creds else "",
+                etcd_password=creds.etcd_password if creds else "",
+                redis_url=backend_auth.redis_url(addr(home.name), link(me, home.name, home.port), *(redis_user or ())),
+                peers={r: backend_auth.redis_url(addr(n.name), link(me, n.name, n.port), *(redis_user or ()))
                        for r, n in self.redis.items() if r != region},
                 checkpoint_dir=str(self.run_dir / "checkpoints"),  # shared by every node, as a volume is
             )
@@ -258,6 +277,12 @@ class Deployment:
     @property
     def etcd_endpoints(self) -> list[str]:
         return [m.endpoint for m in self.etcd]
+
+    def cp_store(self) -> CPStore:
+        """A client of this deployment's etcd (not yet connected), as an operator's tool uses it."""
+        creds = self.credentials
+        return CPStore(self.etcd_endpoints, self.topology.cp_timeout_s,
+                       creds.etcd_user if creds else None, creds.etcd_password if creds else None)
 
     def etcd_leader(self) -> EtcdMember | None:
         """The member every reachable member agrees is leader, if any."""
@@ -288,6 +313,9 @@ class Deployment:
                 p.start()
             for p in [*self.etcd, *self.redis.values()]:
                 p.wait_healthy(timeout)
+            self._enable_backend_auth(timeout)
+            if self.api and self.etcd:
+                self.admin_key = self._admin_key(timeout)
             for p in self.api.values():
                 p.start()
             for p in self.api.values():
@@ -296,6 +324,15 @@ class Deployment:
             self.stop()
             raise
         self.write_state()
+
+    def _enable_backend_auth(self, timeout: float) -> None:
+        """etcd auth on, for the run directory's root user (Redis took its ACL user at start)."""
+        if self.credentials is not None and self.etcd:
+            creds = self.credentials
+            backend_auth.enable_etcd_auth_blocking(self.etcd_endpoints, creds.etcd_user, creds.etcd_password, timeout)
+
+    def _admin_key(self, timeout: float) -> str | None:
+        return first_start.admin_key(self.cp_store, self.run_dir / "admin.key", timeout)
 
     def stop(self) -> None:
         # API nodes first so they never see their backends vanish mid-request.
@@ -306,7 +343,7 @@ class Deployment:
         """Publish the packaged model unless a manifest exists (`worldstate up` does this;
         a programmatic Deployment starts with none, as the tests need)."""
         nodes = [n.url for n in self.api.values()]
-        return publish_default_model(nodes, self.run_dir / "checkpoints", timeout)
+        return first_start.publish_default_model(nodes, self.run_dir / "checkpoints", timeout, self.admin_key)
 
     def describe(self) -> dict[str, object]:
         return {
@@ -315,6 +352,10 @@ class Deployment:
             "redis": {r: n.url for r, n in self.redis.items()},
             "api": {r: n.url for r, n in self.api.items()},
             "pids": {p.name: p.pid for p in self.processes()},
+            # Where the passwords are, never the passwords: this goes to deployment.json and stdout.
+            "backend_auth": {"etcd_user": self.credentials.etcd_user, "redis_user": self.credentials.redis_user,
+                             "credentials": str(self.run_dir / backend_auth.CREDENTIALS_FILE)}
+            if self.credentials else None,
         }
 
     def write_state(self) -> Path:
@@ -331,47 +372,7 @@ class Deployment:
 
 
 __all__ = ["Deployment", "Topology", "EtcdMember", "RedisNode", "ApiNode", "ProcessFailed",
-           "etcd_args", "redis_args", "api_args", "wait_until", "publish_default_model"]
-
-
-def _request(method: str, url: str, body: bytes | None = None,
-             headers: dict[str, str] | None = None) -> tuple[int, Any]:
-    req = urllib.request.Request(url, data=body, method=method, headers=headers or {})
-    try:
-        with urllib.request.urlopen(req, timeout=30.0) as resp:
-            return resp.status, json.loads(resp.read())
-    except urllib.error.HTTPError as e:
-        return e.code, json.loads(e.read() or b"null")
-
-
-def publish_default_model(api_urls: list[str], checkpoint_dir: str | Path,
-                          timeout: float = 120.0) -> tuple[str, dict[str, Any]]:
-    """Install the packaged model's blob into the checkpoint directory the API nodes
-    share and publish its manifest create-only (If-None-Match: *), so a deployment
-    that already names a model keeps it. Waits until every node serves the manifest
-    now current. Returns ("published" | "kept", that manifest)."""
-    from world_model import shipped  # torch loads with it: only when a model is published
-
-    manifest = shipped.install(checkpoint_dir)
-    status, answer = _request("PUT", f"{api_urls[0]}/v1/models/manifest", json.dumps(manifest).encode(),
-                              {"Content-Type": "application/json", "If-None-Match": "*"})
-    if status == 412:
-        outcome = "kept"
-        status, answer = _request("GET", f"{api_urls[0]}/v1/models/manifest")
-        if status != 200:
-            raise RuntimeError(f"reading the existing model manifest answered {status}: {answer}")
-        manifest = answer["manifest"]
-    elif status in (200, 201):
-        outcome = "published"
-    else:
-        raise RuntimeError(f"publishing the default model answered {status}: {answer}")
-    deadline = time.monotonic() + timeout
-    for url in api_urls:
-        if not wait_until(lambda: _request("GET", f"{url}/v1/models/current")[1].get("hash") == manifest["hash"],
-                          max(0.0, deadline - time.monotonic()), interval=0.2):
-            raise RuntimeError(f"{url} does not serve model {manifest['hash'][:12]} after {timeout:.0f} s: "
-                               f"{_request('GET', f'{url}/v1/models/current')[1]}")
-    return outcome, manifest
+           "etcd_args", "redis_args", "api_args", "wait_until"]
 
 
 def wait_until(predicate: Callable[[], object], timeout: float = 10.0, interval: float = 0.05) -> bool:

@@ -135,7 +135,7 @@ def _recheck(d: Path) -> int:
     ctx = Context(Api({}, 1.0), Recorder(None), [f"r{i + 1}" for i in range(opts["regions"])], runner.WORLD,
                   asyncio.Event())
     workloads = [WORKLOADS[n](ctx, **opts.get("workload_options", {}).get(n, {})) for n in opts["workloads"]]
-    results = runner.check(events, workloads, finals, {})
+    results = runner.check(events, workloads, finals, {}, etcd_members=opts.get("etcd_members", 3))
     results["test"] = old["test"]
     print(report.summary(results))
     return EXIT_STATUS[Verdict(results["verdict"])]

@@ -40,10 +40,12 @@ class Answer:
 class Api:
     """One pooled HTTP client per region's API node."""
 
-    def __init__(self, urls: dict[str, str], timeout_s: float) -> None:
+    def __init__(self, urls: dict[str, str], timeout_s: float, auth: dict[str, str] | None = None) -> None:
+        """`auth`: the Authorization header every request sends (Cluster.auth_headers())."""
         self.timeout_s = timeout_s
         limits = httpx.Limits(max_connections=64, max_keepalive_connections=32)
-        self.http = {r: httpx.AsyncClient(base_url=u, timeout=timeout_s, limits=limits) for r, u in urls.items()}
+        self.http = {r: httpx.AsyncClient(base_url=u, timeout=timeout_s, limits=limits, headers=auth)
+                     for r, u in urls.items()}
 
     async def close(self) -> None:
         await asyncio.gather(*(c.aclose() for c in self.http.values()), return_exceptions=True)
@@ -52,6 +54,8 @@ class Api:
                    headers: dict[str, str] | None = None, params: dict[str, Any] | None = None,
                    timeout_s: float | None = None) -> Answer:
         content = None if body is None else json.dumps(body)
+        if content is not None:  # a node refuses a body of any other media type (415)
+            headers = {"Content-Type": "application/json", **(headers or {})}
         try:
             r = await self.http[region].request(method, path, content=content, headers=headers, params=params,
                                                 timeout=timeout_s or self.timeout_s)

@@ -100,6 +100,11 @@ class Cluster:
     def api_url(self, region: str) -> str:
         return self.deployment.api[region].url
 
+    def auth_headers(self) -> dict[str, str]:
+        """The Authorization header of the admin key the deployment made at its start."""
+        key = self.deployment.admin_key
+        return {"Authorization": f"Bearer {key}"} if key else {}
+
     def etcd_members(self) -> list[str]:
         return [m.name for m in self.deployment.etcd]
 

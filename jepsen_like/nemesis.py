@@ -81,7 +81,7 @@ def restore_processes(cluster: Cluster) -> None:
 def set_clock(cluster: Cluster, region: str, offset_ms: int) -> bool:
     req = urllib.request.Request(f"{cluster.api_url(region)}/_faults/clock", method="PUT",
                                  data=json.dumps({"offset_ms": offset_ms}).encode(),
-                                 headers={"Content-Type": "application/json"})
+                                 headers={"Content-Type": "application/json", **cluster.auth_headers()})
     try:
         with urllib.request.urlopen(req, timeout=3) as r:
             return r.status == 200

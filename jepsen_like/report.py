@@ -67,7 +67,10 @@ def _line(name: str, r: dict[str, Any]) -> str:
     elif name == "watch":
         detail = f"{s.get('watchers')} watchers, {s.get('events')} events"
     elif name == "availability":
-        detail = f"{r.get('violation_count', 0)} answers of 500"
+        detail = f"{s.get('server_errors', r.get('violation_count', 0))} answers of 500"
+        judged = s.get("serializable", {}).get("judged")
+        if judged and judged["total"]:
+            detail += f"; serializable reads with a live member: {judged['ok']}/{judged['total']} answered"
     else:
         detail = ""
     out = f"  {name:<16} {verdict:<8} {detail}"

@@ -126,7 +126,7 @@ def run(o: Options) -> Outcome:
                 if d.is_dir() and d.name != "logs":
                     shutil.rmtree(d, ignore_errors=True)
     (out / "final.json").write_text(json.dumps(finals, indent=1, default=str))
-    results = check(rec.events, workloads, finals, timings)
+    results = check(rec.events, workloads, finals, timings, etcd_members=o.etcd_members)
     results["test"] = {"name": test_name(o), "options": _jsonable(asdict(o)), "nemesis_log": schedule.log,
                        "start_wall": rec.wall0, "dir": str(out)}
     net = cluster.net.describe()  # netns mode: which namespaces and addresses the hosts had
@@ -143,7 +143,7 @@ def run(o: Options) -> Outcome:
 
 async def _exercise(o: Options, cluster: Cluster, rec: Recorder, schedule: Schedule,
                     faults: list[nemesis.Fault], fixed: nemesis.Clock | None, finals: dict[str, Any]) -> list[Workload]:
-    api = Api({r: cluster.api_url(r) for r in cluster.regions}, o.client_timeout_s)
+    api = Api({r: cluster.api_url(r) for r in cluster.regions}, o.client_timeout_s, cluster.auth_headers())
     ctx = Context(api, rec, cluster.regions, WORLD, asyncio.Event(), o.think_s, o.final_wait_s)
     workloads = [WORKLOADS[name](ctx, **o.workload_options.get(name, {})) for name in o.workloads]
     if "register" in o.workloads:
@@ -256,7 +256,7 @@ def nemesis_windows(events: list[Event]) -> list[tuple[float, float, str]]:
 
 
 def check(events: list[Event], workloads: list[Workload], finals: dict[str, Any],
-          timings: dict[str, float]) -> dict[str, Any]:
+          timings: dict[str, float], etcd_members: int = 3) -> dict[str, Any]:
     """Every checker's result, and the run's verdict: the worst of theirs (`verdict`, and `valid` as
     True / False / None for unknown, which results.json has always had)."""
     results: dict[str, Any] = {"checkers": {}, "timings": timings}
@@ -270,9 +270,12 @@ def check(events: list[Event], workloads: list[Workload], finals: dict[str, Any]
             verdicts.append(res.verdict)
     windows = nemesis_windows(events)
     ops = [op for op in as_operations(events) if op.f != "watch"]
-    avail = availability.check(ops, [(s, e) for s, e, _ in windows])
+    avail = availability.check(ops, [(s, e) for s, e, _ in windows], faults=availability.fault_windows(events),
+                               etcd_members=etcd_members)
     results["checkers"]["availability"] = report.result_json(avail)
-    verdicts.append(avail.verdict)  # judged only on answers of 500: no fault excuses an unclassified failure
+    # Judged on answers of 500 (no fault excuses an unclassified failure) and on serializable
+    # reads refused while a pause or kill left a live etcd member and the client's own node.
+    verdicts.append(avail.verdict)
     results["nemesis_windows"] = windows
     results["ops"] = _op_counts(events)
     # Reported, not judged: the final reads' checkers judge what a slow recovery left behind.

@@ -36,6 +36,10 @@ class Settings:
     etcd_endpoints: list[str] = field(default_factory=lambda: ["127.0.0.1:2379"])
     # Bound on how long a CP call may wait for quorum before answering 503.
     cp_timeout_s: float = 2.0
+    # An etcd user, for a cluster with auth enabled (both empty: none). Redis credentials go in
+    # the URLs: redis://USER:PASSWORD@host:port/0 (an ACL user), for the home replica and peers.
+    etcd_username: str = ""
+    etcd_password: str = field(default="", repr=False)
     redis_url: str = "redis://127.0.0.1:6379/0"
     peers: dict[str, str] = field(default_factory=dict)
     max_body_bytes: int = 1 << 20
@@ -69,6 +73,12 @@ class Settings:
     # CPU, once a second thread had run model work (a plan) predict p50 tripled and stayed there.
     torch_threads: int = 1
     telemetry: bool = False  # FastAPI's native OpenTelemetry spans and metrics
+    # "keys": every /v1 request needs an API key (service/keys.py); "off" answers anyone, and
+    # says so loudly in the log at start. Nothing else is accepted.
+    auth: str = "keys"
+    # Host header names the node answers to, beside IP addresses (DNS rebinding sends a page's own
+    # name to a loopback node); "*" takes any.
+    allowed_hosts: list[str] = field(default_factory=lambda: ["localhost"])
     # Fault injection (jepsen_like only): the /_faults endpoints and planted bugs.
     faults: bool = False
     sabotage: frozenset[str] = frozenset()
@@ -86,6 +96,10 @@ class Settings:
             s.node_id = f"api-{s.region}"
         if s.sabotage:
             s.faults = True
+        if s.auth not in ("keys", "off"):
+            raise ValueError(f"WORLDSTATE_AUTH must be 'keys' or 'off', not {s.auth!r}")
+        if bool(s.etcd_username) != bool(s.etcd_password):
+            raise ValueError("WORLDSTATE_ETCD_USERNAME and WORLDSTATE_ETCD_PASSWORD go together")
         if s.cp_timeout_s <= 0 or s.max_body_bytes <= 0:
             raise ValueError("WORLDSTATE_CP_TIMEOUT_S and WORLDSTATE_MAX_BODY_BYTES must be positive")
         limits = ("max_connections", "header_timeout_s", "body_timeout_s", "keep_alive_s", "max_header_bytes")

@@ -14,7 +14,8 @@
     ├── ActionsForUnknown     a predict query gives actions for entities it does not query
     ├── EntityIncomplete      an entity lacks the numeric state the model needs
     ├── ManifestInvalid       a manifest that is malformed or names a blob this node lacks
-    └── ModelUnavailable      no model is loaded yet
+    ├── ModelUnavailable      no model is loaded yet
+    └── QuotaExceeded         the acting API key is over one of its rate quotas
 
 The stores' errors (`consistency.errors`, here as `store`, and the CP store's
 FutureRevision) and the world model's (`world_model.errors`, here as `model`)
@@ -32,7 +33,7 @@ from world_model import errors as model
 
 __all__ = ["ActionsForUnknown", "BatchTooLarge", "ClockDrift", "EntityIncomplete", "EntityMissing",
            "EntityNotFound", "FutureRevision", "InvalidInput", "InvalidToken", "ManifestInvalid", "ModelUnavailable",
-           "NotYetConsistent", "ServiceError", "TokenUnknown", "ValueTooDeep", "ValueTooLarge", "model", "store"]
+           "NotYetConsistent", "QuotaExceeded", "ServiceError", "TokenUnknown", "ValueTooDeep", "ValueTooLarge", "model", "store"]
 
 
 class ServiceError(Exception):
@@ -117,3 +118,11 @@ class ModelUnavailable(ServiceError):
     """No model is loaded yet (none published, or its blob was refused)."""
 
     retry_after_s = 5.0
+
+
+class QuotaExceeded(ServiceError):
+    """Over a rate quota; `retry_after_s` is None when waiting cannot help (a batch over the burst)."""
+
+    def __init__(self, detail: str, quota: str, limit: float, retry_after_s: float | None) -> None:
+        super().__init__(detail)
+        self.quota, self.limit, self.retry_after_s = quota, limit, retry_after_s

@@ -7,6 +7,7 @@ The routes call the operations (`params`, `worlds`, `observations`,
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,11 +17,16 @@ from consistency.hlc import HybridLogicalClock, wall_clock_ms
 from consistency.replication import Replicator
 from service import sabotage
 from service.config import Settings
+from service.keyring import KeyRing
+from service.keys import Keys
 from service.models import ModelHost
 from service.observations import Observations
 from service.params import Params
 from service.queries import ModelQueries
+from service.quotas import Quotas
 from service.worlds import Worlds
+
+log = logging.getLogger("worldstate.node")
 
 
 @dataclass
@@ -35,13 +41,16 @@ class Node:
     observations: Observations = field(init=False)
     models: ModelHost = field(init=False)
     queries: ModelQueries = field(init=False)
+    keys: Keys = field(init=False)
+    keyring: KeyRing | None = field(init=False)  # None: running without auth (WORLDSTATE_AUTH=off)
+    quotas: Quotas = field(init=False)
 
     clock_offset_ms: int = 0  # set only through the fault-injection endpoint
 
     def __post_init__(self) -> None:
         s = self.settings
         plan = sabotage.plan(s.sabotage)  # the production classes unless a test planted a bug
-        self.cp = plan.cp(s.etcd_endpoints, s.cp_timeout_s)
+        self.cp = plan.cp(s.etcd_endpoints, s.cp_timeout_s, s.etcd_username or None, s.etcd_password or None)
         self.hlc = HybridLogicalClock(s.node_id, now_ms=self.now_ms)
         clock: Any = sabotage.WallClock(self.now_ms) if plan.wall_clock else self.hlc
         self.ap = plan.home(s.redis_url, s.region, s.node_id, clock, dedup_window_s=s.dedup_window_s,
@@ -50,10 +59,14 @@ class Node:
         self.replicator = Replicator(self.ap, peers)
         self.params = Params(self.cp)
         self.worlds = Worlds(self.cp, self.ap)
-        self.observations = Observations(s, self.ap, self.hlc, self.replicator, self.worlds, self.now_ms)
+        self.quotas = Quotas(self.ap)
+        self.observations = Observations(s, self.ap, self.hlc, self.replicator, self.worlds, self.now_ms,
+                                         self.quotas)
         self.models = ModelHost(self.cp, s.checkpoint_dir, s.device, s.predict_max_batch, s.predict_max_wait_ms,
                                 s.torch_threads)
-        self.queries = ModelQueries(self.cp, self.ap, self.models)
+        self.queries = ModelQueries(self.cp, self.ap, self.models, self.quotas)
+        self.keys = Keys(self.cp)
+        self.keyring = KeyRing(self.cp) if s.auth == "keys" else None
 
     def now_ms(self) -> int:
         """This node's wall clock, as its HLC reads it (skewed when a nemesis says so)."""
@@ -65,10 +78,17 @@ class Node:
 
     async def start(self) -> None:
         await self.cp.connect()
+        if self.keyring is None:
+            log.warning("AUTH IS OFF (WORLDSTATE_AUTH=off): anyone who reaches this node can change physics, "
+                        "publish models, write observations and manage keys")
+        else:
+            await self.keyring.start(wait_s=2 * self.settings.cp_timeout_s)
         self.replicator.start()
         self.models.start()
 
     async def stop(self) -> None:
+        if self.keyring is not None:
+            await self.keyring.stop()
         await self.models.stop()
         await self.replicator.stop()
         await self.ap.close()
@@ -79,7 +99,8 @@ class Node:
         ok = await self.ap.ping()
         ap = {"state": "ok" if ok else "unavailable", "replica": self.settings.region,
               "peers": self.replicator.status(), "behind": self.replicator.behind()}
-        return {"cp": await self.cp.health(), "ap": ap, "model": self.models.status()}
+        keys = self.keyring.status() if self.keyring is not None else {"state": "off"}
+        return {"cp": await self.cp.health(), "ap": ap, "model": self.models.status(), "keys": keys}
 
     def faults(self) -> dict[str, object]:
         """What the fault-injection endpoint reports: the clock offset and planted bugs."""

@@ -20,6 +20,7 @@ from consistency.replication import Replicator
 from service import observation_input
 from service.config import Settings
 from service.errors import EntityNotFound, InvalidToken, NotYetConsistent, TokenUnknown
+from service.quotas import Quotas
 from service.worlds import Worlds
 
 _TOKEN = re.compile(rf"({ap_keys.REGION_RE.pattern}):(\d{{1,20}}-\d{{1,20}})")
@@ -53,13 +54,14 @@ class Reflects:
 
 class Observations:
     def __init__(self, settings: Settings, ap: ReplicaStore, hlc: HybridLogicalClock, replicator: Replicator,
-                 worlds: Worlds, now_ms: Callable[[], int]) -> None:
+                 worlds: Worlds, now_ms: Callable[[], int], quotas: Quotas) -> None:
         self.settings = settings
         self.ap = ap
         self.hlc = hlc
         self.replicator = replicator
         self.worlds = worlds
         self.now_ms = now_ms
+        self.quotas = quotas
 
     async def post(self, world: str, body: Any) -> Receipt:
         """Merge one observation (an object) or a batch (an array); replays are duplicates."""
@@ -67,6 +69,7 @@ class Observations:
         Worlds.check(world)
         obs = observation_input.parse(body, world, s.max_batch, self.now_ms(), s.max_drift_ms)
         await self.worlds.require(world)
+        await self.quotas.charge("observations_per_s", len(obs))
         result = await self.ap.ingest(obs)
         token_id = result.last_id or await self.ap.last_id()
         duplicates = [o.event_id for o, a in zip(obs, result.accepted) if not a]

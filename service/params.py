@@ -17,7 +17,8 @@ from typing import Any, Literal
 from consistency import cp_keys
 from consistency.cp_store import CPStore
 from service.errors import InvalidInput
-from service.versioned import Consistency, Precondition, Versioned, Written, check_revision, read, write
+from service.versioned import (Consistency, Precondition, Versioned, Written, check_revision, read, write, writer,
+                               writer_record)
 from world_model.config import Physics
 
 __all__ = ["PHYSICS_KEY", "Change", "Listed", "Page", "Params", "Physics", "check_physics"]
@@ -87,6 +88,10 @@ class Params:
     async def get(self, world: str, key: str, consistency: Consistency = "linearizable") -> Versioned:
         return await read(self.cp, cp_keys.param_path(world, key), consistency)
 
+    async def writer(self, world: str, key: str, revision: int) -> dict[str, Any] | None:
+        """The key that made the write at `revision` (its id and name), if it was recorded."""
+        return await writer(self.cp, cp_keys.param_path(world, key), revision)
+
     async def put(self, world: str, key: str, value: Any, pre: Precondition) -> Written:
         if key == PHYSICS_KEY:
             value = check_physics(value)
@@ -96,7 +101,8 @@ class Params:
         """Delete one key (at `if_revision` if given); returns the store revision after."""
         if if_revision is not None:
             check_revision(if_revision, "If-Match")
-        result = await self.cp.delete(cp_keys.param_path(world, key), if_revision=if_revision)
+        path = cp_keys.param_path(world, key)
+        result = await self.cp.delete(path, if_revision=if_revision, also=writer_record(path, "delete"))
         return result.revision
 
     async def list(self, world: str, prefix: str = "", *, limit: int = 100, start_after: str | None = None,

@@ -20,6 +20,7 @@ from service import world_view
 from service.errors import ActionsForUnknown, InvalidInput
 from service.model_work import ModelWork
 from service.models import ModelHost, Serving
+from service.quotas import Quotas
 from service.versioned import Consistency
 from world_model.errors import HorizonOutOfRange, NonFiniteInput
 from world_model.state import MAX_BUDGET, MAX_ENTITIES, MIN_BUDGET, observed_frames
@@ -56,10 +57,12 @@ def _provenance(view: world_view.WorldView, serving: Serving) -> dict[str, Any]:
 
 
 class ModelQueries:
-    def __init__(self, cp: CPStore, ap: ReplicaStore, models: ModelHost, max_waiting: int = 8) -> None:
+    def __init__(self, cp: CPStore, ap: ReplicaStore, models: ModelHost, quotas: Quotas,
+                 max_waiting: int = 8) -> None:
         self.cp = cp
         self.ap = ap
         self.models = models
+        self.quotas = quotas
         self.work = ModelWork(max_waiting)
 
     async def _view(self, world: str, entities: Sequence[str] | None, consistency: Consistency,
@@ -74,6 +77,7 @@ class ModelQueries:
         max_horizon = self.models.require().model.max_horizon  # no model: 503 before any I/O
         if horizon > max_horizon:  # before any (horizon, N, 2) impulses are allocated
             raise HorizonOutOfRange(f"horizon {horizon} not in 1..{max_horizon}")
+        await self.quotas.charge("queries_per_s")
         view = await self._view(world, entities, consistency)
         impulses = None
         if actions:
@@ -102,6 +106,7 @@ class ModelQueries:
         if len(steps) != 1 or 0 in steps:
             raise InvalidInput("every observed entity needs the same, non-zero number of frames")
         serving = self.models.require()
+        await self.quotas.charge("queries_per_s")
         view = await self._view(world, entities, consistency, also=list(observed))
         frames, present = observed_frames({view.ids.index(e): f for e, f in observed.items()}, view.rows,
                                           steps.pop())
@@ -115,6 +120,7 @@ class ModelQueries:
         """Impulses for `entity` that bring it into the goal disc (x, y, radius) within `horizon`.
         Setting `cancel` (the client left) stops the search at its next iteration."""
         serving = self.models.require()
+        await self.quotas.charge("queries_per_s")
         view = await self._view(world, entities, consistency, also=[entity])
         p = await self.work.run(serving.model.plan, view.rows, view.physics, view.ids.index(entity),
                                 list(goal), horizon, budget, cancel=cancel, cancellable=True)

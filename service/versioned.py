@@ -11,8 +11,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, get_args
 
+from consistency import cp_keys
 from consistency.cp_store import MAX_REVISION, Consistency, CPStore, encode
+from consistency.errors import NotFound
 from service.errors import InvalidInput, ValueTooDeep, ValueTooLarge
+from service.keys import acting
 
 CONSISTENCIES: tuple[str, ...] = get_args(Consistency)
 # Bounds on every stored value, checked before it is written: a value nested ~950 deep was
@@ -24,7 +27,7 @@ MAX_DEPTH = 32
 MAX_VALUE_BYTES = 1 << 20
 
 __all__ = ["CONSISTENCIES", "MAX_DEPTH", "MAX_REVISION", "MAX_VALUE_BYTES", "Consistency", "Precondition",
-           "Versioned", "Written", "check_revision", "check_value", "read", "write"]
+           "Versioned", "Written", "check_revision", "check_value", "read", "write", "writer", "writer_record"]
 
 
 @dataclass(frozen=True)
@@ -94,5 +97,27 @@ async def write(cp: CPStore, path: str, value: Any, pre: Precondition) -> Writte
     if pre.if_revision is not None:
         check_revision(pre.if_revision, "If-Match")
     result = await cp.put(path, value, if_revision=pre.if_revision, create_only=pre.create_only,
-                          must_exist=pre.must_exist)
+                          must_exist=pre.must_exist, also=writer_record(path, "put"))
     return Written(result.revision, pre.create_only)
+
+
+def _writer_path(path: str) -> str:
+    # A tree of its own: a listing or watch of params never meets these records.
+    return f"{cp_keys.ROOT}/writers{path[len(cp_keys.ROOT):]}"
+
+
+def writer_record(path: str, op: str) -> list[tuple[str, Any]]:
+    """The record of which key made a CP write, put in the write's own transaction (so at
+    its revision); nothing when the node runs without auth."""
+    key = acting.get()
+    return [] if key is None else [(_writer_path(path), {"key_id": key.id, "name": key.name, "op": op})]
+
+
+async def writer(cp: CPStore, path: str, revision: int) -> dict[str, Any] | None:
+    """Who made the write at `revision` to `path`: the record made with it, or None when the
+    record is of another revision (the write was made without auth, or by etcdctl)."""
+    try:
+        entry = await cp.get(_writer_path(path))
+    except NotFound:
+        return None
+    return entry.value if entry.mod_revision == revision and isinstance(entry.value, dict) else None

@@ -57,15 +57,20 @@ def healthy_cluster(cluster: Deployment) -> Iterator[Deployment]:
     assert wait_until(lambda: cluster.etcd_leader() is not None, 30), "etcd has no leader after repair"
 
 
+def auth_headers(d: Deployment) -> dict[str, str]:
+    """The Authorization header of the deployment's admin key (made at its first start)."""
+    return {"Authorization": f"Bearer {d.admin_key}"} if d.admin_key else {}
+
+
 @pytest.fixture
 def api(cluster: Deployment) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=cluster.api["r1"].url, timeout=30) as c:
+    with httpx.Client(base_url=cluster.api["r1"].url, timeout=30, headers=auth_headers(cluster)) as c:
         yield c
 
 
 @pytest.fixture
 def api2(cluster: Deployment) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=cluster.api["r2"].url, timeout=30) as c:
+    with httpx.Client(base_url=cluster.api["r2"].url, timeout=30, headers=auth_headers(cluster)) as c:
         yield c
 
 

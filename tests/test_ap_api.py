@@ -133,7 +133,8 @@ def test_bad_observations_are_refused_and_write_nothing(cluster: Deployment, api
                                                         body: object, status: int, kind: str) -> None:
     before = _stream_len(cluster, "r1")
     url = f"/v1/worlds/{ap_world}/observations"
-    r = api.post(url, content=body) if isinstance(body, bytes) else api.post(url, json=body)
+    r = (api.post(url, content=body, headers={"Content-Type": "application/json"}) if isinstance(body, bytes)
+         else api.post(url, json=body))
     assert r.status_code == status, r.text
     assert r.headers["content-type"] == "application/problem+json"
     assert r.json()["type"] == f"/problems/{kind}"

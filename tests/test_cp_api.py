@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from deploy.launcher import Deployment
-from tests.conftest import etcd_revision, run
+from tests.conftest import auth_headers, etcd_revision, run
 
 PHYSICS = {"gravity": 9.81, "restitution": 0.8, "drag": 0.1, "time_step": 0.01}
 
@@ -62,7 +62,7 @@ def test_cas_race_exactly_one_winner_per_revision(cluster: Deployment, world: st
     nodes = [cluster.api["r1"].url, cluster.api["r2"].url]
 
     async def race() -> None:
-        async with httpx.AsyncClient(timeout=30) as c:
+        async with httpx.AsyncClient(timeout=30, headers=auth_headers(cluster)) as c:
             r = await c.put(nodes[0] + url, json={"writer": "init"})
             etag = r.headers["etag"]
             for round_ in range(5):
@@ -281,6 +281,8 @@ BAD_REQUESTS = [
 def test_bad_input_is_refused_and_changes_nothing(cluster: Deployment, api: httpx.Client, method: str,
                                                   suffix: str, kwargs: dict, status: int, kind: str) -> None:
     before = etcd_revision(cluster)
+    if "content" in kwargs:  # raw bytes: say they are meant as JSON, as a real client would (else 415)
+        kwargs = {**kwargs, "headers": {"Content-Type": "application/json", **kwargs.get("headers", {})}}
     r = api.request(method.upper(), f"/v1/worlds/badinput/{suffix}", **kwargs)
     assert r.status_code == status, r.text
     assert r.headers["content-type"] == "application/problem+json"
@@ -294,7 +296,7 @@ def test_openapi_documents_every_param_route(api: httpx.Client) -> None:
     paths = api.get("/openapi.json").json()["paths"]
     one = paths["/v1/worlds/{world}/params/{key}"]
     assert set(one) == {"get", "put", "delete"}
-    assert [p["name"] for p in one["get"]["parameters"]] == ["world", "key", "consistency"]
+    assert [p["name"] for p in one["get"]["parameters"]] == ["world", "key", "consistency", "include"]
     assert "get" in paths["/v1/worlds/{world}/params"]
 
 
@@ -310,7 +312,7 @@ def test_chunked_oversized_body_is_refused(cluster: Deployment, api: httpx.Clien
         for _ in range(40):
             yield b"1" * 65536  # 2.5 MiB with no Content-Length
 
-    r = api.put("/v1/worlds/badinput/params/k", content=chunks())
+    r = api.put("/v1/worlds/badinput/params/k", content=chunks(), headers={"Content-Type": "application/json"})
     assert r.status_code == 413
     assert r.json()["type"] == "/problems/payload-too-large"
     assert etcd_revision(cluster) == before

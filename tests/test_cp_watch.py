@@ -12,7 +12,7 @@ import pytest
 from consistency.cp_store import CPStore, WatchEvent
 from consistency.errors import Compacted
 from deploy.launcher import Deployment
-from tests.conftest import CP_TIMEOUT_S
+from tests.conftest import CP_TIMEOUT_S, auth_headers
 
 
 async def _store(cluster: Deployment) -> CPStore:
@@ -96,7 +96,7 @@ def test_watch_reports_compaction(cluster: Deployment, world: str) -> None:
     first = asyncio.run(scenario())
     # The HTTP watch reports the same as a problem event, then ends the stream.
     with httpx.stream("GET", f"{cluster.api['r1'].url}/v1/worlds/{world}/watch",
-                      params={"start_revision": first}, timeout=20) as r:
+                      params={"start_revision": first}, timeout=20, headers=auth_headers(cluster)) as r:
         lines = [line for line in r.iter_lines() if line.startswith(("event:", "data:"))]
     assert lines[0] == "event: error"
     problem = json.loads(lines[1][len("data: "):])
@@ -107,9 +107,10 @@ def test_http_watch_streams_events_and_resumes_with_last_event_id(cluster: Deplo
                                                                   world: str) -> None:
     revs = [api.put(f"/v1/worlds/{world}/params/sensor/{i}", json=i).json()["revision"] for i in range(6)]
 
-    def read_events(n: int, **kwargs: object) -> list[tuple[int, str, dict]]:
+    def read_events(n: int, params: dict, headers: dict | None = None) -> list[tuple[int, str, dict]]:
         events: list[tuple[int, str, dict]] = []
-        with httpx.stream("GET", f"{cluster.api['r2'].url}/v1/worlds/{world}/watch", timeout=20, **kwargs) as r:
+        with httpx.stream("GET", f"{cluster.api['r2'].url}/v1/worlds/{world}/watch", timeout=20, params=params,
+                          headers={**auth_headers(cluster), **(headers or {})}) as r:
             assert r.headers["content-type"].startswith("text/event-stream")
             ev: dict[str, str] = {}
             for line in r.iter_lines():

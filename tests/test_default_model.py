@@ -17,6 +17,7 @@ import torch
 from deploy.cli import build_parser, main as cli_main
 from deploy.launcher import Deployment, Topology
 from service.models import check_manifest
+from tests.conftest import auth_headers
 from world_model import shipped
 from world_model.checkpoints import CheckpointIntegrityError, CheckpointStore, make_manifest
 from world_model.inference import WorldModel
@@ -122,7 +123,7 @@ def test_a_published_manifest_is_kept(tmp_path: Path, capsys: pytest.CaptureFixt
     """A programmatic Deployment publishes nothing; publishing the default later keeps what is there."""
     with Deployment(Topology(etcd_members=1, regions=1, run_dir=tmp_path,
                              api_env={"WORLDSTATE_DEVICE": "cpu"})) as d:
-        api = httpx.Client(base_url=d.api["r1"].url, timeout=30)
+        api = httpx.Client(base_url=d.api["r1"].url, timeout=30, headers=auth_headers(d))
         assert api.get("/v1/models/current").json()["state"] == "none"
         assert api.get("/v1/models/manifest").status_code == 404
         ours = {**shipped.install(d.run_dir / "checkpoints"), "version": 7}
@@ -132,8 +133,9 @@ def test_a_published_manifest_is_kept(tmp_path: Path, capsys: pytest.CaptureFixt
         assert api.get("/v1/models/manifest").json()["manifest"]["version"] == 7
         assert api.get("/v1/models/current").json()["version"] == 7, "publish waits until nodes serve it"
         # What docker-compose users run: the same publish, from the command line.
+        assert d.admin_key
         assert cli_main(["publish-default", "--api", d.api["r1"].url, "--checkpoint-dir",
-                         str(d.run_dir / "checkpoints")]) == 0
+                         str(d.run_dir / "checkpoints"), "--key", d.admin_key]) == 0
         assert f"kept the published model {ours['hash'][:12]} (version 7)" in capsys.readouterr().out
 
 

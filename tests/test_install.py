@@ -23,7 +23,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.up_output import until_up
+from tests.up_output import auth, until_up
 from tests.conftest import repo_root
 
 # What never enters a build: the same things .dockerignore keeps out of the image's context.
@@ -97,7 +97,8 @@ def test_installed_wheel_starts_a_deployment_that_serves(venv: Path, tmp_path: P
         assert "worldstate is up" in out, out
         assert "published the default model" in out, out  # the packaged blob and manifest were found
         url = json.loads((run_dir / "deployment.json").read_text())["api"]["r1"]
-        with httpx.Client(base_url=url, timeout=30) as api:
+        assert (run_dir / "admin.key").read_text().strip() == auth(out)["Authorization"].removeprefix("Bearer ")
+        with httpx.Client(base_url=url, timeout=30, headers=auth(out)) as api:
             assert api.get("/readyz").status_code == 200
             assert api.put("/v1/worlds/installed", json={"description": "from the wheel"}).status_code == 200
             # The AP write runs ingest.lua: the scripts must have come with the wheel.

@@ -226,6 +226,85 @@ def test_availability_flags_every_500() -> None:
     assert res.kinds() == {"server-error"} and len(res.violations) == 1
 
 
+
+def nemesis(fault: str, start: int, stop: int, targets: list[str] | None = None) -> list[Event]:
+    """One fault as the schedule records it: start invoked then done (naming its targets), stop likewise."""
+    done = {"fault": fault, **({"targets": targets} if targets is not None else {})}
+    return [Event(INVOKE, "nemesis", "start", None, {"fault": fault}, start),
+            Event(INFO, "nemesis", "start", None, done, start + 1),
+            Event(INVOKE, "nemesis", "stop", None, {"fault": fault}, stop - 1),
+            Event(INFO, "nemesis", "stop", None, done, stop)]
+
+
+def sread(p: int, call: int, type: str = OK, region: str = "r1", consistency: str = "serializable") -> list[Event]:
+    """A register read as the workload records it (its region and tier on both events)."""
+    extra = {"tier": "cp", "region": region}
+    error = None if type == OK else "503 /problems/unavailable: etcd has no quorum or is unreachable"
+    return [Event(INVOKE, p, "read", "reg/k0", None, call, consistency=consistency, extra=extra),
+            Event(type, p, "read", "reg/k0", 7 if type == OK else None, call + 5, error=error, extra=extra)]
+
+
+def judge(*parts: list[Event]) -> availability.Result:
+    events = history(*parts)
+    faults = availability.fault_windows(events)
+    return availability.check(events, [(w.start, w.end) for w in faults], faults=faults, etcd_members=3)
+
+
+def test_fault_windows_name_what_each_fault_acted_on() -> None:
+    events = history(nemesis("pause", 100, 200, ["etcd1", "etcd3"]), nemesis("partition", 300, 400),
+                     nemesis("kill", 500, 600, ["api-r2"]), [Event(INVOKE, "nemesis", "start", None,
+                                                                   {"fault": "clock"}, 700)], sread(1, 800))
+    assert availability.fault_windows(events) == [
+        availability.FaultWindow(100, 200, "pause", ("etcd1", "etcd3")),
+        availability.FaultWindow(300, 400, "partition"),
+        availability.FaultWindow(500, 600, "kill", ("api-r2",)),
+        availability.FaultWindow(700, 805, "clock"),  # never stopped: open to the history's end
+    ]
+
+
+def test_serializable_reads_answered_while_a_member_lives() -> None:
+    res = judge(nemesis("pause", 100, 200, ["etcd1", "etcd2"]), sread(1, 10), sread(2, 110), sread(3, 150),
+                sread(4, 160, region="r2"), sread(5, 250))
+    assert res.valid, res.describe()
+    phases = res.stats["serializable"]["phases"]
+    assert phases["pause etcd 2/3"] == {"ok": 3, "fail": 0, "info": 0, "total": 3, "ok_fraction": 1.0}
+    assert phases["no fault"]["total"] == 2
+    assert res.stats["serializable"]["judged"]["total"] == 3
+    assert "pause etcd 2/3" in availability.table(res)
+
+
+@pytest.mark.parametrize("fault,targets", [("pause", ["etcd1", "etcd2"]), ("pause", ["etcd2"]),
+                                           ("kill", ["etcd3"]), ("pause", ["redis-r1"]), ("pause", ["api-r2"])])
+def test_serializable_read_refused_while_a_member_lives_is_a_violation(fault: str, targets: list[str]) -> None:
+    res = judge(nemesis(fault, 100, 200, targets), sread(1, 110), sread(2, 120, type=FAIL), sread(3, 130))
+    assert res.kinds() == {"serializable-unavailable"} and len(res.violations) == 1, res.describe()
+    assert res.violations[0].details["op"] == 1
+    assert res.stats["serializable"]["judged"]["ok_fraction"] == 2 / 3
+
+
+def test_serializable_reads_not_judged_where_nothing_could_answer() -> None:
+    res = judge(nemesis("pause", 100, 200, ["etcd1", "etcd2", "etcd3"]), sread(1, 110, type=FAIL),  # no member
+                nemesis("pause", 300, 400, ["api-r1"]), sread(2, 310, type=FAIL),  # the client's own node
+                nemesis("partition", 500, 600), sread(3, 510, type=FAIL),  # not a judged family
+                [Event(INVOKE, "nemesis", "start", None, {"fault": "pause"}, 700),  # a start that failed:
+                 Event(INFO, "nemesis", "start", None, {"fault": "pause", "error": "x"}, 701),  # victims unknown
+                 Event(INFO, "nemesis", "stop", None, {"fault": "pause"}, 800)], sread(4, 710, type=FAIL),
+                nemesis("pause", 900, 1000, ["etcd1"]), sread(5, 910, type=FAIL, consistency="linearizable"),
+                sread(6, 920, region="r2"))
+    assert res.valid, res.describe()
+    phases = res.stats["serializable"]["phases"]
+    assert phases["pause etcd 3/3"]["fail"] == 1 and phases["pause api"]["fail"] == 1
+    assert phases["partition"]["fail"] == 1 and phases["pause"]["fail"] == 1
+    assert res.stats["serializable"]["judged"] == {"ok": 1, "fail": 0, "info": 0, "total": 1, "ok_fraction": 1.0}
+
+
+def test_clock_skew_does_not_excuse_or_hide_a_refused_serializable_read() -> None:
+    res = judge(nemesis("clock", 0, 1000), nemesis("pause", 100, 200, ["etcd1"]), sread(1, 50, type=FAIL),
+                sread(2, 150, type=FAIL))
+    assert [v.details["op"] for v in res.violations] == [1], res.describe()  # op ids: invocation order
+    assert res.stats["serializable"]["phases"]["clock"]["fail"] == 1
+
+
 # --- one verdict for every checker -----------------------------------------------
 
 def test_worst_verdict_orders_illegal_then_unknown_then_ok() -> None:

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
+import urllib.parse
 from pathlib import Path
 from typing import Any
 
@@ -17,12 +19,33 @@ import yaml
 from deploy import binaries
 from deploy.launcher import Deployment, Topology, wait_until
 from tests.up_output import until_up
-from tests.conftest import repo_root
+from tests.conftest import auth_headers, repo_root
+
+
+def _options(argv: list[str]) -> list[tuple[str, list[str]]]:
+    """`--a x --b y z --b w` -> [("--a", ["x"]), ("--b", ["y", "z"]), ("--b", ["w"])]."""
+    out: list[tuple[str, list[str]]] = []
+    for arg in argv:
+        if arg.startswith("--"):
+            out.append((arg, []))
+        elif out:
+            out[-1][1].append(arg)
+    return out
 
 
 def _flags(argv: list[str]) -> dict[str, str]:
-    """`--a x --b y` -> {"--a": "x", "--b": "y"}."""
-    return {argv[i]: argv[i + 1] for i in range(0, len(argv) - 1, 2) if argv[i].startswith("--")}
+    """`--a x --b y` -> {"--a": "x", "--b": "y"} (a flag given more than once: its last value)."""
+    return {flag: " ".join(values) for flag, values in _options(argv)}
+
+
+def _interpolate(value: str, **env: str) -> str:
+    """What docker compose makes of `${NAME:?message}` with NAME set."""
+    return re.sub(r"\$\{(\w+)(?::\?[^}]*)?\}", lambda m: env[m.group(1)], value)
+
+
+def _acl(argv: list[str]) -> list[list[str]]:
+    """Redis's `--user` rules, the password (`>...`) left out."""
+    return [[v for v in values if not v.startswith(">")] for flag, values in _options(argv) if flag == "--user"]
 
 
 def _alive(pid: int) -> bool:
@@ -45,9 +68,11 @@ def _waits_healthy(svc: dict[str, Any], on: set[str]) -> bool:
 
 def test_compose_matches_launcher_topology(tmp_path: Path) -> None:
     compose = yaml.safe_load((repo_root() / "docker-compose.yml").read_text())["services"]
-    d = Deployment(Topology(etcd_members=3, regions=2, run_dir=tmp_path))  # planned, not started
-    # The launcher's processes, plus model-init: the one-shot publish `worldstate up` does last.
-    assert set(compose) == {p.name for p in d.processes()} | {"model-init"}
+    # Planned, not started; compose's backends require credentials, as `worldstate up --backend-auth`'s do.
+    d = Deployment(Topology(etcd_members=3, regions=2, run_dir=tmp_path, backend_auth=True))
+    # The launcher's processes, plus model-init (the one-shot publish `worldstate up` does last),
+    # etcd-auth-init (its enabling of etcd auth) and keys-init (its first admin key).
+    assert set(compose) == {p.name for p in d.processes()} | {"model-init", "etcd-auth-init", "keys-init"}
 
     # The etcd release line the tests run against, not another one with its own bugs.
     tag = compose["etcd1"]["image"].rpartition(":v")[2]
@@ -57,7 +82,7 @@ def test_compose_matches_launcher_topology(tmp_path: Path) -> None:
         assert compose[m.name]["healthcheck"]["test"][1:2] == ["etcdctl"]
         assert compose[m.name]["healthcheck"]["test"][-2:] == ["endpoint", "health"]
     for node in d.redis.values():
-        assert "redis-cli ping" in " ".join(compose[node.name]["healthcheck"]["test"])
+        assert "redis-cli --user worldstate ping" in " ".join(compose[node.name]["healthcheck"]["test"])
 
     for m in d.etcd:
         ours, theirs = _flags(m.argv[1:]), _flags(compose[m.name]["command"][1:])
@@ -70,6 +95,15 @@ def test_compose_matches_launcher_topology(tmp_path: Path) -> None:
         assert names(ours["--initial-cluster"]) == names(theirs["--initial-cluster"])
         assert theirs["--advertise-client-urls"].endswith(":2379")
         assert {"2379", "2380"} <= set(compose["etcd1"]["expose"])
+        assert "ports" not in compose[m.name], "etcd is reachable only inside the compose network"
+        # With auth on, etcd answers no anonymous read: the health check logs in as root.
+        assert compose[m.name]["environment"]["ETCDCTL_USER"].startswith("root:${WORLDSTATE_ETCD_PASSWORD")
+
+    init = compose["etcd-auth-init"]
+    assert init["command"][:3] == ["python", "-m", "deploy.backend_auth"]
+    assert sorted(_flags(init["command"][3:])["--endpoints"].split(",")) == sorted(f"{m.name}:2379" for m in d.etcd)
+    assert init["environment"]["WORLDSTATE_ETCD_USERNAME"] == d.credentials.etcd_user  # type: ignore[union-attr]
+    assert _waits_healthy(init, {m.name for m in d.etcd}), init.get("depends_on")
 
     for region, node in d.redis.items():
         svc = compose[f"redis-{region}"]
@@ -78,7 +112,12 @@ def test_compose_matches_launcher_topology(tmp_path: Path) -> None:
         assert set(ours) == set(theirs)
         for flag in ("--appendonly", "--appendfsync", "--save", "--daemonize"):
             assert ours[flag] == theirs[flag], flag
-        assert any(p.endswith(":" + theirs["--port"]) for p in svc["ports"])
+        assert "ports" not in svc and svc["expose"] == [theirs["--port"]], "Redis is reachable only inside"
+        # Only the ACL user, with the launcher's rules; the default user is off.
+        assert _acl(svc["command"]) == _acl(node.argv) == [["default", "off"], ["worldstate", "on", "~*", "&*", "+@all"]]
+        assert any(v == ">${WORLDSTATE_REDIS_PASSWORD:?" + v.partition(":?")[2] for _, vs in _options(svc["command"])
+                   for v in vs if v.startswith(">"))
+        assert "REDISCLI_AUTH" in svc["environment"]  # the health check's password
 
     for region, node in d.api.items():
         svc = compose[f"api-{region}"]
@@ -94,6 +133,16 @@ def test_compose_matches_launcher_topology(tmp_path: Path) -> None:
         assert peers(env["WORLDSTATE_PEERS"]) == peers(node.env["WORLDSTATE_PEERS"])  # type: ignore[index]
         # Started, as the launcher does, only once every etcd member and Redis is healthy.
         assert _waits_healthy(svc, {p.name for p in [*d.etcd, *d.redis.values()]}), svc.get("depends_on")
+        assert svc["depends_on"]["etcd-auth-init"] == {"condition": "service_completed_successfully"}
+        # The same users as the launcher hands its nodes; every Redis URL carries the ACL user.
+        assert env["WORLDSTATE_ETCD_USERNAME"] == node.env["WORLDSTATE_ETCD_USERNAME"]  # type: ignore[index]
+        assert env["WORLDSTATE_ETCD_PASSWORD"].startswith("${WORLDSTATE_ETCD_PASSWORD:?")
+        urls = lambda e: [e["WORLDSTATE_REDIS_URL"], *(p.partition("=")[2] for p in e["WORLDSTATE_PEERS"].split(","))]  # noqa: E731
+        for ours_url, their_url in zip(urls(node.env), urls(env)):  # type: ignore[arg-type]
+            assert their_url.startswith("redis://worldstate:${WORLDSTATE_REDIS_PASSWORD:?")  # required, not defaulted
+            theirs = urllib.parse.urlsplit(_interpolate(their_url, WORLDSTATE_REDIS_PASSWORD="pw"))
+            ours = urllib.parse.urlsplit(ours_url)
+            assert (theirs.username, theirs.password) == ("worldstate", "pw") and ours.username == "worldstate"
         port = _flags(svc["command"][2:])["--port"]
         assert f"127.0.0.1:{port}/healthz" in " ".join(svc["healthcheck"]["test"])
 
@@ -109,6 +158,16 @@ def test_compose_matches_launcher_topology(tmp_path: Path) -> None:
         assert ckpt == [svc["environment"]["WORLDSTATE_CHECKPOINT_DIR"]]
         assert [v for v in svc["volumes"] if v.endswith(":" + ckpt[0])] == \
                [v for v in init["volumes"] if v.endswith(":" + ckpt[0])] != []
+    # It publishes with the admin key keys-init made, read from the volume keys-init wrote it to.
+    keys = compose["keys-init"]
+    assert keys["command"][:3] == ["worldstate", "keys", "bootstrap"]
+    assert _values(keys["command"], "--etcd-endpoints") == [compose["api-r1"]["environment"]["WORLDSTATE_ETCD_ENDPOINTS"]]
+    key_file = _values(keys["command"], "--out")[0]
+    assert _values(init["command"], "--key-file") == [key_file]
+    key_dir = key_file.rpartition("/")[0]
+    assert [v.split(":")[0] for v in keys["volumes"] if v.split(":")[1] == key_dir] == \
+           [v.split(":")[0] for v in init["volumes"] if v.split(":")[1] == key_dir] != []
+    assert init["depends_on"]["keys-init"] == {"condition": "service_completed_successfully"}
 
 
 def test_worldstate_up_starts_everything_and_leaves_no_orphans(tmp_path: Path) -> None:
@@ -174,7 +233,7 @@ def test_api_node_with_an_open_watch_exits_on_sigterm(tmp_path: Path) -> None:
     d.start()
     try:
         api = d.api["r1"]
-        with httpx.stream("GET", f"{api.url}/v1/worlds/w/watch", timeout=30) as stream:
+        with httpx.stream("GET", f"{api.url}/v1/worlds/w/watch", timeout=30, headers=auth_headers(d)) as stream:
             assert stream.status_code == 200
             lines = stream.iter_lines()  # held: dropping the generator would close the stream
             assert next(lines).startswith(": watching from revision")

@@ -17,6 +17,7 @@ import pytest
 from deploy.launcher import ApiNode, Deployment, api_args, wait_until
 from deploy.processes import free_port
 from service.queries import MAX_ENTITIES
+from tests.conftest import auth_headers
 from world_model.config import tiny_config
 from world_model.train import train
 
@@ -60,7 +61,7 @@ async def _until(check: Callable[[], Any], timeout: float = 60.0) -> Any:
 
 @pytest.fixture(scope="module")
 def lab(cluster: Deployment) -> str:
-    api = httpx.Client(base_url=cluster.api["r1"].url, timeout=30)
+    api = httpx.Client(base_url=cluster.api["r1"].url, timeout=30, headers=auth_headers(cluster))
     world = "model-lab"
     api.put(f"/v1/worlds/{world}", json={})
     assert api.put(f"/v1/worlds/{world}/physics", json=PHYSICS).status_code == 200
@@ -83,14 +84,14 @@ def test_no_model_published_is_503(api: httpx.Client, lab: str) -> None:
 
 @pytest.fixture(scope="module")
 def published(cluster: Deployment, lab: str) -> dict:
-    api = httpx.Client(base_url=cluster.api["r1"].url, timeout=30)
+    api = httpx.Client(base_url=cluster.api["r1"].url, timeout=30, headers=auth_headers(cluster))
     manifest = _train(cluster, seed=1)
     current = api.get("/v1/models/manifest")
     headers = {"If-Match": current.headers["etag"]} if current.status_code == 200 else {"If-None-Match": "*"}
     r = api.put("/v1/models/manifest", json=manifest, headers=headers)
     assert r.status_code == 200, r.text
     for region in cluster.api:
-        node = httpx.Client(base_url=cluster.api[region].url, timeout=30)
+        node = httpx.Client(base_url=cluster.api[region].url, timeout=30, headers=auth_headers(cluster))
         assert wait_until(lambda: _serving(node, manifest["hash"]), 60), node.get("/v1/models/current").json()
     return manifest
 
@@ -107,7 +108,7 @@ def batching_node(cluster: Deployment, published: dict) -> Iterator[str]:
     node.start()
     try:
         node.wait_healthy(60)
-        with httpx.Client(base_url=node.url, timeout=30) as c:
+        with httpx.Client(base_url=node.url, timeout=30, headers=auth_headers(cluster)) as c:
             assert wait_until(lambda: _serving(c, published["hash"]), 60), c.get("/v1/models/current").json()
         yield node.url
     finally:
@@ -146,15 +147,16 @@ def test_predict_reads_both_tiers_and_says_so(api: httpx.Client, api2: httpx.Cli
     assert prov["ap"]["replica"] == "r2" and "r1" in prov["ap"]["watermark"]
 
 
-def test_concurrent_predicts_are_batched_and_match_one_by_one(api: httpx.Client, lab: str, published: dict,
-                                                              batching_node: str) -> None:
+def test_concurrent_predicts_are_batched_and_match_one_by_one(cluster: Deployment, api: httpx.Client, lab: str,
+                                                              published: dict, batching_node: str) -> None:
     query = {"horizon": 8, "entities": ["ball0", "ball1", "ball2"]}
     alone = api.post(f"/v1/worlds/{lab}/predict", json=query).json()["trajectories"]  # r1: a batch of one
-    with httpx.Client(base_url=batching_node, timeout=30) as c:
+    with httpx.Client(base_url=batching_node, timeout=30, headers=auth_headers(cluster)) as c:
         before = c.get("/v1/models/current").json()
 
         async def many() -> list[httpx.Response]:
-            async with httpx.AsyncClient(base_url=batching_node, timeout=BATCH_WAIT_S + 60) as ac:
+            async with httpx.AsyncClient(base_url=batching_node, timeout=BATCH_WAIT_S + 60,
+                                         headers=auth_headers(cluster)) as ac:
                 return await asyncio.gather(*[ac.post(f"/v1/worlds/{lab}/predict", json=query) for _ in range(16)])
 
         answers = asyncio.run(many())
@@ -244,7 +246,7 @@ def test_non_finite_and_untrained_physics_are_refused(api: httpx.Client, lab: st
 @pytest.fixture(scope="module")
 def crowd(cluster: Deployment) -> list[str]:
     """A world of MAX_ENTITIES + 1 entities, named so that they list in order (the last one last)."""
-    api = httpx.Client(base_url=cluster.api["r1"].url, timeout=30)
+    api = httpx.Client(base_url=cluster.api["r1"].url, timeout=30, headers=auth_headers(cluster))
     world = "model-lab-crowd"
     api.put(f"/v1/worlds/{world}", json={})
     assert api.put(f"/v1/worlds/{world}/physics", json=PHYSICS).status_code == 200
@@ -303,7 +305,7 @@ def test_a_whole_world_query_takes_every_body_and_says_which_it_left_out(api: ht
 @pytest.fixture(scope="module")
 def far(cluster: Deployment) -> str:
     """A world with an entity observed at x=1e30: a finite number, accepted as an observation."""
-    api = httpx.Client(base_url=cluster.api["r1"].url, timeout=30)
+    api = httpx.Client(base_url=cluster.api["r1"].url, timeout=30, headers=auth_headers(cluster))
     world = "model-lab-far"
     api.put(f"/v1/worlds/{world}", json={})
     assert api.put(f"/v1/worlds/{world}/physics", json=PHYSICS).status_code == 200
@@ -408,8 +410,9 @@ def test_hot_swap_without_dropping_requests(cluster: Deployment, api: httpx.Clie
     async def swap_until_one_is_crossed() -> list[Swap]:
         swaps: list[Swap] = []
         deadline = time.monotonic() + 150  # each swap takes about BATCH_WAIT_S; pytest-timeout is 300 s
-        async with (httpx.AsyncClient(base_url=cluster.api["r1"].url, timeout=60) as r1,
-                    httpx.AsyncClient(base_url=batching_node, timeout=BATCH_WAIT_S + 60) as node):
+        key = auth_headers(cluster)
+        async with (httpx.AsyncClient(base_url=cluster.api["r1"].url, timeout=60, headers=key) as r1,
+                    httpx.AsyncClient(base_url=batching_node, timeout=BATCH_WAIT_S + 60, headers=key) as node):
             while time.monotonic() < deadline:
                 swaps.append(await swap_under_load(r1, node, [second, published][len(swaps) % 2]))
                 if swaps[-1].crossed() or swaps[-1].dropped():

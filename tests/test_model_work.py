@@ -17,6 +17,7 @@ import pytest
 
 from deploy.launcher import Deployment, wait_until
 from service.model_work import ModelWork
+from tests.conftest import auth_headers
 from world_model import shipped
 from world_model.errors import Cancelled, Overloaded
 from world_model.state import MAX_PLAN_COST, PLAN_STEP_UNITS
@@ -78,7 +79,7 @@ def test_a_job_whose_caller_gave_up_is_skipped_or_stopped() -> None:
 @pytest.fixture(scope="module")
 def served(cluster: Deployment) -> str:
     """The cluster serving the shipped model, and a world of two bodies."""
-    api = httpx.Client(base_url=cluster.api["r1"].url, timeout=30)
+    api = httpx.Client(base_url=cluster.api["r1"].url, timeout=30, headers=auth_headers(cluster))
     manifest = shipped.install(cluster.api["r1"].env["WORLDSTATE_CHECKPOINT_DIR"])  # type: ignore[index]
     current = api.get("/v1/models/manifest")
     if current.status_code != 200 or current.json()["manifest"]["hash"] != manifest["hash"]:
@@ -113,6 +114,7 @@ def test_a_plan_whose_client_left_stops(api: httpx.Client, cluster: Deployment, 
     host, port = cluster.api["r1"].url.removeprefix("http://").split(":")
     with socket.create_connection((host, int(port)), timeout=10) as s:
         s.sendall(f"POST /v1/worlds/{served}/plan HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+                  f"Authorization: Bearer {cluster.admin_key}\r\n"
                   f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
         time.sleep(0.2)
     assert wait_until(lambda: api.get("/v1/models/current").json()["work"]["cancelled"] > before["cancelled"], 30)

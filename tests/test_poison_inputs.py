@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from deploy.launcher import Deployment, wait_until
-from tests.conftest import etcd_revision
+from tests.conftest import auth_headers, etcd_revision
 from world_model.checkpoints import CheckpointStore
 
 PHYSICS = {"gravity": 9.81, "restitution": 0.9, "drag": 0.1, "time_step": 0.05}
@@ -29,7 +29,7 @@ def deep(n: int, leaf: str = "1") -> str:
 def poisoned(cluster: Deployment) -> Iterator[httpx.Client]:
     """A world with one good body, one at x=1e308 and one whose x is a string; a model served."""
     cluster.publish_default_model()
-    api = httpx.Client(base_url=cluster.api["r1"].url, timeout=60)
+    api = httpx.Client(base_url=cluster.api["r1"].url, timeout=60, headers=auth_headers(cluster))
     assert wait_until(lambda: api.get("/v1/models/current").json().get("state") == "ok", 60)
     api.put(f"/v1/worlds/{WORLD}", json={})
     assert api.put(f"/v1/worlds/{WORLD}/physics", json=PHYSICS).status_code in (200, 201)

@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from tests.up_output import until_up
+from tests.up_output import admin_key, until_up
 
 from world_model import shipped
 
@@ -131,15 +131,16 @@ def test_up_publishes_the_shipped_model(up: tuple[str, str]) -> None:
 
 
 def test_the_readme_query_curls_run_as_written(up: tuple[str, str], tmp_path: Path) -> None:
-    api, _ = up
+    api, printed = up
     digest = shipped.default_manifest()["hash"]
     ran = 0
     for b, block in enumerate(sh_blocks(query_section())):
         expected = curls(block)
         out = tmp_path / f"block{b}"
         out.mkdir()
-        done = subprocess.run(["bash", "-c", WRAPPER + block], env={"PATH": os.environ["PATH"], "API": api,
-                              "CURL_OUT": str(out)}, capture_output=True, text=True, timeout=120)
+        # The two variables the README tells a user to set from `up`'s output.
+        env = {"PATH": os.environ["PATH"], "API": api, "WORLDSTATE_KEY": admin_key(printed), "CURL_OUT": str(out)}
+        done = subprocess.run(["bash", "-c", WRAPPER + block], env=env, capture_output=True, text=True, timeout=120)
         assert done.returncode == 0, f"block {b} failed:\n{block}\n{done.stderr}"
         assert len(list(out.glob("*.status"))) == len(expected), "the block ran other curls than were parsed"
         for i, c in enumerate(expected):

@@ -18,6 +18,7 @@ import pytest
 
 from deploy.launcher import Deployment, Topology, wait_until
 from service.config import Settings
+from tests.conftest import auth_headers
 
 DEFAULTS = Settings()
 LIVE = {
@@ -64,7 +65,7 @@ def live_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
 
 @pytest.fixture
 def live_api(live_node: Deployment) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=live_node.api["r1"].url, timeout=60) as c:
+    with httpx.Client(base_url=live_node.api["r1"].url, timeout=60, headers=auth_headers(live_node)) as c:
         yield c
 
 

@@ -18,6 +18,7 @@ import torch
 
 from deploy.launcher import Deployment, Topology, wait_until
 from service.config import Settings
+from tests.conftest import auth_headers
 from world_model.batching import MicroBatcher
 from world_model.checkpoints import CheckpointStore
 from world_model.config import Physics, tiny_config
@@ -243,8 +244,8 @@ def test_set_torch_threads_applies_the_count() -> None:
     assert out == ["1", "1", "1", str(len(os.sched_getaffinity(0)))]
 
 
-def _get(url: str) -> dict:
-    with urllib.request.urlopen(url, timeout=30) as r:
+def _get(url: str, headers: dict[str, str]) -> dict:
+    with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=30) as r:
         return json.loads(r.read())
 
 
@@ -256,11 +257,11 @@ def test_node_applies_its_torch_threads_setting(trained, tmp_path) -> None:
     with Deployment(topo) as d:
         blob = CheckpointStore(checkpoint_dir).get_bytes(manifest["hash"])
         CheckpointStore(d.run_dir / "checkpoints").put_bytes(blob)
-        url = d.api["r1"].url
-        assert _get(f"{url}/v1/models/current")["torch_threads"] is None  # applied with the first model
+        url, key = d.api["r1"].url, auth_headers(d)
+        assert _get(f"{url}/v1/models/current", key)["torch_threads"] is None  # applied with the first model
         req = urllib.request.Request(f"{url}/v1/models/manifest", json.dumps(manifest, default=float).encode(),
-                                     {"Content-Type": "application/json", "If-None-Match": "*"}, method="PUT")
+                                     {"Content-Type": "application/json", "If-None-Match": "*", **key}, method="PUT")
         with urllib.request.urlopen(req, timeout=30) as r:
             assert r.status == 200
-        assert wait_until(lambda: _get(f"{url}/v1/models/current").get("hash") == manifest["hash"], 60)
-        assert _get(f"{url}/v1/models/current")["torch_threads"] == threads
+        assert wait_until(lambda: _get(f"{url}/v1/models/current", key).get("hash") == manifest["hash"], 60)
+        assert _get(f"{url}/v1/models/current", key)["torch_threads"] == threads

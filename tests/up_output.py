@@ -1,10 +1,12 @@
-"""Reading `worldstate up` as a user does: its output until it says it is up."""
+"""Reading `worldstate up` as a user does: its output until it says it is up, and the admin key it printed."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 
 READY = "Ctrl-C stops everything"
+_ADMIN_KEY = re.compile(r"^\s*admin key (wsk_\S+)\s*$", re.MULTILINE)
 
 
 def until_up(proc: subprocess.Popen[str]) -> str:
@@ -16,3 +18,15 @@ def until_up(proc: subprocess.Popen[str]) -> str:
         if READY in line:
             break
     return "".join(lines)
+
+
+def admin_key(out: str) -> str:
+    """The admin key in `up`'s output (printed when it made the cluster's first start)."""
+    m = _ADMIN_KEY.search(out)
+    assert m is not None, f"no admin key in the output of up:\n{out}"
+    return m.group(1)
+
+
+def auth(out: str) -> dict[str, str]:
+    """The Authorization header of the admin key in `up`'s output."""
+    return {"Authorization": f"Bearer {admin_key(out)}"}

@@ -65,9 +65,16 @@ async def get_param(request: Request) -> JSONResponse:
         raise Problem("validation-error", "request failed validation", errors=[{
             "loc": ["query", "consistency"], "msg": "Input should be 'linearizable' or 'serializable'",
             "type": "literal_error"}])
+    include = request.query_params.get("include")
+    if include not in (None, "writer"):
+        raise Problem("validation-error", "request failed validation", errors=[{
+            "loc": ["query", "include"], "msg": "Input should be 'writer'", "type": "literal_error"}])
     node: Node = request.app.state.node
     value = await node.params.get(world, key, consistency)  # type: ignore[arg-type]
-    return JSONResponse(read_document(value, world=world, key=key), headers=read_headers(value))
+    doc = read_document(value, world=world, key=key)
+    if include == "writer":
+        doc["written_by"] = await node.params.writer(world, key, value.revision)
+    return JSONResponse(doc, headers=read_headers(value))
 
 
 GET_OPENAPI = {
@@ -78,6 +85,9 @@ GET_OPENAPI = {
          "description": "'/'-separated segments, e.g. physics/gravity"},
         {"name": "consistency", "in": "query", "required": False, "description": ConsistencyQuery.description,
          "schema": {"enum": list(CONSISTENCIES), "default": "linearizable"}},
+        {"name": "include", "in": "query", "required": False,
+         "description": "writer: also answer `written_by`, the API key (id and name) that made this revision "
+                        "(null when it was made without auth)", "schema": {"enum": ["writer"]}},
     ],
     "responses": {"200": {"description": "the value, its revisions and the consistency it was read at; "
                                          "ETag is its mod revision"}},
