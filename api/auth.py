@@ -114,7 +114,7 @@ class Guard:
                 raise Problem("host-not-allowed", f"Host {host!r} is not one this node answers to "
                                                   "(WORLDSTATE_ALLOWED_HOSTS)")
             need = required(method, path)
-            key = None if need is None or self.keyring is None else self._authorize(need, headers)
+            key = None if need is None or self.keyring is None else await self._authorize(need, headers)
             if method in _WRITES and (headers.get(b"content-length", b"0") not in (b"0", b"")
                                       or b"transfer-encoding" in headers) \
                     and not _is_json(headers.get(b"content-type", b"").decode("latin-1")):
@@ -131,7 +131,7 @@ class Guard:
         finally:
             acting.reset(token)
 
-    def _authorize(self, need: Need, headers: dict[bytes, bytes]) -> Key:
+    async def _authorize(self, need: Need, headers: dict[bytes, bytes]) -> Key:
         assert self.keyring is not None
         auth = headers.get(b"authorization", b"").decode("latin-1")
         scheme, _, token = auth.partition(" ")
@@ -141,7 +141,7 @@ class Guard:
         if not self.keyring.loaded.is_set():
             raise Problem("unavailable", "this node has not loaded the API keys from the CP tier yet",
                           headers={"Retry-After": "1"})
-        key = self.keyring.authenticate(token.strip())
+        key = await self.keyring.authenticate(token.strip())
         if key is None:
             raise Problem("unauthorized", "the API key is unknown or revoked",
                           headers={"WWW-Authenticate": 'Bearer realm="worldstate", error="invalid_token"'})

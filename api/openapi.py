@@ -25,14 +25,6 @@ from service.observation_input import MAX_OBSERVED_AT, PATTERNS
 SECURITY_SCHEME = "bearerAuth"
 PUBLIC = ("/healthz", "/readyz")  # with /docs and /openapi.json, which are not in the document
 
-# Problem types answered outside any route (api/auth.py, the connection layer), in case the
-# table in api.problems does not hold them yet: slug -> (status, title).
-OUTSIDE_ROUTES = {
-    "unauthorized": (401, "Unauthorized"), "forbidden": (403, "Forbidden"),
-    "unsupported-media-type": (415, "Unsupported Media Type"), "rate-limited": (429, "Too Many Requests"),
-    "host-not-allowed": (400, "Host not allowed"),
-}
-
 # -- which problems each operation can answer -----------------------------------------
 EVERY = ("request-timeout", "header-too-large", "too-many-connections", "host-not-allowed", "payload-too-large")
 V1 = ("unauthorized", "forbidden", "rate-limited", "validation-error", "unavailable")  # unavailable: keys not loaded
@@ -211,7 +203,6 @@ def _operation(path: str, method: str, name: str, op: dict[str, Any]) -> None:
 def _by_status(slugs: tuple[str, ...]) -> dict[str, list[tuple[str, str]]]:
     out: dict[str, list[tuple[str, str]]] = {}
     for slug in dict.fromkeys(slugs):
-        p = PROBLEMS.get(slug)
-        status, title = (p.status, p.title) if p else OUTSIDE_ROUTES[slug]
-        out.setdefault(str(status), []).append((slug, title))
+        p = PROBLEMS[slug]
+        out.setdefault(str(p.status), []).append((slug, p.title))
     return dict(sorted(out.items()))

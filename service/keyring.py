@@ -26,6 +26,7 @@ class KeyRing:
         self.cp = cp
         self._keys: dict[str, Key] = {}
         self._revoked: dict[str, asyncio.Event] = {}
+        self._gone: set[str] = set()  # ids whose delete the watch delivered (revocations are rare)
         self.loaded = asyncio.Event()
         self.revision = 0  # the store revision the keys reflect
         self._task: asyncio.Task[None] | None = None
@@ -43,20 +44,31 @@ class KeyRing:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
 
-    def authenticate(self, token: str) -> Key | None:
-        """The live key a bearer token stands for, or None."""
+    async def authenticate(self, token: str) -> Key | None:
+        """The live key a bearer token stands for, or None.
+
+        A key this copy does not hold yet is read from etcd (linearizable): one made a moment
+        ago on any node works at once here, before the watch delivers it. What is read is used
+        for this request only; the watch alone changes the copy, so a revocation it delivered
+        is never undone by a read that raced it."""
         parsed = parse_token(token)
         if parsed is None:
             return None
         key = self._keys.get(parsed[0])
+        if key is None:
+            try:
+                key = key_of((await self.cp.get(KEYS_PREFIX + parsed[0])).value)
+            except StoreError:  # absent, or etcd unreachable: not a key this node can vouch for
+                return None
         return key if key is not None and key.matches(parsed[1]) else None
 
     def revoked(self, key_id: str) -> asyncio.Event:
-        """An event set when the key is revoked (at once if it is not live now)."""
+        """An event set when the key is revoked (at once if it already was). A key read from
+        etcd before the watch delivered it is not revoked: its delete, when it comes, sets this."""
         ev = self._revoked.get(key_id)
         if ev is None:
             ev = self._revoked[key_id] = asyncio.Event()
-            if key_id not in self._keys:
+            if key_id in self._gone:
                 ev.set()
         return ev
 
@@ -66,6 +78,7 @@ class KeyRing:
 
     def _drop(self, key_id: str) -> None:
         self._keys.pop(key_id, None)
+        self._gone.add(key_id)
         ev = self._revoked.pop(key_id, None)
         if ev is not None:
             ev.set()

@@ -21,7 +21,7 @@ import pytest
 from deploy.launcher import Deployment, Topology
 from tests.conftest import auth_headers
 
-EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "25"))
+EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "15"))
 SEED = int(os.environ.get("FUZZ_SEED", "12"))
 CHECKS = "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance"
 # The watch is a stream that ends only when the client leaves: every request would wait out the

@@ -108,8 +108,8 @@ def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tmp_path):
 def test_the_same_config_and_seed_give_the_same_blob(tmp_path):
     """Reproducible to the byte on one machine, wherever the checkpoints go: the hash names the training."""
     cfg = tiny_config()
-    cfg.data = dataclasses.replace(cfg.data, train_rollouts=64, val_rollouts=32)
-    cfg.train = dataclasses.replace(cfg.train, steps=10, resume_every=5, checkpoint_dir=str(tmp_path / "a"))
+    cfg.data = dataclasses.replace(cfg.data, train_rollouts=32, val_rollouts=16)
+    cfg.train = dataclasses.replace(cfg.train, steps=4, resume_every=2, checkpoint_dir=str(tmp_path / "a"))
     a = train(cfg, progress=False)
     cfg.train.checkpoint_dir = str(tmp_path / "b")
     b = train(cfg, progress=False)
