@@ -12,6 +12,7 @@ is revoked.
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import re
 from collections.abc import Awaitable, Callable, MutableMapping
@@ -43,6 +44,7 @@ _WORLD = re.compile(r"/v1/worlds/([^/]+)(/.*)?")
 _WRITES = frozenset({"PUT", "DELETE", "POST", "PATCH"})
 
 
+@functools.lru_cache(maxsize=4096)  # the same few hundred paths, every request
 def required(method: str, path: str) -> Need | None:
     """The need of one request; None for the public paths (health, docs, problem types)."""
     if not (path.startswith("/v1/") or path.startswith("/_faults")):
@@ -78,7 +80,8 @@ def _is_json(content_type: str) -> bool:
     return media == "application/json" or (media.startswith("application/") and media.endswith("+json"))
 
 
-def host_allowed(host: str, allowed: list[str]) -> bool:
+@functools.lru_cache(maxsize=1024)
+def host_allowed(host: str, allowed: tuple[str, ...]) -> bool:
     """A Host naming an IP address, or a name on the list ('*' takes any).
 
     Why names are checked at all: DNS rebinding makes a browser send a page's own
@@ -99,7 +102,7 @@ class Guard:
     def __init__(self, app: ASGIApp, *, keyring: KeyRing | None, allowed_hosts: list[str]) -> None:
         self.app = app
         self.keyring = keyring  # None: auth is off (WORLDSTATE_AUTH=off)
-        self.allowed_hosts = [h.lower() for h in allowed_hosts]
+        self.allowed_hosts = tuple(h.lower() for h in allowed_hosts)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":

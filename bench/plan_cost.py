@@ -67,7 +67,7 @@ def _predict_case(args: tuple[str, str, int, int]) -> tuple[int, float, int]:
 
 def main(argv: list[str] | None = None) -> int:
     from world_model import shipped
-    from world_model.state import MAX_BUDGET, MAX_PLAN_COST, MIN_BUDGET, PLAN_STEP_UNITS, plan_cost
+    from world_model.state import MAX_PLAN_COST, MIN_BUDGET, largest_budget, plan_cost
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", default=None, help="model hash (default: the shipped model)")
@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     ctx = mp.get_context("spawn")
     worst = 0.0
     for n in a.bodies:
-        budget = min(MAX_BUDGET, MAX_PLAN_COST // (a.horizon * (PLAN_STEP_UNITS + n * n)))
+        budget = largest_budget(a.horizon, n)
         if budget < MIN_BUDGET:
             print(f"{n:6d}  no budget >= {MIN_BUDGET} fits at horizon {a.horizon}")
             continue

@@ -20,7 +20,7 @@ from service.model_work import ModelWork
 from tests.conftest import auth_headers
 from world_model import shipped
 from world_model.errors import Cancelled, Overloaded
-from world_model.state import MAX_PLAN_COST, PLAN_STEP_UNITS
+from world_model.state import largest_budget
 
 PHYSICS = {"gravity": 9.81, "restitution": 0.9, "drag": 0.1, "time_step": 0.05}
 
@@ -107,7 +107,7 @@ def test_a_plan_beyond_the_cost_bound_is_refused(api: httpx.Client, served: str)
 def test_a_plan_whose_client_left_stops(api: httpx.Client, cluster: Deployment, served: str) -> None:
     """The biggest plan allowed takes about a second; the client leaves after 0.2 s and the node
     stops the search instead of finishing it for no one."""
-    budget = MAX_PLAN_COST // (50 * (PLAN_STEP_UNITS + 4))
+    budget = largest_budget(50, 2)
     body = (f'{{"entity": "b0", "goal": {{"x": 5, "y": 5, "radius": 1}}, "horizon": 50, '
             f'"budget": {budget}}}').encode()
     before = api.get("/v1/models/current").json()["work"]

@@ -24,7 +24,7 @@ from .errors import (BadShape, HorizonOutOfRange, InvalidBudget, InvalidGoal, In
                      UnknownEntity)
 from .model import JEPA, surprise_score
 from .planner import LatentDynamics, PlanResult, aim, cem
-from .state import MAX_BUDGET, MAX_ENTITIES, MAX_PLAN_COST, MIN_BUDGET, PLAN_STEP_UNITS, plan_cost
+from .state import MAX_BUDGET, MAX_ENTITIES, MAX_PLAN_COST, MIN_BUDGET, largest_budget, plan_cost
 from .device import resolve_device
 
 
@@ -341,7 +341,7 @@ class WorldModel:
             raise InvalidBudget(f"budget {budget!r} not in {MIN_BUDGET}..{MAX_BUDGET}")
         cost = plan_cost(int(budget), h, n)
         if cost > MAX_PLAN_COST:
-            most = MAX_PLAN_COST // (h * (PLAN_STEP_UNITS + n * n))
+            most = largest_budget(h, n)
             raise QueryTooCostly(f"budget {budget} x horizon {h} with {n} bodies is {cost:,} units of work, "
                                  f"at most {MAX_PLAN_COST:,} (about a second): with {n} bodies and horizon {h} "
                                  f"a budget of at most {most}")

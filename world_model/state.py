@@ -23,16 +23,28 @@ MAX_ENTITIES = 64  # hard cap per query; the model was trained on far fewer bodi
 MIN_BUDGET = 8  # CEM needs a few candidates per elite
 MAX_BUDGET = 65536
 # A plan's work in candidate-steps weighted by what one step costs for n bodies: a fixed part
-# per candidate plus the body pairs the contact check looks at. Measured on 2 cores (one torch
-# thread): about 0.25 us a unit, plus about 1.5 ms a CEM iteration-step, so the most a query may
-# ask, MAX_PLAN_COST, takes under a second (bench/plan_cost.py measures it).
+# per candidate, a part per body (encoders, wall contacts) and the body pairs the contact check
+# looks at. bench/plan_cost.py on 2 cores (one torch thread) measures the largest allowed plan of
+# each body count: with 8 + n² (no per-body part) 2 bodies took 0.88-1.36 s and 8 bodies
+# 1.08-1.29 s, over the 1 s target; the per-body part brings both budgets down by a third.
 MAX_PLAN_COST = 2_000_000
 PLAN_STEP_UNITS = 8
+PLAN_BODY_UNITS = 4
+
+
+def step_units(n: int) -> int:
+    """What one candidate-step of a plan with n bodies costs, in the units of MAX_PLAN_COST."""
+    return PLAN_STEP_UNITS + PLAN_BODY_UNITS * n + n * n
 
 
 def plan_cost(budget: int, horizon: int, n: int) -> int:
     """A plan's cost in the units of MAX_PLAN_COST."""
-    return budget * horizon * (PLAN_STEP_UNITS + n * n)
+    return budget * horizon * step_units(n)
+
+
+def largest_budget(horizon: int, n: int) -> int:
+    """The largest budget whose plan fits in MAX_PLAN_COST (may be under MIN_BUDGET)."""
+    return min(MAX_BUDGET, MAX_PLAN_COST // (horizon * step_units(n)))
 
 
 class MissingState(ValueError):
