@@ -61,6 +61,8 @@ class Settings:
     dedup_max: int = 1_000_000
     stream_maxlen: int = 1_000_000
     read_wait_s: float = 2.0  # longest a read waits for its causal token before 504
+    # A stream quiet this long gets an SSE comment, so proxies that close idle connections keep it.
+    sse_heartbeat_s: float = 15.0
     # World model serving
     checkpoint_dir: str = "checkpoints"
     device: str = "auto"  # cuda when present, else cpu
@@ -102,7 +104,8 @@ class Settings:
             raise ValueError("WORLDSTATE_ETCD_USERNAME and WORLDSTATE_ETCD_PASSWORD go together")
         if s.cp_timeout_s <= 0 or s.max_body_bytes <= 0:
             raise ValueError("WORLDSTATE_CP_TIMEOUT_S and WORLDSTATE_MAX_BODY_BYTES must be positive")
-        limits = ("max_connections", "header_timeout_s", "body_timeout_s", "keep_alive_s", "max_header_bytes")
+        limits = ("max_connections", "header_timeout_s", "body_timeout_s", "keep_alive_s", "max_header_bytes",
+                  "sse_heartbeat_s")
         if any(getattr(s, name) <= 0 for name in limits):
             raise ValueError(", ".join(f"WORLDSTATE_{n.upper()}" for n in limits) + " must be positive")
         return s

@@ -23,7 +23,7 @@ def test_every_setting_away_from_its_default_round_trips() -> None:
                    max_drift_ms=5000, dedup_window_s=60.0, dedup_max=10, stream_maxlen=100, read_wait_s=3.5,
                    checkpoint_dir="/ck", device="cpu", predict_max_batch=4, predict_max_wait_ms=0.5, torch_threads=2,
                    telemetry=True, faults=True, sabotage=frozenset({"no-dedup"}), auth="off",
-                   allowed_hosts=["api-r1", "localhost"], etcd_username="u", etcd_password="p")
+                   allowed_hosts=["api-r1", "localhost"], etcd_username="u", etcd_password="p", sse_heartbeat_s=0.5)
     # A field added to Settings must be added here too, away from its default.
     default = Settings()
     assert [f.name for f in fields(Settings) if getattr(odd, f.name) == getattr(default, f.name)] == []

@@ -130,3 +130,22 @@ def test_http_watch_streams_events_and_resumes_with_last_event_id(cluster: Deplo
     rest = read_events(3, params={"prefix": "sensor/"}, headers={"Last-Event-ID": str(first[-1][0])})
     assert [e[0] for e in rest] == revs[3:]
     assert [e[2]["value"] for e in rest] == [3, 4, 5]
+
+
+def test_a_quiet_watch_gets_heartbeats_and_still_delivers(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from deploy.launcher import Topology
+
+    topo = Topology(etcd_members=1, regions=1, run_dir=tmp_path, api_env={"WORLDSTATE_SSE_HEARTBEAT_S": "0.3"})
+    with Deployment(topo) as d, httpx.Client(base_url=d.api["r1"].url, headers=auth_headers(d), timeout=30) as c:
+        assert c.put("/v1/worlds/hb", json={}).status_code in (200, 201)
+        lines: list[str] = []
+        with c.stream("GET", "/v1/worlds/hb/watch") as r:
+            assert r.status_code == 200
+            for line in r.iter_lines():
+                lines.append(line)
+                if lines.count(": heartbeat") == 3:
+                    c.put("/v1/worlds/hb/params/k", json=1)
+                if line.startswith("data:"):
+                    break
+    assert lines.count(": heartbeat") >= 3, lines
+    assert json.loads(lines[-1].removeprefix("data:"))["key"] == "k"

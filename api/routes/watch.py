@@ -16,6 +16,7 @@ from fastapi.responses import StreamingResponse
 
 from api.deps import NodeDep
 from api.problems import Problem, problem_of
+from api.sse import with_heartbeats
 from service.errors import store
 from service.versioned import MAX_REVISION
 
@@ -56,4 +57,5 @@ async def watch(
             yield _sse("error", {"type": f"/problems/{p.type.slug}", "status": p.status, "detail": p.detail,
                                  "compact_revision": compacted.compact_revision})
 
-    return StreamingResponse(stream(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+    return StreamingResponse(with_heartbeats(stream(), n.settings.sse_heartbeat_s), media_type="text/event-stream",
+                             headers={"Cache-Control": "no-cache"})
