@@ -54,6 +54,8 @@ def required(method: str, path: str) -> Need | None:
         return Need(ADMIN, all_worlds=True)
     if path.startswith("/v1/models/"):
         return Need("read") if read else Need(ADMIN, all_worlds=True)
+    if path == "/v1/worlds":
+        return Need("read") if read else Need(None)  # the listing shows only the worlds the key may read
     m = _WORLD.fullmatch(path)
     if m is None:
         return Need(None)

@@ -39,7 +39,7 @@ MODEL = ("unsupported-media-type", "invalid-key", "unknown-world", "unknown-enti
 PROBLEMS_OF: dict[str, tuple[str, ...]] = {
     "healthz": (), "readyz": (),
     "get_param": CP_READ, "list_params": CP_LIST, "put_param": BODY + CP_WRITE, "delete_param": CP_WRITE + ("not-found",),
-    "get_world": CP_READ, "put_world": BODY + CP_WRITE,
+    "get_world": CP_READ, "put_world": BODY + CP_WRITE, "list_worlds": ("invalid-key", "unavailable"),
     "get_physics": CP_READ, "put_physics": BODY + CP_WRITE,
     "watch": CP_LIST,
     "post_observations": BODY + ("invalid-key", "unknown-world", "batch-too-large", "clock-drift", "replica-full",

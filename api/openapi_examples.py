@@ -34,6 +34,7 @@ EXAMPLES: dict[str, tuple[Any, str, Any]] = {
     "delete_param": (None, "200", {"world": "lab", "key": "robots/arm-1/speed", "deleted": True,
                                    "store_revision": 58}),
     "get_world": (None, "200", {"world": "lab", "meta": {"owner": "team-a"}, **_REV}),
+    "list_worlds": (None, "200", {"worlds": ["lab", "lab-2"], "revision": 42, "next": {"after": "lab-2"}}),
     "put_world": ({"owner": "team-a"}, "200", {"world": "lab", "revision": 40}),
     "get_physics": (None, "200", {"world": "lab", "key": "physics/constants", "physics": _PHYSICS, **_REV}),
     "put_physics": (_PHYSICS, "200", {"world": "lab", "key": "physics/constants", "revision": 42}),

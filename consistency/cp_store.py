@@ -274,6 +274,14 @@ class CPStore:
         entries = [self._entry(kv, resp.header.revision, consistency) for kv in resp.kvs]
         return Listing(entries, revision or resp.header.revision, resp.more, consistency)
 
+    async def next_key(self, start: str, end: str, revision: int = 0) -> tuple[str | None, int]:
+        """The first key in [start, end) at `revision` (0: now), or None, and the revision read;
+        keys only, so a skip-scan over a tree (the worlds) reads no values."""
+        req = rpc.RangeRequest(key=start.encode(), range_end=end.encode(), limit=1, keys_only=True,
+                               revision=revision, sort_order=rpc.RangeRequest.ASCEND, sort_target=rpc.RangeRequest.KEY)
+        resp = await self._read(req, False)
+        return (resp.kvs[0].key.decode() if resp.kvs else None), revision or resp.header.revision
+
     async def current_revision(self) -> int:
         resp = await self._read(rpc.RangeRequest(key=b"\0", count_only=True), False)
         return resp.header.revision

@@ -9,14 +9,20 @@ the CP tier to answer.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from consistency import cp_keys
 from consistency.ap_store import ReplicaStore
+from consistency.cp_codec import prefix_end
 from consistency.cp_store import CPStore
 from consistency.errors import UnknownWorld
 from service.errors import InvalidInput
 from service.versioned import Consistency, Precondition, Versioned, Written, read, write
+
+
+def prefix_end_str(prefix: str) -> str:
+    return prefix_end(prefix.encode()).decode()
 
 
 def _meta_path(world: str) -> str:
@@ -45,6 +51,23 @@ class Worlds:
 
     async def get(self, world: str, consistency: Consistency = "linearizable") -> Versioned:
         return await read(self.cp, _meta_path(world), consistency)
+
+    async def list(self, after: str = "", limit: int = 100, visible: Callable[[str], bool] = lambda w: True,
+                   revision: int = 0) -> tuple[list[str], int, bool]:
+        """World names after `after` that `visible` keeps, in order, at one store revision: (names,
+        revision, more). A skip-scan: one keys-only read per world, jumping past its keys."""
+        root = f"{cp_keys.ROOT}/worlds/"
+        start = root if not after else prefix_end_str(cp_keys.world_root(after) + "/")
+        names: list[str] = []
+        while len(names) <= limit:
+            key, revision = await self.cp.next_key(start, prefix_end_str(root), revision)
+            if key is None:
+                return names, revision, False
+            world = key[len(root):].split("/", 1)[0]
+            if visible(world):
+                names.append(world)
+            start = prefix_end_str(cp_keys.world_root(world) + "/")
+        return names[:limit], revision, True
 
     async def require(self, world: str) -> None:
         """Raise UnknownWorld for a world with nothing in the CP tier (Unavailable if it cannot tell)."""

@@ -32,6 +32,7 @@ SCOPES = ("read", "observe", "predict", "params:write", "admin")
 OPERATIONS: list[tuple[str, str, str | None]] = [
     ("GET", "/healthz", None),
     ("GET", "/readyz", None),
+    ("GET", "/v1/worlds", "read"),
     ("PUT", "/v1/worlds/{world}", "admin"),
     ("GET", "/v1/worlds/{world}", "read"),
     ("GET", "/v1/worlds/{world}/physics", "read"),
@@ -361,3 +362,23 @@ def test_a_key_the_watch_has_not_delivered_is_read_from_etcd(cluster: Deployment
             await store.close()
 
     run(go())
+
+
+def test_worlds_are_listed_in_pages_and_only_those_a_key_may_read(api: httpx.Client) -> None:
+    made = ["lw-a", "lw-b", "lw-b.2", "lw-c"]
+    for w in made:
+        assert api.put(f"/v1/worlds/{w}", json={}).status_code in (200, 201)
+    api.put("/v1/worlds/lw-b/params/deep/a/b", json=1)  # many keys under a world: listed once
+    seen: list[str] = []
+    after = ""
+    while True:
+        page = api.get("/v1/worlds", params={"limit": 3, **({"after": after} if after else {})}).json()
+        seen += page["worlds"]
+        if page["next"] is None:
+            break
+        after = page["next"]["after"]
+    assert len(seen) == len(set(seen)) and set(made) <= set(seen)
+    _, token = _key(api, "one-world", ["read"], ["lw-b"])
+    assert api.get("/v1/worlds", headers=_bearer(token)).json()["worlds"] == ["lw-b"]
+    assert api.get("/v1/worlds", params={"after": "bad world"}).status_code == 400
+    assert api.get("/v1/worlds", params={"limit": 0}).status_code == 422

@@ -4,15 +4,32 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Request
+from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import JSONResponse
 
 from api import conditions
 from api.body import json_body
 from api.deps import Consistency, ConsistencyQuery, NodeDep
 from api.schemas import read_document, read_headers
+from service.keys import acting
 
 router = APIRouter(prefix="/v1/worlds", tags=["worlds"])
+
+
+@router.get("")
+async def list_worlds(
+    n: NodeDep,
+    after: str = Query("", description="the last world of the previous page", max_length=64),
+    limit: int = Query(100, ge=1, le=1000),
+) -> JSONResponse:
+    """The worlds the CP tier holds, that the request's key may read, in key order."""
+    if after:
+        n.worlds.check(after)
+    key = acting.get()
+    names, revision, more = await n.worlds.list(after, limit, lambda w: key is None or key.allows("read", w))
+    return JSONResponse({"worlds": names, "revision": revision,
+                         "next": {"after": names[-1]} if more and names else None},
+                        headers={"X-Worldstate-Revision": str(revision)})
 
 
 @router.put("/{world}")
