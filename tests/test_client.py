@@ -72,3 +72,16 @@ def test_observe_resends_the_same_ids_after_a_429(cluster: Deployment, ws: Clien
         again = [{"entity": "g", "event_id": "g-1", "fields": {"x": 2.0}}]
         slow.observe(world, again)
         assert slow.observe(world, again).duplicates == ["g-1"]
+
+
+def test_the_readme_client_example_runs(cluster: Deployment) -> None:
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    section = readme[readme.index("## The Python client\n"):readme.index("## The world model\n")]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)  # type: ignore[union-attr]
+    shown = 'Client("http://127.0.0.1:43629", key="wsk_...")'
+    assert shown in code
+    exec(compile(code.replace(shown, f"Client({cluster.api['r1'].url!r}, key={cluster.admin_key!r})"),
+                 "README.md", "exec"), {})
