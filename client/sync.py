@@ -100,9 +100,11 @@ class Client:
         headers = {"If-Match": f'"{if_revision}"'} if if_revision is not None else None
         self._call("DELETE", f"/v1/worlds/{world}/params/{key}", headers=headers)
 
-    def update(self, world: str, key: str, fn: Callable[[Any], Any], *, attempts: int = 10) -> int:
-        """Read the key, write `fn(value)` if nobody wrote in between; on a lost race read
-        again and retry (only then: any other error is raised). Returns the new revision."""
+    def update(self, world: str, key: str, fn: Callable[[Any], Any], *, attempts: int = 50) -> int:
+        """Read the key, write `fn(value)` if nobody wrote in between; on a lost race wait a
+        random moment, read again and retry (only then: any other error is raised). Returns
+        the new revision. The wait grows with each loss: without it a writer far from the
+        leader lost ten races in a row to a closer one and gave up (seen under load)."""
         for attempt in range(attempts):
             current = self.get_param(world, key)
             try:
@@ -110,6 +112,7 @@ class Client:
             except Conflict:
                 if attempt == attempts - 1:
                     raise
+                time.sleep(random.uniform(0, min(0.005 * 2 ** attempt, 0.2)))
         raise AssertionError("unreachable")
 
     # -- worlds and observations ----------------------------------------------------------

@@ -25,16 +25,22 @@ def test_params_compare_and_swap_and_update_loses_no_increment(cluster: Deployme
     with pytest.raises(Conflict):
         ws.put_param(world, "counter", 5, create_only=True)
 
+    failures: list[BaseException] = []
+
     def bump(url: str) -> None:
-        with Client(url, cluster.admin_key) as c:
-            for _ in range(15):
-                c.update(world, "counter", lambda v: v + 1)
+        try:
+            with Client(url, cluster.admin_key) as c:
+                for _ in range(15):
+                    c.update(world, "counter", lambda v: v + 1)
+        except BaseException as e:  # raised in the test below, not lost in the thread
+            failures.append(e)
 
     threads = [threading.Thread(target=bump, args=(cluster.api[r].url,)) for r in ("r1", "r2")]
     for t in threads:
         t.start()
     for t in threads:
-        t.join(60)
+        t.join(120)
+    assert not failures, failures
     assert ws.get_param(world, "counter").value == 30  # 30 read-modify-writes, none lost
     ws.delete_param(world, "counter")
     with pytest.raises(NotFound):
