@@ -17,6 +17,7 @@ from typing import Any
 
 from consistency.cp_store import CPStore
 from consistency.errors import Unavailable
+from deploy.processes import wait_until
 from service.keys import bootstrap_admin
 
 __all__ = ["admin_key", "publish_default_model"]
@@ -61,19 +62,6 @@ def _request(method: str, url: str, body: bytes | None = None,
         return e.code, json.loads(e.read() or b"null")
 
 
-def _wait(predicate: Callable[[], object], timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            if predicate():
-                return True
-        except Exception:
-            pass
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(0.2)
-
-
 def publish_default_model(api_urls: list[str], checkpoint_dir: str | Path, timeout: float = 120.0,
                           key: str | None = None) -> tuple[str, dict[str, Any]]:
     """Install the packaged model's blob into the checkpoint directory the API nodes
@@ -99,8 +87,8 @@ def publish_default_model(api_urls: list[str], checkpoint_dir: str | Path, timeo
     deadline = time.monotonic() + timeout
     for url in api_urls:
         current = f"{url}/v1/models/current"
-        if not _wait(lambda: _request("GET", current, headers=auth)[1].get("hash") == manifest["hash"],
-                     max(0.0, deadline - time.monotonic())):
+        if not wait_until(lambda: _request("GET", current, headers=auth)[1].get("hash") == manifest["hash"],
+                          max(0.0, deadline - time.monotonic()), interval=0.2):
             raise RuntimeError(f"{url} does not serve model {manifest['hash'][:12]} after {timeout:.0f} s: "
                                f"{_request('GET', current, headers=auth)[1]}")
     return outcome, manifest

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import sys
 import tempfile
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
@@ -22,7 +21,7 @@ from typing import Any
 from consistency.cp_store import CPStore
 from deploy import backend_auth, binaries, first_start
 from service.config import Settings
-from deploy.processes import ManagedProcess, ProcessFailed, free_port
+from deploy.processes import ManagedProcess, ProcessFailed, free_port, wait_until
 
 ETCD_CLUSTER_TOKEN = "worldstate"
 # etcd keeps every revision of every key until it is compacted, and each counts whole against
@@ -373,18 +372,3 @@ class Deployment:
 
 __all__ = ["Deployment", "Topology", "EtcdMember", "RedisNode", "ApiNode", "ProcessFailed",
            "etcd_args", "redis_args", "api_args", "wait_until"]
-
-
-def wait_until(predicate: Callable[[], object], timeout: float = 10.0, interval: float = 0.05) -> bool:
-    """Poll `predicate` until it is truthy or `timeout` passes; returns the last result."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            if predicate():
-                return True
-        except Exception:
-            pass
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(interval)
-
