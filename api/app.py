@@ -11,6 +11,7 @@ from api import openapi, problems
 from api.auth import Guard
 from api.body import BodyLimit
 from api.routes import faults, health, keys, model, observations, params, physics, watch, worlds
+from rpc.server import GrpcServer
 from service.config import Settings
 from service.node import Node
 
@@ -22,9 +23,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await node.start()
+        # gRPC beside HTTP, on the same node (and event loop); up before HTTP answers, so a node
+        # that reports healthy serves both.
+        grpc_server = GrpcServer(node, settings.grpc_host or "127.0.0.1") if settings.grpc_port else None
         try:
+            if grpc_server is not None:
+                await grpc_server.start()
             yield
         finally:
+            if grpc_server is not None:
+                await grpc_server.stop()
             await node.stop()
 
     # FastAPI's native OpenTelemetry costs time on every request even with no provider

@@ -68,6 +68,10 @@ def required(method: str, path: str) -> Need | None:
         return Need("read", world) if read else Need("params:write", world)
     if rest == "/watch":
         return Need("read", world, stream=True)
+    if rest == "/entities/stream" and read:
+        return Need("read", world, stream=True)
+    if rest.startswith("/entities/") and method == "DELETE":
+        return Need("observe", world)  # a delete is a write like an observation
     if rest.startswith("/entities"):
         return Need("read", world)
     if rest == "/observations" and method == "POST":

@@ -45,6 +45,8 @@ PROBLEMS_OF: dict[str, tuple[str, ...]] = {
     "post_observations": BODY + ("invalid-key", "unknown-world", "batch-too-large", "clock-drift", "replica-full",
                                  "unavailable", "outcome-unknown"),
     "get_entity": AP_READ, "list_entities": AP_READ,
+    "delete_entity": ("invalid-key", "unknown-world", "replica-full", "unavailable", "outcome-unknown"),
+    "stream_entities": ("invalid-key", "unknown-world", "unavailable"),
     "get_manifest": CP_READ, "put_manifest": BODY + CP_WRITE + ("manifest-invalid",),
     "current_model": (),
     "predict": MODEL, "surprise": MODEL, "plan": MODEL,
@@ -187,7 +189,7 @@ def _operation(path: str, method: str, name: str, op: dict[str, Any]) -> None:
             "schema": {"$ref": "#/components/schemas/Problem"},
             "examples": {s: {"summary": t, "value": {"type": f"/problems/{s}", "title": t, "status": int(status)}}
                          for s, t in members}}
-    if name == "watch":
+    if name in ("watch", "stream_entities"):
         responses["200"]["content"] = {"text/event-stream": {"schema": {"type": "string"}}}
     openapi_examples.add(name, op)
     if name in LINKS:

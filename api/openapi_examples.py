@@ -43,6 +43,11 @@ EXAMPLES: dict[str, tuple[Any, str, Any]] = {
     "post_observations": ([_OBS], "202", {"replica": "r1", "accepted": 1, "duplicate": 0, "duplicates": [],
                                           "hlc": "0193a7c2d4e8-0000", "token": "r1:1732170000000-0", "behind": []}),
     "get_entity": (None, "200", {"world": "lab", **_ENTITY, **_REFLECTS}),
+    "delete_entity": (None, "202", {"replica": "r1", "hlc": "0193a7c2d4e8-0000", "token": "r1:1732170000000-0",
+                                    "duplicate": False}),
+    "stream_entities": (None, "200", 'id: 1732170000000-0\nevent: change\ndata: {"entity": "ball-1", "fields": '
+                                     '{"x": 1.5}, "deleted": false, "hlc": "0193a7c2d4e8-0000", "node": "api-r1", '
+                                     '"origin": "r1"}\n\n'),
     "list_entities": (None, "200", {"world": "lab", "items": [_ENTITY], "next": None, **_REFLECTS}),
     "get_manifest": (None, "200", {"manifest": _MANIFEST, "key": "models/manifest", **_REV}),
     "put_manifest": (_MANIFEST, "200", {"revision": 42, "hash": _H}),

@@ -103,6 +103,14 @@ PROBLEMS = {p.slug: p for p in [
                 "check on this node."),
     ProblemType("manifest-invalid", 422, "Manifest refused",
                 "The manifest is malformed, or this node does not hold a blob whose sha256 is its hash."),
+    ProblemType("changes-trimmed", 410, "Changes log trimmed past the position",
+                "A subscription resumed after a position (Last-Event-ID) the replica's changes log no longer "
+                "holds every entry after: the log keeps about WORLDSTATE_CHANGES_MAXLEN entries. Read the "
+                "entities again, then subscribe from now."),
+    ProblemType("slow-consumer", 409, "Subscriber too far behind",
+                "The subscriber's position (`position`) fell `lag` entries behind the replica's changes log, more "
+                "than the `max_lag` allowed (WORLDSTATE_SUBSCRIBE_MAX_LAG); the stream ends with an event of this "
+                "type rather than buffer. Read the entities again, then subscribe from now."),
     ProblemType("unknown-entity", 404, "Unknown entity", "No observations of this entity on the replica answering."),
     ProblemType("entity-incomplete", 422, "Entity lacks state",
                 "The world model needs numeric x, y, vx, vy for every entity in a query (radius and mass default)."),
@@ -179,6 +187,8 @@ PROBLEM: dict[type[BaseException], str] = {
     service.NotYetConsistent: "not-yet-consistent",
     service.EntityNotFound: "not-found",
     service.EntityMissing: "unknown-entity",
+    service.ChangesTrimmed: "changes-trimmed",
+    service.SlowConsumer: "slow-consumer",
     service.ActionsForUnknown: "unknown-entity",
     service.EntityIncomplete: "entity-incomplete",
     service.ManifestInvalid: "manifest-invalid",
@@ -204,6 +214,9 @@ MEMBERS: dict[type[BaseException], tuple[str, ...]] = {
     service.TokenUnknown: ("region",),
     service.NotYetConsistent: ("token", "behind"),
     service.EntityMissing: ("entity",),
+    service.EntityDeleted: ("deleted_hlc", "deleted_by"),
+    service.ChangesTrimmed: ("after", "oldest"),
+    service.SlowConsumer: ("position", "lag", "max_lag"),
     service.ActionsForUnknown: ("entities",),
     service.EntityIncomplete: ("entity", "missing"),
     service.QuotaExceeded: ("quota", "limit"),

@@ -4,19 +4,34 @@
     ├── NotFound                    404 not-found, unknown-world, unknown-entity
     ├── Conflict                    412 precondition-failed: `current_revision` won
     ├── Unauthorized / Forbidden    401 / 403
-    ├── InvalidRequest              other 4xx: fix the request, do not retry it
+    ├── InvalidRequest              other 4xx: fix the request, do not retry it (`errors` lists each field)
+    ├── Compacted                   410 compacted: history before `compact_revision` is gone
+    ├── ChangesTrimmed              an entity stream's position was trimmed: read the state again
+    ├── SlowConsumer                an entity stream dropped this reader for falling behind
     ├── RateLimited                 429: retry after `retry_after`
     ├── Unavailable                 503: nothing was changed; retry after `retry_after`
+    │   └── ModelUnavailable        503 model-unavailable: no model published yet
     ├── OutcomeUnknown              504 outcome-unknown: may or may not have been applied
     └── NotYetConsistent            504 not-yet-consistent: the replica has not caught up
+
+A connection that fails is raised as one of these too, with `status` 0:
+Unavailable when nothing can have been applied (the connection never opened,
+or the request was a read), OutcomeUnknown when a write was sent and no
+answer came.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+__all__ = ["ChangesTrimmed", "Compacted", "Conflict", "Forbidden", "InvalidRequest", "ModelUnavailable",
+           "NotFound", "NotYetConsistent", "OutcomeUnknown", "RateLimited", "SlowConsumer", "Unauthorized",
+           "Unavailable", "WorldstateError", "error_for"]
+
 
 class WorldstateError(Exception):
+    """A problem+json answer (or a failed connection, `status` 0)."""
+
     def __init__(self, status: int, body: dict[str, Any], retry_after: float | None = None) -> None:
         self.status = status
         self.body = body
@@ -27,58 +42,90 @@ class WorldstateError(Exception):
 
 
 class NotFound(WorldstateError):
-    pass
+    """No such key, world or entity."""
 
 
 class Conflict(WorldstateError):
+    """A compare-and-swap or create-only write lost; `current_revision` is the key's revision now (0: absent)."""
+
     @property
     def current_revision(self) -> int:
         return int(self.body.get("current_revision", 0))
 
 
 class Unauthorized(WorldstateError):
-    pass
+    """The API key is missing, unknown or revoked."""
 
 
 class Forbidden(WorldstateError):
-    pass
+    """The key's scopes or worlds do not cover the operation."""
 
 
 class InvalidRequest(WorldstateError):
-    pass
+    """The request is wrong as sent; retrying it unchanged cannot help."""
+
+    @property
+    def errors(self) -> list[dict[str, Any]]:
+        return list(self.body.get("errors", []))
+
+
+class Compacted(WorldstateError):
+    """etcd compacted the history a read or watch needed; continue from `compact_revision`."""
+
+    @property
+    def compact_revision(self) -> int:
+        return int(self.body.get("compact_revision", 0))
+
+
+class ChangesTrimmed(WorldstateError):
+    """The entity stream no longer holds the position to resume from: read the state, subscribe anew."""
+
+
+class SlowConsumer(WorldstateError):
+    """The entity stream closed because this reader fell too far behind."""
 
 
 class RateLimited(WorldstateError):
-    pass
+    """Over the key's rate quota; nothing was changed."""
 
 
 class Unavailable(WorldstateError):
-    pass
+    """A tier (or the node) cannot answer now; nothing was changed."""
+
+
+class ModelUnavailable(Unavailable):
+    """No world model is published, or its blob failed its hash check."""
 
 
 class OutcomeUnknown(WorldstateError):
-    pass
+    """A write was sent and not answered: read before deciding to write again."""
 
 
 class NotYetConsistent(WorldstateError):
-    pass
+    """The replica had not applied the write the session's token names within the wait."""
 
 
 _BY_TYPE: dict[str, type[WorldstateError]] = {
     "precondition-failed": Conflict, "not-found": NotFound, "unknown-world": NotFound,
     "unknown-entity": NotFound, "unauthorized": Unauthorized, "forbidden": Forbidden,
     "rate-limited": RateLimited, "outcome-unknown": OutcomeUnknown, "not-yet-consistent": NotYetConsistent,
+    "compacted": Compacted, "changes-trimmed": ChangesTrimmed, "slow-consumer": SlowConsumer,
+    "model-unavailable": ModelUnavailable, "unavailable": Unavailable, "replica-full": Unavailable,
+    "too-many-connections": Unavailable,
+}
+_BY_STATUS: dict[int, type[WorldstateError]] = {
+    401: Unauthorized, 403: Forbidden, 404: NotFound, 410: Compacted, 412: Conflict, 429: RateLimited,
+    503: Unavailable, 504: OutcomeUnknown,
 }
 
 
-def error_for(status: int, body: Any, retry_after: str | None) -> WorldstateError:
-    """The exception for one non-2xx answer."""
+def error_for(status: int, body: Any, retry_after: str | float | None = None) -> WorldstateError:
+    """The exception for one problem: by its type first, then by its status."""
     doc = body if isinstance(body, dict) else {"detail": str(body)}
     slug = str(doc.get("type", "")).removeprefix("/problems/")
-    cls = _BY_TYPE.get(slug)
+    cls = _BY_TYPE.get(slug) or _BY_STATUS.get(status)
     if cls is None:
-        cls = Unavailable if status == 503 else OutcomeUnknown if status == 504 else \
-            InvalidRequest if 400 <= status < 500 else WorldstateError
+        cls = InvalidRequest if 400 <= status < 500 else WorldstateError
     try:
         after = float(retry_after) if retry_after is not None else None
     except ValueError:

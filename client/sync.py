@@ -2,60 +2,50 @@
 
     from client import Client
 
-    with Client("http://127.0.0.1:8000", key="wsk_...") as ws:
+    with Client("http://127.0.0.1:8000", key="wsk_...") as ws:   # or $WORLDSTATE_URL, $WORLDSTATE_KEY
         ws.put_param("lab", "sim/max_bodies", 64)
         ws.update("lab", "sim/max_bodies", lambda v: v * 2)   # read, apply, CAS; retried on 412 only
-        ws.observe("lab", [{"entity": "ball-3", "fields": {"x": 1.25, "y": 0.5}}])
-        ws.entity("lab", "ball-3")                            # reads its own writes, on any region
+        with ws.observer("lab", source="cam1") as w:          # batched; ids assigned once
+            w.add("ball-3", {"x": 1.25, "y": 0.5})
+        ws.entity("lab", "ball-3").values()                   # reads its own writes, on any region
 
 Writes are never resent once sent: a write whose outcome is unknown raises
-OutcomeUnknown, as the service answers it. Observations are the exception that
-proves the rule: `observe` gives each one an event id before the first try, so
-resending a batch can only find duplicates.
+OutcomeUnknown, as the service answers it. Observations and entity deletes are the
+exception: they carry event ids assigned before the first try, so resending them can
+only find duplicates, and the client resends them after 429, 503 and 504.
+`AsyncClient` (client.aio) has the same methods, to be awaited.
 """
 
 from __future__ import annotations
 
-import os
-import random
-import time
 import uuid
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import Any, TypeVar
 
 import httpx
 
-from client.errors import Conflict, OutcomeUnknown, RateLimited, Unavailable, error_for
+from client import _calls as calls
+from client._sse import EntityStream, ParamWatch
+from client._transport import Call, Flow, auth_headers, connection_error, drive_sync, raise_for, resolve
+from client.observer import Observer
+from client.types import (DeleteReceipt, Entity, EntityChange, Manifest, Param, ParamChange, ParamList, Physics, Plan,
+                          Prediction, Receipt, Surprise)
+from client.watch import IDLE_TIMEOUT_S, iterate
 
 __all__ = ["Client", "Param", "Receipt"]
-
-
-@dataclass(frozen=True)
-class Param:
-    value: Any
-    revision: int  # the key's mod revision: pass it as `if_revision` to compare-and-swap
-    consistency: str
-
-
-@dataclass(frozen=True)
-class Receipt:
-    accepted: int
-    duplicates: list[str]
-    token: str  # read-your-writes: the client hands it to its next reads itself
+T = TypeVar("T")
 
 
 class Client:
+    """A session with one node: its HTTP connections and its last write's causal token."""
+
     def __init__(self, url: str | None = None, key: str | None = None, *, timeout: float = 30.0,
-                 source: str | None = None) -> None:
-        """`url` and `key` default to $WORLDSTATE_URL and $WORLDSTATE_KEY; `source` names this
-        client in the observations it sends (default: a random one per client)."""
-        url = url or os.environ.get("WORLDSTATE_URL")
-        key = key or os.environ.get("WORLDSTATE_KEY")
-        if not url:
-            raise ValueError("give url= or set WORLDSTATE_URL")
-        headers = {"Authorization": f"Bearer {key}"} if key else {}
-        self.http = httpx.Client(base_url=url.rstrip("/"), headers=headers, timeout=timeout)
+                 source: str | None = None, transport: httpx.BaseTransport | None = None) -> None:
+        """`url` and `key` default to $WORLDSTATE_URL (or $WORLDSTATE_API) and $WORLDSTATE_KEY;
+        `source` names this client in the observations it sends (default: a random one per
+        client); `transport` is httpx's (a proxy, a test's fault injector)."""
+        url, key = resolve(url, key)
+        self.http = httpx.Client(base_url=url, headers=auth_headers(key), timeout=timeout, transport=transport)
         self.source = source or f"sdk-{uuid.uuid4().hex[:12]}"
         self.token: str | None = None  # the last write's causal token, sent with reads
 
@@ -68,92 +58,173 @@ class Client:
     def close(self) -> None:
         self.http.close()
 
-    def _call(self, method: str, path: str, *, json: Any = None, params: Mapping[str, Any] | None = None,
-              headers: Mapping[str, str] | None = None) -> httpx.Response:
-        r = self.http.request(method, path, json=json, params=params, headers=headers)
-        if r.status_code >= 400:
-            try:
-                body = r.json()
-            except ValueError:
-                body = r.text
-            raise error_for(r.status_code, body, r.headers.get("retry-after"))
-        return r
+    def _do(self, call: Call[T]) -> T:
+        try:
+            r = self.http.request(call.method, call.path, **call.request_args())
+        except httpx.TransportError as e:
+            raise connection_error(call.method, e) from e
+        return call.parse(raise_for(r))
+
+    def _run(self, flow: Flow[T]) -> T:
+        return drive_sync(flow, self._do)
 
     # -- CP params ----------------------------------------------------------------------
 
     def get_param(self, world: str, key: str, *, serializable: bool = False) -> Param:
-        params = {"consistency": "serializable"} if serializable else None
-        doc = self._call("GET", f"/v1/worlds/{world}/params/{key}", params=params).json()
-        return Param(doc["value"], doc["revision"], doc["consistency"])
+        """A param, read linearizably (`serializable=True`: from any live member, maybe stale).
+
+            ws.get_param("lab", "sim/max_bodies").value      # 64"""
+        return self._do(calls.get_param(world, key, serializable))
 
     def put_param(self, world: str, key: str, value: Any, *, if_revision: int | None = None,
                   create_only: bool = False) -> int:
-        """Write `value`; with `if_revision` only if the key is still at it (Conflict otherwise),
-        with `create_only` only if absent. Returns the new revision."""
-        headers = {"If-Match": f'"{if_revision}"'} if if_revision is not None else {}
-        if create_only:
-            headers["If-None-Match"] = "*"
-        return int(self._call("PUT", f"/v1/worlds/{world}/params/{key}", json=value, headers=headers)
-                   .json()["revision"])
+        """Write `value`; with `if_revision` only if the key is still at it, with `create_only`
+        only if absent (Conflict otherwise, with `current_revision`). Returns the new revision.
+
+            rev = ws.put_param("lab", "sim/max_bodies", 64)
+            ws.put_param("lab", "sim/max_bodies", 128, if_revision=rev)"""
+        return self._do(calls.put_param(world, key, value, if_revision, create_only))
+
+    def create_param(self, world: str, key: str, value: Any) -> int:
+        """`put_param(..., create_only=True)`: Conflict if the key exists."""
+        return self.put_param(world, key, value, create_only=True)
 
     def delete_param(self, world: str, key: str, *, if_revision: int | None = None) -> None:
-        headers = {"If-Match": f'"{if_revision}"'} if if_revision is not None else None
-        self._call("DELETE", f"/v1/worlds/{world}/params/{key}", headers=headers)
+        self._do(calls.delete_param(world, key, if_revision))
+
+    def list_params(self, world: str, prefix: str = "", *, serializable: bool = False) -> ParamList:
+        """Every key under `prefix`, paged through one snapshot.
+
+            [(i.key, i.value) for i in ws.list_params("lab", "sim/").items]"""
+        return self._run(calls.list_params(world, prefix, serializable))
 
     def update(self, world: str, key: str, fn: Callable[[Any], Any], *, attempts: int = 50) -> int:
         """Read the key, write `fn(value)` if nobody wrote in between; on a lost race wait a
-        random moment, read again and retry (only then: any other error is raised). Returns
-        the new revision. The wait grows with each loss: without it a writer far from the
-        leader lost ten races in a row to a closer one and gave up (seen under load)."""
-        for attempt in range(attempts):
-            current = self.get_param(world, key)
-            try:
-                return self.put_param(world, key, fn(current.value), if_revision=current.revision)
-            except Conflict:
-                if attempt == attempts - 1:
-                    raise
-                time.sleep(random.uniform(0, min(0.005 * 2 ** attempt, 0.2)))
-        raise AssertionError("unreachable")
+        random, growing moment and start again (only then: any other error is raised).
+        Returns the new revision.
 
-    # -- worlds and observations ----------------------------------------------------------
+            ws.update("lab", "counter", lambda v: v + 1)"""
+        return self._run(calls.update(world, key, fn, attempts))
 
-    def create_world(self, world: str, meta: Mapping[str, Any] | None = None) -> int:
-        return int(self._call("PUT", f"/v1/worlds/{world}", json=dict(meta or {})).json()["revision"])
+    def watch(self, world: str, prefix: str = "", start_revision: int = 0, *, idle_timeout: float = IDLE_TIMEOUT_S,
+              max_failures: int = 10) -> Iterator[ParamChange]:
+        """Every change under `prefix`, in revision order, from `start_revision` (0: from now).
+        Reconnects with Last-Event-ID after a dropped connection; raises Compacted when the
+        revision it needs is gone, Unavailable after `max_failures` failed connections in a row.
+
+            for change in ws.watch("lab", "sim/"):
+                print(change.type, change.key, change.value, change.revision)"""
+        return iterate(self.http, ParamWatch(world, prefix, start_revision, max_failures), idle_timeout)
+
+    def get_physics(self, world: str, *, serializable: bool = False) -> Physics:
+        return self._do(calls.get_physics(world, serializable))
+
+    def put_physics(self, world: str, physics: Mapping[str, Any] | Physics, *, if_revision: int | None = None,
+                    create_only: bool = False) -> int:
+        """Write the four constants as one document. Returns its revision.
+
+            ws.put_physics("lab", {"gravity": 9.81, "restitution": 0.8, "drag": 0.1, "time_step": 0.05})"""
+        return self._do(calls.put_physics(world, physics, if_revision, create_only))
+
+    # -- worlds ---------------------------------------------------------------------------
+
+    def create_world(self, world: str, meta: Mapping[str, Any] | None = None, *, if_revision: int | None = None,
+                     create_only: bool = False) -> int:
+        return self._do(calls.create_world(world, meta, if_revision, create_only))
 
     def worlds(self) -> list[str]:
         """Every world this client's key may read."""
-        names: list[str] = []
-        params: dict[str, Any] = {"limit": 1000}
-        while True:
-            page = self._call("GET", "/v1/worlds", params=params).json()
-            names += page["worlds"]
-            if page["next"] is None:
-                return names
-            params["after"] = page["next"]["after"]
+        return self._run(calls.worlds())
+
+    # -- the AP tier ----------------------------------------------------------------------
 
     def observe(self, world: str, observations: Iterable[Mapping[str, Any]], *, attempts: int = 5) -> Receipt:
-        """Post a batch. Each observation without an `event_id` gets one now, once, and `source`
-        defaults to this client's: so the batch is resent as it is (the same ids) after a 429,
-        503 or 504, waiting Retry-After (or a backoff), and a resend can only find duplicates."""
-        batch = [{"source": self.source, **o, "event_id": o.get("event_id") or uuid.uuid4().hex}
-                 for o in observations]
-        for attempt in range(attempts):
-            try:
-                doc = self._call("POST", f"/v1/worlds/{world}/observations", json=batch).json()
-                break
-            except (RateLimited, Unavailable, OutcomeUnknown) as e:
-                if attempt == attempts - 1:
-                    raise
-                time.sleep(e.retry_after or min(0.1 * 2 ** attempt, 2.0) * (0.5 + random.random()))
-        self.token = doc["token"]
-        return Receipt(doc["accepted"], doc["duplicates"], doc["token"])
+        """Post one batch. Each observation without an `event_id` gets one now, once, and `source`
+        defaults to this client's: the batch is resent as it is (the same ids) after a 429, 503
+        or 504, waiting Retry-After (or a backoff), so a resend can only find duplicates."""
+        return self._observe(world, calls.stamp(list(observations), self.source), attempts)
 
-    def entity(self, world: str, entity: str) -> dict[str, Any]:
-        """An entity's merged state, reflecting at least this client's last write."""
-        params = {"token": self.token} if self.token else None
-        return dict(self._call("GET", f"/v1/worlds/{world}/entities/{entity}", params=params).json())
+    def _observe(self, world: str, batch: list[dict[str, Any]], attempts: int) -> Receipt:
+        receipt = self._run(calls.observe(world, batch, attempts))
+        self.token = receipt.token
+        return receipt
+
+    def observer(self, world: str, batch: int = 500, source: str | None = None, *, attempts: int = 5) -> Observer:
+        """A batching writer (see client.observer.Observer):
+
+            with ws.observer("lab", batch=500, source="cam1") as w:
+                w.add("ball-3", {"x": 1.25, "y": 0.5})"""
+        return Observer(lambda chunk: self._observe(world, chunk, attempts), batch, source or self.source)
+
+    def entity(self, world: str, entity: str, *, wait_ms: int | None = None) -> Entity:
+        """An entity's merged state, reflecting at least this client's last write (its token);
+        NotYetConsistent if this replica has not applied that write within the wait.
+
+            ws.entity("lab", "ball-3").values()                # {"x": 1.25, "y": 0.5}"""
+        return self._do(calls.get_entity(world, entity, self.token, wait_ms))
+
+    def entities(self, world: str, *, limit: int | None = None) -> list[Entity]:
+        """The world's entities (every page, or the first `limit`), reflecting this client's writes."""
+        return self._run(calls.list_entities(world, self.token, limit))
+
+    def delete_entity(self, world: str, entity: str, *, event_id: str | None = None,
+                      attempts: int = 5) -> DeleteReceipt:
+        """Delete an entity: a tombstone that merges like a write. Its event id is assigned
+        once, so a resend (after 429, 503, 504) finds a duplicate rather than deleting twice."""
+        receipt = self._run(calls.delete_entity(world, entity, event_id or uuid.uuid4().hex, attempts))
+        self.token = receipt.token
+        return receipt
+
+    def subscribe(self, world: str, entity: str | None = None, prefix: str | None = None, after: str | None = None,
+                  *, idle_timeout: float = IDLE_TIMEOUT_S, max_failures: int = 10) -> Iterator[EntityChange]:
+        """The changes merged at the serving replica (its own writes and its peers'), of one
+        entity or of a prefix, from now or right `after` a stream position (an event's `id`).
+        Reconnects with Last-Event-ID; raises ChangesTrimmed if that position is gone and
+        SlowConsumer if the stream dropped this reader for falling behind.
+
+            for change in ws.subscribe("lab", prefix="ball-"):
+                print(change.entity, change.fields, change.deleted)"""
+        return iterate(self.http, EntityStream(world, entity, prefix, after, max_failures), idle_timeout)
 
     # -- the world model ----------------------------------------------------------------
 
-    def predict(self, world: str, horizon: int, **query: Any) -> dict[str, Any]:
-        return dict(self._call("POST", f"/v1/worlds/{world}/predict", json={"horizon": horizon, **query}).json())
+    def predict(self, world: str, horizon: int, *, entities: list[str] | None = None,
+                actions: Mapping[str, list[list[float]]] | None = None, serializable: bool = False) -> Prediction:
+        """Trajectories of the world's bodies over `horizon` steps.
+
+            ws.predict("lab", 20, actions={"ball-3": [[0.5, 0.0]]}).trajectories["ball-3"].positions"""
+        body = calls.body_of(horizon=horizon, entities=entities, actions=actions)
+        return self._do(calls.predict(world, body, serializable))
+
+    def surprise(self, world: str, observed: Mapping[str, list[Mapping[str, float]]], *,
+                 entities: list[str] | None = None, serializable: bool = False) -> Surprise:
+        """How surprising observed frames are against the model's expectation.
+
+            ws.surprise("lab", {"ball-3": [{"x": 1.3, "y": 0.4, "vx": -0.1, "vy": -0.5}]}).surprising"""
+        body = calls.body_of(observed=observed, entities=entities)
+        return self._do(calls.surprise(world, body, serializable))
+
+    def plan(self, world: str, entity: str, goal: Mapping[str, float], horizon: int, *, budget: int | None = None,
+             entities: list[str] | None = None, serializable: bool = False) -> Plan:
+        """Impulses that bring `entity` into `goal` ({"x", "y", "radius"}).
+
+            ws.plan("lab", "ball-3", {"x": 5, "y": 5, "radius": 1}, 20).actions"""
+        body = calls.body_of(entity=entity, goal=goal, horizon=horizon, budget=budget, entities=entities)
+        return self._do(calls.plan(world, body, serializable))
+
+    def manifest(self, *, serializable: bool = False) -> Manifest:
+        """The published model manifest and its revision."""
+        return self._do(calls.manifest(serializable))
+
+    def publish(self, manifest: Mapping[str, Any], *, if_revision: int | None = None,
+                create_only: bool = False) -> int:
+        """Publish a model manifest (compare-and-swap like any CP value). Returns its revision."""
+        return self._do(calls.publish(manifest, if_revision, create_only))
+
+    def serving(self) -> dict[str, Any]:
+        """The model this node serves now, and its queue of plan and surprise jobs."""
+        return self._do(calls.serving())
+
+    def call(self, call: Call[T]) -> T:
+        """Run one prepared Call (client._calls): what the CLI uses for raw request bodies."""
+        return self._do(call)

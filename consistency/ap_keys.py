@@ -8,6 +8,11 @@ per region, so keys need not be declared to the script).
                               with p = its counter slot's total; or c = [world, entity, source] with
                               n = a compensation total
     ws:stream:trimmed         newest stream id removed by trimming
+    ws:changes                this replica's changes log (consistency/ap_changes.py), local, never shipped:
+                              one entry per merge that changed what readers see, w = world, e = entity,
+                              k = order key, o = origin region, then f:<field> = register per visible
+                              winning field (f:~deleted for a tombstone); capped by XADD MAXLEN ~
+    ws:changes:maxlen         STRING the cap of ws:changes (WORLDSTATE_CHANGES_MAXLEN, set by the node)
     ws:applied                origin region -> last stream id applied from it
     ws:acked                  peer region -> last id of ws:stream the peer applied
     ws:clock                  the greatest order key merged here; a node starts its HLC past it
@@ -15,6 +20,7 @@ per region, so keys need not be declared to the script).
     ws:dedup:minutes          ZSET the minutes that have a list
     ws:e:{world}:{entity}     HASH  t:<field> order key "<hlc>|<node>" (compared as bytes),
                                     f:<field> msgpack [value, source, event_id, observed_at_ms],
+                                    (t:~deleted / f:~deleted: the tombstone of a delete, consistency/ap_entity.py)
                                     p:<source>@<region> / n:<source>@<region> counter slots
     ws:s:{world}:{entity}     HASH  event id -> "<region that accepted it>|<source>" ("!" appended once compensated)
     ws:b:<bucket>             SET   entity keys in one of 256 buckets (first byte of sha1 of the key)
@@ -31,6 +37,8 @@ from consistency.errors import InvalidKey
 
 STREAM = "ws:stream"
 TRIMMED = "ws:stream:trimmed"
+CHANGES = "ws:changes"
+CHANGES_MAXLEN = "ws:changes:maxlen"
 APPLIED = "ws:applied"
 ACKED = "ws:acked"
 CLOCK = "ws:clock"

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib import resources
 from collections.abc import Awaitable, Callable
 from typing import Any, NamedTuple, TypeVar
@@ -25,10 +25,14 @@ from redis.exceptions import OutOfMemoryError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from consistency import ap_keys as K
+from consistency.ap_changes import LoggedChange, LogState, parse_read
+from consistency.ap_entity import DELETED, TOMBSTONE_SOURCE, EntityState, FieldState, Scalar
 from consistency.errors import OutcomeUnknown, ReplicaFull, Unavailable
 from consistency.hlc import HLCTimestamp, HybridLogicalClock, LogicalOverflowError, wall_clock_ms
 
-Scalar = float | int | str | bool | None
+__all__ = ["CHUNK", "DELETED", "EntityState", "FieldState", "IngestResult", "LoggedChange", "LogState",
+           "Observation", "ReplicaStore", "Scalar", "StreamEntry", "TOMBSTONE_SOURCE", "pack_observation",
+           "stream_id", "tombstone"]
 T = TypeVar("T")
 StreamEntry = tuple[str, dict[str, bytes]]
 # A Redis killed mid-command surfaces, under uvloop, as a RuntimeError about a closed transport.
@@ -72,43 +76,6 @@ class IngestResult:
     stamp: str  # the HLC stamp given to the batch's last observation
 
 
-@dataclass(frozen=True)
-class FieldState:
-    value: Scalar
-    hlc: str
-    node: str
-    source: str
-    event_id: str
-    observed_at_ms: int | None
-
-
-@dataclass
-class EntityState:
-    world: str
-    entity: str
-    fields: dict[str, FieldState] = field(default_factory=dict)
-    counters: dict[str, int] = field(default_factory=dict)  # observations per source
-
-    @classmethod
-    def from_hash(cls, world: str, entity: str, raw: dict[bytes, bytes]) -> "EntityState":
-        state = cls(world, entity)
-        slots: dict[str, int] = {}
-        for k, v in raw.items():
-            key = k.decode()
-            kind, name = key[:2], key[2:]
-            if kind == "f:":
-                value, source, event_id, observed_at = msgpack.unpackb(v)
-                order = raw[f"t:{name}".encode()].decode()
-                hlc, _, node = order.partition("|")
-                state.fields[name] = FieldState(value, hlc, node, source, event_id, observed_at)
-            elif kind in ("p:", "n:"):
-                source = name.rpartition("@")[0]
-                slots[source] = slots.get(source, 0) + (int(v) if kind == "p:" else -int(v))
-        state.counters = dict(sorted(slots.items()))
-        state.fields = dict(sorted(state.fields.items()))
-        return state
-
-
 # Redis's cmsgpack predates msgpack's bin type: bytes sent to Lua travel as raw strings.
 _lua_pack = msgpack.Packer(use_bin_type=False).pack
 _pack = msgpack.Packer().pack
@@ -126,6 +93,11 @@ def pack_observation(ob: Observation, order_key: str) -> bytes:
     return _lua_pack(flat)
 
 
+def tombstone(world: str, entity: str, event_id: str, at_ms: int | None = None) -> Observation:
+    """A delete of an entity, written as an observation of its tombstone register (ap_entity.py)."""
+    return Observation(world, entity, event_id, TOMBSTONE_SOURCE, {DELETED: True}, at_ms)
+
+
 def _load(name: str) -> str:
     lua = resources.files("consistency") / "lua"
     return (lua / "common.lua").read_text() + "\n" + (lua / f"{name}.lua").read_text()
@@ -134,7 +106,8 @@ def _load(name: str) -> str:
 class ReplicaStore:
     def __init__(self, url: str, region: str, node_id: str, hlc: HybridLogicalClock | None = None, *,
                  dedup_window_s: float = 24 * 3600, dedup_max: int = 1_000_000,
-                 stream_maxlen: int = 1_000_000, timeout_s: float = 2.0, max_connections: int = 256) -> None:
+                 stream_maxlen: int = 1_000_000, changes_maxlen: int | None = None, timeout_s: float = 2.0,
+                 max_connections: int = 256) -> None:
         self.url = url
         self.region = K.check(K.REGION_RE, "region", region)
         self.node_id = node_id
@@ -143,6 +116,9 @@ class ReplicaStore:
         self.dedup_window_s = dedup_window_s
         self.dedup_max = dedup_max
         self.stream_maxlen = stream_maxlen
+        # The changes log's cap, for the home replica's node to set (None: leave it, as a peer's store does).
+        self.changes_maxlen = changes_maxlen
+        self._changes_configured = changes_maxlen is None
         # A connection idle for a second is PINGed before use, so a Redis restart is
         # noticed before a write is sent on a dead socket (whose outcome would be unknown).
         # A blocking pool: past `max_connections` a command waits up to `timeout_s` for a free
@@ -153,7 +129,8 @@ class ReplicaStore:
             socket_connect_timeout=timeout_s, health_check_interval=1)
         self.redis = aioredis.Redis.from_pool(pool)  # owns the pool: aclose() closes it
         self._scripts = {n: self.redis.register_script(_load(n))
-                         for n in ("ingest", "apply", "merge_state", "digests", "trim", "expire_dedup", "quota")}
+                         for n in ("ingest", "apply", "merge_state", "digests", "trim", "expire_dedup", "quota",
+                                   "changes")}
 
     async def close(self) -> None:
         await self.redis.aclose()
@@ -190,6 +167,7 @@ class ReplicaStore:
         if not self._clock_seeded:
             await self.seed_clock()
             self._clock_seeded = True
+        await self.configure_changes()
         try:
             # Every stamp of the batch before any chunk is sent: a refusal here changes nothing.
             first = self.hlc.reserve(len(observations))
@@ -238,10 +216,11 @@ class ReplicaStore:
     def _observe_remote(self, order_key: bytes) -> None:
         self.hlc.update(HLCTimestamp.parse(_s(order_key).partition("|")[0]))
 
-    async def merge_state(self, dumps: list[tuple[str, str, dict[bytes, bytes], dict[bytes, bytes]]]) -> None:
-        """Anti-entropy: merge whole entities (state and seen events) shipped from a peer."""
+    async def merge_state(self, dumps: list[tuple[str, str, dict[bytes, bytes], dict[bytes, bytes]]],
+                          peer: str) -> None:
+        """Anti-entropy: merge whole entities (state and seen events) shipped from region `peer`."""
         for start in range(0, len(dumps), CHUNK // 10):
-            args: list[Any] = [self.region, wall_clock_ms()]
+            args: list[Any] = [self.region, wall_clock_ms(), peer]
             for world, entity, state, seen in dumps[start:start + CHUNK // 10]:
                 args += [world, entity, len(state)]
                 for k, v in state.items():
@@ -263,12 +242,15 @@ class ReplicaStore:
                     raise Unavailable(f"redis {self.region} unreachable: {e}") from e
         raise AssertionError("unreachable")
 
-    async def get_entity(self, world: str, entity: str) -> EntityState | None:
+    async def get_entity(self, world: str, entity: str, *, deleted: bool = False) -> EntityState | None:
+        """The entity as readers see it (consistency/ap_entity.py); None if never observed here, or
+        deleted, unless `deleted` asks for its tombstone's state."""
         raw = await self._read(lambda: self.redis.hgetall(K.entity_key(world, entity)))
         if not raw:
             return None
         self._observe(raw)
-        return EntityState.from_hash(world, entity, raw)
+        state = EntityState.from_hash(world, entity, raw)
+        return None if state.deleted and not deleted else state
 
     def _observe(self, raw: dict[bytes, bytes]) -> None:
         """Move our clock past every stamp we read, so a write made after a read orders after it."""
@@ -277,24 +259,70 @@ class ReplicaStore:
             self._observe_remote(max(stamps))
 
     async def list_entities(self, world: str, after: str | None, limit: int) -> tuple[list[EntityState], bool]:
-        start = f"({after}" if after else "-"
+        """Up to `limit` entities that are not deleted, in id order after `after`, and whether more
+        ids follow. Reads past every deleted entity in its way, however many."""
+        states, cursor = await self.entity_page(world, after, limit, scan_max=None)
+        return states, cursor is not None
 
-        async def page() -> tuple[list[str], list[dict[bytes, bytes]]]:
-            ids = [_s(x) for x in await self.redis.zrangebylex(K.world_index(world), start, "+", 0, limit + 1)]
+    async def entity_page(self, world: str, after: str | None, limit: int,
+                          scan_max: int | None) -> tuple[list[EntityState], str | None]:
+        """Up to `limit` entities that are not deleted, in id order after `after`, reading at most
+        about `scan_max` ids (None: no bound); and the id to continue after (None: no more)."""
+        states: list[EntityState] = []
+        cursor, scanned = after, 0
+
+        async def page(start: str, n: int) -> tuple[list[str], list[dict[bytes, bytes]]]:
+            ids = [_s(x) for x in await self.redis.zrangebylex(K.world_index(world), start, "+", 0, n + 1)]
             async with self.redis.pipeline(transaction=False) as pipe:
-                for e in ids[:limit]:
+                for e in ids[:n]:
                     pipe.hgetall(K.entity_key(world, e))
                 return ids, await pipe.execute()
 
-        ids, raws = await self._read(page)
-        more = len(ids) > limit
-        ids = ids[:limit]
-        for r in raws:
-            self._observe(r)
-        return [EntityState.from_hash(world, e, r) for e, r in zip(ids, raws) if r], more
+        while True:
+            n = limit - len(states)
+            start = f"({cursor}" if cursor else "-"
+            ids, raws = await self._read(lambda: page(start, n))
+            more = len(ids) > n
+            ids = ids[:n]
+            for e, r in zip(ids, raws):
+                if r:
+                    self._observe(r)
+                    state = EntityState.from_hash(world, e, r)
+                    if not state.deleted:
+                        states.append(state)
+            scanned += len(ids)
+            cursor = ids[-1] if ids else cursor
+            if not more:
+                return states, None
+            if len(states) >= limit or (scan_max is not None and scanned >= scan_max):
+                return states, cursor
 
     async def has_world(self, world: str) -> bool:
         return bool(await self._read(lambda: self.redis.sismember(K.WORLDS, world)))
+
+    # -- the changes log -------------------------------------------------------------
+
+    async def configure_changes(self) -> None:
+        """Set the changes log's cap for this replica's scripts, once (a store built with one)."""
+        if not self._changes_configured:
+            await self._read(lambda: self.redis.set(K.CHANGES_MAXLEN, str(self.changes_maxlen)))
+            self._changes_configured = True
+
+    async def changes_after(self, after: str, count: int) -> tuple[LogState, list[LoggedChange]]:
+        """Up to `count` entries of the changes log after `after`, and the log's state, in one step."""
+        state, entries = parse_read(await self._read(lambda: self._scripts["changes"](args=[after, count, "read"])))
+        assert isinstance(entries, list)
+        return state, entries
+
+    async def changes_count(self, after: str, cap: int) -> tuple[LogState, int]:
+        """How many entries of the changes log follow `after` (counting stops past `cap`), and its state."""
+        state, n = parse_read(await self._read(lambda: self._scripts["changes"](args=[after, cap + 1, "count"])))
+        return state, n if isinstance(n, int) else 0
+
+    async def wait_changes(self, after: str, block_ms: int) -> str | None:
+        """Block until the changes log has an entry after `after` (its id) or `block_ms` passed (None)."""
+        resp = await self.redis.xread({K.CHANGES: after}, count=1, block=block_ms)
+        return _s(resp[0][1][0][0]) if resp else None
 
     # -- replication bookkeeping ---------------------------------------------------
 

@@ -43,7 +43,7 @@ async def anti_entropy(source: ReplicaStore, dest: ReplicaStore) -> int:
     shipped = 0
     for bucket, (a, b) in enumerate(zip(ours, theirs)):
         if a and a != b:
-            await dest.merge_state(await source.dump_bucket(bucket))
+            await dest.merge_state(await source.dump_bucket(bucket), source.region)
             shipped += 1
     return shipped
 

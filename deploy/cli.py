@@ -1,4 +1,6 @@
-"""The `worldstate` command: up, serve, keys, publish-default (and the world model's train/eval)."""
+"""The `worldstate` command: up, serve, keys, publish-default (and the world model's train/eval),
+and the SDK's verbs (params, physics, observe, entity, predict, surprise, plan, model, worlds:
+client/cli.py)."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from client import cli as client_cli
 from deploy import keys_cli
 
 
@@ -35,6 +38,8 @@ def _up(args: argparse.Namespace) -> int:
             print(f"  redis   {region:<10} {url}")
         for region, url in info["api"].items():  # type: ignore[union-attr]
             print(f"  api     {region:<10} {url}")
+        for region, target in info["grpc"].items():  # type: ignore[union-attr]
+            print(f"  grpc    {region:<10} {target}")
         print(f"  state   {deployment.run_dir / 'deployment.json'}")
         if deployment.admin_key:
             print(f"  admin key {deployment.admin_key}")
@@ -85,6 +90,7 @@ def _serve(args: argparse.Namespace) -> int:
     from service.config import Settings
 
     settings = Settings.from_env()
+    settings.grpc_host = settings.grpc_host or args.host  # gRPC binds where HTTP does unless told
     # The connection cap must bind before the descriptor table fills (20,000 held connections
     # once used up every descriptor): raise the soft open-file limit, then fit the cap under it.
     limits = cl.ConnectionLimits(cl.fit_connections(settings.max_connections, cl.raise_fd_limit()),
@@ -147,6 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(func=_serve)
 
     keys_cli.add_parser(sub)
+    client_cli.add_parsers(sub)
     # The world model's own parsers own their options: `worldstate train --help`.
     for name, func, text in (("train", _train, "train the JEPA world model"),
                              ("eval", _eval, "evaluate a trained world model")):

@@ -198,15 +198,21 @@ class RedisNode(ManagedProcess):
 
 class ApiNode(ManagedProcess):
     def __init__(self, region: str, port: int, argv: list[str], log: Path, env: dict[str, str],
-                 host: str = "127.0.0.1") -> None:
+                 host: str = "127.0.0.1", grpc_port: int = 0) -> None:
         self.region = region
         self.port = port
         self.host = host
+        self.grpc_port = grpc_port  # 0: the node serves no gRPC
         super().__init__(f"api-{region}", argv, log, lambda: _http_ok(f"{self.url}/healthz"), env)
 
     @property
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
+
+    @property
+    def grpc(self) -> str:
+        """The gRPC target, host:port (rpc/channel.py dials it)."""
+        return f"{self.host}:{self.grpc_port}"
 
 
 class Deployment:
@@ -256,7 +262,7 @@ class Deployment:
         if not t.api:
             return
         for region in t.region_names():
-            port, me, home = free_port(), f"api-{region}", self.redis[region]
+            port, grpc_port, me, home = free_port(), free_port(), f"api-{region}", self.redis[region]
             settings = Settings(
                 region=region,
                 node_id=me,
@@ -268,10 +274,13 @@ class Deployment:
                 peers={r: backend_auth.redis_url(addr(n.name), link(me, n.name, n.port), *(redis_user or ()))
                        for r, n in self.redis.items() if r != region},
                 checkpoint_dir=str(self.run_dir / "checkpoints"),  # shared by every node, as a volume is
+                grpc_port=grpc_port,
+                grpc_host=addr(me),
             )
             argv = [sys.executable, "-m", "deploy", *api_args(addr(me), port)]
             env = {**settings.to_env(), **t.api_env}
-            self.api[region] = ApiNode(region, port, wrap(me, argv), logs / f"{me}.log", env, addr(me))
+            grpc_port = int(env["WORLDSTATE_GRPC_PORT"])  # api_env may move it (0: no gRPC)
+            self.api[region] = ApiNode(region, port, wrap(me, argv), logs / f"{me}.log", env, addr(me), grpc_port)
 
     @property
     def etcd_endpoints(self) -> list[str]:
@@ -350,6 +359,7 @@ class Deployment:
             "etcd": {m.name: m.client_url for m in self.etcd},
             "redis": {r: n.url for r, n in self.redis.items()},
             "api": {r: n.url for r, n in self.api.items()},
+            "grpc": {r: n.grpc for r, n in self.api.items() if n.grpc_port},
             "pids": {p.name: p.pid for p in self.processes()},
             # Where the passwords are, never the passwords: this goes to deployment.json and stdout.
             "backend_auth": {"etcd_user": self.credentials.etcd_user, "redis_user": self.credentials.redis_user,

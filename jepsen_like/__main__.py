@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--order", choices=("random", "cycle"), default="random",
                    help="draw each fault's family at random, or take them in turn")
     r.add_argument("--check-time-limit", type=float, default=60.0, help="linearizability search bound (s)")
-    r.add_argument("--clients", type=int, default=None, help="clients per register/observations workload")
+    r.add_argument("--clients", type=int, default=None, help="clients per register and observations workload")
     r.add_argument("--no-plots", action="store_true")
     r.add_argument("--keep-data", action="store_true", help="keep the etcd and Redis data directories")
     c = sub.add_parser("check", help="re-run the checkers on a stored history")
@@ -94,7 +94,8 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.cmd == "check":
         return _recheck(args.dir)
-    per = {w: {"clients": args.clients} for w in ("register", "observations")} if args.clients else {}
+    per = ({w: {"clients": args.clients} for w in ("register", "observations", "sdk-observations",
+                                                    "grpc-observations")} if args.clients else {})
     o = runner.Options(workloads=args.workload, nemeses=args.nemesis, time_limit_s=args.time_limit, seed=args.seed,
                        store=args.store, name=args.name, sabotage=args.sabotage, clock_skew=args.clock_skew,
                        kill_targets=args.kill_targets, pause_targets=args.pause_targets, regions=args.regions,

@@ -40,9 +40,14 @@ class Answer:
 class Api:
     """One pooled HTTP client per region's API node."""
 
-    def __init__(self, urls: dict[str, str], timeout_s: float, auth: dict[str, str] | None = None) -> None:
-        """`auth`: the Authorization header every request sends (Cluster.auth_headers())."""
+    def __init__(self, urls: dict[str, str], timeout_s: float, auth: dict[str, str] | None = None,
+                 grpc: dict[str, str] | None = None) -> None:
+        """`auth`: the Authorization header every request sends (Cluster.auth_headers());
+        `grpc`: each region's gRPC target, for the workloads that drive gRPC or the SDK."""
         self.timeout_s = timeout_s
+        self.urls = urls
+        self.grpc = grpc or {}
+        self.key = (auth or {}).get("Authorization", "").removeprefix("Bearer ") or None
         limits = httpx.Limits(max_connections=64, max_keepalive_connections=32)
         self.http = {r: httpx.AsyncClient(base_url=u, timeout=timeout_s, limits=limits, headers=auth)
                      for r, u in urls.items()}

@@ -100,6 +100,9 @@ class Cluster:
     def api_url(self, region: str) -> str:
         return self.deployment.api[region].url
 
+    def grpc_target(self, region: str) -> str:
+        return self.deployment.api[region].grpc
+
     def auth_headers(self) -> dict[str, str]:
         """The Authorization header of the admin key the deployment made at its start."""
         key = self.deployment.admin_key

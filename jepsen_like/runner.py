@@ -143,7 +143,8 @@ def run(o: Options) -> Outcome:
 
 async def _exercise(o: Options, cluster: Cluster, rec: Recorder, schedule: Schedule,
                     faults: list[nemesis.Fault], fixed: nemesis.Clock | None, finals: dict[str, Any]) -> list[Workload]:
-    api = Api({r: cluster.api_url(r) for r in cluster.regions}, o.client_timeout_s, cluster.auth_headers())
+    api = Api({r: cluster.api_url(r) for r in cluster.regions}, o.client_timeout_s, cluster.auth_headers(),
+              {r: cluster.grpc_target(r) for r in cluster.regions})
     ctx = Context(api, rec, cluster.regions, WORLD, asyncio.Event(), o.think_s, o.final_wait_s)
     workloads = [WORKLOADS[name](ctx, **o.workload_options.get(name, {})) for name in o.workloads]
     if "register" in o.workloads:

@@ -54,6 +54,10 @@ class Settings:
     body_timeout_s: float = 30.0
     keep_alive_s: float = 5.0
     max_header_bytes: int = 32768
+    # gRPC (rpc/): the port of the node's gRPC server, beside HTTP and sharing its node; 0: none.
+    # The host it binds; empty: the HTTP server's --host.
+    grpc_port: int = 0
+    grpc_host: str = ""
     # AP tier
     max_batch: int = 1000
     max_drift_ms: int = 500
@@ -61,6 +65,10 @@ class Settings:
     dedup_max: int = 1_000_000
     stream_maxlen: int = 1_000_000
     read_wait_s: float = 2.0  # longest a read waits for its causal token before 504
+    # The replica's changes log (entity subscriptions) keeps about this many entries (XADD MAXLEN ~);
+    # a subscriber more than subscribe_max_lag entries behind its head is told so and closed.
+    changes_maxlen: int = 100_000
+    subscribe_max_lag: int = 10_000
     # A stream quiet this long gets an SSE comment, so proxies that close idle connections keep it.
     sse_heartbeat_s: float = 15.0
     # World model serving
@@ -104,8 +112,10 @@ class Settings:
             raise ValueError("WORLDSTATE_ETCD_USERNAME and WORLDSTATE_ETCD_PASSWORD go together")
         if s.cp_timeout_s <= 0 or s.max_body_bytes <= 0:
             raise ValueError("WORLDSTATE_CP_TIMEOUT_S and WORLDSTATE_MAX_BODY_BYTES must be positive")
+        if not 0 <= s.grpc_port <= 65535:
+            raise ValueError("WORLDSTATE_GRPC_PORT must be a port number, or 0 for no gRPC")
         limits = ("max_connections", "header_timeout_s", "body_timeout_s", "keep_alive_s", "max_header_bytes",
-                  "sse_heartbeat_s")
+                  "sse_heartbeat_s", "changes_maxlen", "subscribe_max_lag")
         if any(getattr(s, name) <= 0 for name in limits):
             raise ValueError(", ".join(f"WORLDSTATE_{n.upper()}" for n in limits) + " must be positive")
         return s

@@ -10,6 +10,9 @@
     ├── TokenUnknown          a causal token from a region this replica never hears from
     ├── NotYetConsistent      a causal token not honoured within the wait
     ├── EntityNotFound        GET of an entity with no observations on this replica
+    │   └── EntityDeleted     GET of an entity whose every field a delete hides
+    ├── ChangesTrimmed        a subscription resumed after a position the changes log no longer holds
+    ├── SlowConsumer          a subscriber fell more than the allowed lag behind the changes log
     ├── EntityMissing         an entity a model query names has no observations here
     ├── ActionsForUnknown     a predict query gives actions for entities it does not query
     ├── EntityIncomplete      an entity lacks the numeric state the model needs
@@ -31,9 +34,10 @@ from consistency import errors as store
 from consistency.cp_store import FutureRevision
 from world_model import errors as model
 
-__all__ = ["ActionsForUnknown", "BatchTooLarge", "ClockDrift", "EntityIncomplete", "EntityMissing",
-           "EntityNotFound", "FutureRevision", "InvalidInput", "InvalidToken", "ManifestInvalid", "ModelUnavailable",
-           "NotYetConsistent", "QuotaExceeded", "ServiceError", "TokenUnknown", "ValueTooDeep", "ValueTooLarge", "model", "store"]
+__all__ = ["ActionsForUnknown", "BatchTooLarge", "ChangesTrimmed", "ClockDrift", "EntityDeleted", "EntityIncomplete",
+           "EntityMissing", "EntityNotFound", "FutureRevision", "InvalidInput", "InvalidToken", "ManifestInvalid",
+           "ModelUnavailable", "NotYetConsistent", "QuotaExceeded", "ServiceError", "SlowConsumer", "TokenUnknown",
+           "ValueTooDeep", "ValueTooLarge", "model", "store"]
 
 
 class ServiceError(Exception):
@@ -90,6 +94,33 @@ class NotYetConsistent(ServiceError):
 
 class EntityNotFound(ServiceError, LookupError):
     pass
+
+
+class EntityDeleted(EntityNotFound):
+    def __init__(self, detail: str, deleted_hlc: str, deleted_by: str) -> None:
+        super().__init__(detail)
+        self.deleted_hlc, self.deleted_by = deleted_hlc, deleted_by  # the tombstone's stamp and node
+
+
+class ChangesTrimmed(ServiceError):
+    """The changes log no longer holds every entry after `after`: re-read the entities, then
+    subscribe from now."""
+
+    def __init__(self, after: str, oldest: str) -> None:
+        super().__init__(f"the changes log was trimmed past position {after} (its oldest entry is now {oldest}): "
+                         "entries after it are gone; read the entities again and subscribe from now")
+        self.after, self.oldest = after, oldest
+
+
+class SlowConsumer(ServiceError):
+    """A subscriber's position is more than `max_lag` entries behind the changes log's head;
+    the subscription ends rather than buffer without bound."""
+
+    def __init__(self, position: str, lag: int, max_lag: int) -> None:
+        super().__init__(f"position {position} is {lag} entries behind this replica's changes log, more than "
+                         f"the {max_lag} a subscriber may fall behind; read the entities again and subscribe "
+                         "from now")
+        self.position, self.lag, self.max_lag = position, lag, max_lag
 
 
 class EntityMissing(ServiceError, LookupError):

@@ -2,7 +2,7 @@
 them, opened and closed with the app.
 
 The routes call the operations (`params`, `worlds`, `observations`,
-`models`, `queries`) and nothing below them.
+`subscriptions`, `models`, `queries`) and nothing below them.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from service.observations import Observations
 from service.params import Params
 from service.queries import ModelQueries
 from service.quotas import Quotas
+from service.subscriptions import Subscriptions
 from service.worlds import Worlds
 
 log = logging.getLogger("worldstate.node")
@@ -39,6 +40,7 @@ class Node:
     params: Params = field(init=False)
     worlds: Worlds = field(init=False)
     observations: Observations = field(init=False)
+    subscriptions: Subscriptions = field(init=False)
     models: ModelHost = field(init=False)
     queries: ModelQueries = field(init=False)
     keys: Keys = field(init=False)
@@ -54,7 +56,7 @@ class Node:
         self.hlc = HybridLogicalClock(s.node_id, now_ms=self.now_ms)
         clock: Any = sabotage.WallClock(self.now_ms) if plan.wall_clock else self.hlc
         self.ap = plan.home(s.redis_url, s.region, s.node_id, clock, dedup_window_s=s.dedup_window_s,
-                            dedup_max=s.dedup_max, stream_maxlen=s.stream_maxlen)
+                            dedup_max=s.dedup_max, stream_maxlen=s.stream_maxlen, changes_maxlen=s.changes_maxlen)
         peers = [plan.peer(url, region, s.node_id) for region, url in sorted(s.peers.items())]
         self.replicator = Replicator(self.ap, peers)
         self.params = Params(self.cp)
@@ -62,6 +64,7 @@ class Node:
         self.quotas = Quotas(self.ap)
         self.observations = Observations(s, self.ap, self.hlc, self.replicator, self.worlds, self.now_ms,
                                          self.quotas)
+        self.subscriptions = Subscriptions(s, self.ap, self.worlds)
         self.models = ModelHost(self.cp, s.checkpoint_dir, s.device, s.predict_max_batch, s.predict_max_wait_ms,
                                 s.torch_threads)
         self.queries = ModelQueries(self.cp, self.ap, self.models, self.quotas)

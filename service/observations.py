@@ -1,5 +1,9 @@
-"""The AP tier's operations: take observations in, read merged entities back,
-each answer saying what it reflects (replica, watermark, who lags).
+"""The AP tier's operations: take observations in, delete entities, read merged
+entities back, each answer saying what it reflects (replica, watermark, who lags).
+
+A delete is a tombstone merged like an observation (consistency/ap_entity.py):
+it hides every field written before its HLC stamp, on every replica, whatever
+order the writes arrive in.
 
 A write answers a causal token `REGION:STREAM_ID`; a read given one waits,
 up to a bound, until this replica has applied that region's stream that far
@@ -9,24 +13,28 @@ up to a bound, until this replica has applied that region's stream that far
 from __future__ import annotations
 
 import re
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from consistency import ap_keys
-from consistency.ap_store import EntityState, ReplicaStore
+from consistency.ap_store import EntityState, ReplicaStore, tombstone
 from consistency.hlc import HybridLogicalClock
 from consistency.replication import Replicator
 from service import observation_input
 from service.config import Settings
-from service.errors import EntityNotFound, InvalidToken, NotYetConsistent, TokenUnknown
+from service.errors import EntityDeleted, EntityNotFound, InvalidInput, InvalidToken, NotYetConsistent, TokenUnknown
 from service.quotas import Quotas
 from service.worlds import Worlds
 
 _TOKEN = re.compile(rf"({ap_keys.REGION_RE.pattern}):(\d{{1,20}}-\d{{1,20}})")
 ENTITY_PATTERN = ap_keys.ENTITY_RE.pattern
 
-__all__ = ["ENTITY_PATTERN", "EntityState", "Observations", "Receipt", "Reflects"]
+__all__ = ["ENTITY_PATTERN", "Deleted", "EntityState", "Observations", "Receipt", "Reflects"]
+# Entity ids a listing reads at most per page, deleted ones included: a page may come back short
+# (even empty) with a cursor to continue from, rather than read past any number of deletes.
+SCAN_PER_PAGE = 10
 
 
 @dataclass(frozen=True)
@@ -39,6 +47,16 @@ class Receipt:
     hlc: str  # the stamp of the batch's last observation
     token: str  # read-your-writes: hand it to a read on any region
     behind: list[str]  # peer regions not yet caught up with this replica
+
+
+@dataclass(frozen=True)
+class Deleted:
+    """What a delete did: its tombstone's stamp, or nothing (a duplicate event id)."""
+
+    replica: str
+    hlc: str
+    token: str
+    duplicate: bool
 
 
 @dataclass(frozen=True)
@@ -76,25 +94,50 @@ class Observations:
         return Receipt(s.region, len(obs) - len(duplicates), duplicates, result.stamp, f"{s.region}:{token_id}",
                        self.replicator.behind())
 
+    async def delete(self, world: str, entity: str, event_id: str | None = None) -> Deleted:
+        """Delete an entity: a tombstone stamped now hides every field written before it. Given
+        the same `event_id` again (ids are per entity, shared with observations) it is a duplicate
+        and changes nothing. An entity never observed here gets a tombstone too: a write made
+        before it on a replica not heard from yet must stay hidden when it arrives."""
+        s = self.settings
+        Worlds.check(world)
+        ap_keys.check(ap_keys.ENTITY_RE, "entity", entity)
+        if event_id is None:
+            event_id = f"delete-{uuid.uuid4().hex}"
+        elif not ap_keys.EVENT_RE.fullmatch(event_id):
+            msg = f"must match {ap_keys.EVENT_RE.pattern}"
+            raise InvalidInput(f"event_id {msg}", [{"loc": ["query", "event_id"], "msg": msg, "type": "value_error"}])
+        await self.worlds.require(world)
+        await self.quotas.charge("observations_per_s", 1)
+        result = await self.ap.ingest([tombstone(world, entity, event_id, self.now_ms())])
+        token_id = result.last_id or await self.ap.last_id()
+        return Deleted(s.region, result.stamp, f"{s.region}:{token_id}", not result.accepted[0])
+
     async def get(self, world: str, entity: str, token: str | None = None,
                   wait_ms: int | None = None) -> tuple[EntityState, Reflects]:
         Worlds.check(world)
         ap_keys.check(ap_keys.ENTITY_RE, "entity", entity)
         await self._honour(token, wait_ms)
-        state = await self.ap.get_entity(world, entity)
+        state = await self.ap.get_entity(world, entity, deleted=True)
+        region = self.settings.region
         if state is None:
-            raise EntityNotFound(f"no observations of {entity!r} in {world!r} on replica {self.settings.region}")
+            raise EntityNotFound(f"no observations of {entity!r} in {world!r} on replica {region}")
+        if state.deleted and state.tombstone is not None:
+            t = state.tombstone
+            raise EntityDeleted(f"{entity!r} in {world!r} was deleted at hlc {t.hlc} (node {t.node}) and not "
+                                f"written since, on replica {region}", t.hlc, t.node)
         return state, await self.reflects()
 
     async def list(self, world: str, after: str | None = None, limit: int = 100, token: str | None = None,
-                   wait_ms: int | None = None) -> tuple[list[EntityState], bool, Reflects]:
-        """A page of entities in id order after `after`, and whether more follow."""
+                   wait_ms: int | None = None) -> tuple[list[EntityState], str | None, Reflects]:
+        """A page of entities in id order after `after`, deleted ones left out, and the id to
+        continue after (None: no more). The page may be short, even empty, with a cursor."""
         Worlds.check(world)
         if after is not None:
             ap_keys.check(ap_keys.ENTITY_RE, "after", after)
         await self._honour(token, wait_ms)
-        states, more = await self.ap.list_entities(world, after, limit)
-        return states, more, await self.reflects()
+        states, cursor = await self.ap.entity_page(world, after, limit, scan_max=SCAN_PER_PAGE * limit)
+        return states, cursor, await self.reflects()
 
     async def reflects(self) -> Reflects:
         return Reflects(self.settings.region, await self.ap.watermark(), self.hlc.last.to_string(),

@@ -44,7 +44,9 @@ OPERATIONS: list[tuple[str, str, str | None]] = [
     ("GET", "/v1/worlds/{world}/watch", "read"),
     ("POST", "/v1/worlds/{world}/observations", "observe"),
     ("GET", "/v1/worlds/{world}/entities", "read"),
+    ("GET", "/v1/worlds/{world}/entities/stream", "read"),
     ("GET", "/v1/worlds/{world}/entities/{entity}", "read"),
+    ("DELETE", "/v1/worlds/{world}/entities/{entity}", "observe"),
     ("POST", "/v1/worlds/{world}/predict", "predict"),
     ("POST", "/v1/worlds/{world}/surprise", "predict"),
     ("POST", "/v1/worlds/{world}/plan", "predict"),
@@ -110,7 +112,7 @@ def test_no_key_or_a_bad_one_is_401(cluster: Deployment, made_world: str) -> Non
 def _request(client: httpx.Client, method: str, template: str, world: str, token: str) -> httpx.Response:
     path = template.format(world=world, key="walk/k", entity="e1", key_id="0123456789abcdef")
     body = BODIES.get(template)
-    if template.endswith("/watch"):
+    if template.endswith(("/watch", "/entities/stream")):
         with client.stream(method, path, headers=_bearer(token), timeout=5) as r:
             if r.status_code != 200:
                 r.read()

@@ -75,13 +75,6 @@ def lab(cluster: Deployment) -> str:
     return world
 
 
-def test_no_model_published_is_503(api: httpx.Client, lab: str) -> None:
-    if api.get("/v1/models/current").json()["state"] != "none":
-        pytest.skip("a model was already published in this session")
-    r = api.post(f"/v1/worlds/{lab}/predict", json={"horizon": 3, "entities": ["ball0"]})
-    assert r.status_code == 503 and r.json()["type"] == "/problems/model-unavailable"
-
-
 @pytest.fixture(scope="module")
 def published(cluster: Deployment, lab: str) -> dict:
     api = httpx.Client(base_url=cluster.api["r1"].url, timeout=30, headers=auth_headers(cluster))

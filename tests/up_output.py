@@ -1,4 +1,5 @@
-"""Reading `worldstate up` as a user does: its output until it says it is up, and the admin key it printed."""
+"""Reading `worldstate up` as a user does: its output until it says it is up, the admin key and the
+gRPC targets it printed."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import subprocess
 
 READY = "Ctrl-C stops everything"
 _ADMIN_KEY = re.compile(r"^\s*admin key (wsk_\S+)\s*$", re.MULTILINE)
+_GRPC = re.compile(r"^\s*grpc\s+(\S+)\s+(\S+:\d+)\s*$", re.MULTILINE)
 
 
 def until_up(proc: subprocess.Popen[str]) -> str:
@@ -30,3 +32,8 @@ def admin_key(out: str) -> str:
 def auth(out: str) -> dict[str, str]:
     """The Authorization header of the admin key in `up`'s output."""
     return {"Authorization": f"Bearer {admin_key(out)}"}
+
+
+def grpc_targets(out: str) -> dict[str, str]:
+    """Each region's gRPC target (host:port) in `up`'s output: lines `  grpc    r1   127.0.0.1:PORT`."""
+    return dict(_GRPC.findall(out))

@@ -14,7 +14,8 @@ for a = 5, #ARGV, 3 do
   index_entity(ekey, world, entity)
   if kind == 'd' then
     local ev, source = t[3], t[4]
-    merge_registers(ekey, t, 5)
+    local winners, tomb = merge_registers(ekey, t, 5)
+    note_change(world, entity, origin, winners, tomb)
     merge_slot(ekey, 'p:' .. source .. '@' .. origin, count)
     note_event(stream, ekey, skey, world, entity, ev, origin, source, self, now)
   else

@@ -39,27 +39,58 @@ local clock_max = ''
 -- fixed-width hex, so byte order is (HLC, node) order) wins; on equal keys (the same
 -- write) the one here stays.
 -- `t` holds flat triples (name, order_key, register) from index `from` on;
--- one HMGET and one HSET cover them all.
+-- one HMGET and one HSET cover them all. The same HMGET reads the entity's
+-- tombstone (register `~deleted`, see consistency/ap_entity.py), for note_change.
+-- Returns the winners as flat quads ('t:'..name, order_key, 'f:'..name, register)
+-- and the tombstone's order key after the merge ('' if none).
+local TOMB = 't:~deleted'
 local function merge_registers(ekey, t, from)
-  if #t < from then return end
+  if #t < from then return {}, '' end
   local names = {}
   for i = from, #t, 3 do
     names[#names + 1] = 't:' .. t[i]
     local key = t[i + 1]  -- the fields of one observation share it: `==` spares a comparison
     if key ~= clock_max and bytes_lt(clock_max, key) then clock_max = key end
   end
+  local n = #names
+  names[n + 1] = TOMB
   local cur = redis.call('HMGET', ekey, unpack(names))
+  local tomb = cur[n + 1] or ''
   local winners = {}
-  for j, name in ipairs(names) do
+  for j = 1, n do
     local i = from + 3 * (j - 1)
     if (not cur[j]) or bytes_lt(cur[j], t[i + 1]) then
-      winners[#winners + 1] = name
+      winners[#winners + 1] = names[j]
       winners[#winners + 1] = t[i + 1]
       winners[#winners + 1] = 'f:' .. t[i]
       winners[#winners + 1] = t[i + 2]
+      if names[j] == TOMB and bytes_lt(tomb, t[i + 1]) then tomb = t[i + 1] end
     end
   end
   if #winners > 0 then redis.call('HSET', ekey, unpack(winners)) end
+  return winners, tomb
+end
+
+-- The changes log (ws:changes, read by service/subscriptions.py): one entry per merge that
+-- changed what a reader sees, with the winning fields a reader can see (not those older
+-- than the tombstone) and the tombstone itself. `winners` share one order key.
+-- The cap comes from ws:changes:maxlen (set by ReplicaStore), read once per script call:
+-- ingest.lua's arguments are fixed (bench/ap.py drives it as the store does).
+local changes_cap = nil
+local function note_change(world, entity, origin, winners, tomb)
+  local key = winners[2]
+  if key == nil then return end
+  local entry = {'w', world, 'e', entity, 'k', key, 'o', origin}
+  local visible = tomb == '' or bytes_lt(tomb, key)
+  for i = 1, #winners, 4 do
+    if visible or winners[i] == TOMB then
+      entry[#entry + 1] = winners[i + 2]
+      entry[#entry + 1] = winners[i + 3]
+    end
+  end
+  if #entry == 8 then return end
+  if not changes_cap then changes_cap = redis.call('GET', 'ws:changes:maxlen') or '100000' end
+  redis.call('XADD', 'ws:changes', 'MAXLEN', '~', changes_cap, '*', unpack(entry))
 end
 
 -- The dedup window: seen ids are listed per minute, so forgetting old ones is

@@ -1,6 +1,6 @@
 -- Observations posted to this replica, atomically: refuse a seen event id,
 -- merge the fields, count the event for its source, append the delta to the
--- replica's stream.
+-- replica's stream and what changed to its changes log.
 -- KEYS: stream
 -- ARGV: origin, now_ms, then one msgpack array per observation:
 --       [world, entity, event_id, source, field, order_key, register, field, ...]
@@ -18,7 +18,8 @@ for a = 3, #ARGV do
   else
     remember(now, skey, ev)
     index_entity(ekey, world, entity)
-    merge_registers(ekey, ob, 5)
+    local winners, tomb = merge_registers(ekey, ob, 5)
+    note_change(world, entity, origin, winners, tomb)
     local p = redis.call('HINCRBY', ekey, 'p:' .. source .. '@' .. origin, 1)
     last_id = redis.call('XADD', stream, '*', 'd', ARGV[a], 'p', p)
     statuses[#statuses + 1] = 1

@@ -2,15 +2,21 @@
 
 `base` holds the `Context` and the `Workload` base class; each workload is a
 module of its own, and `WORKLOADS` names them for the command line.
+`sdk-observations` and `grpc-observations` are `observations` driven through
+the Python SDK and through gRPC: the same checks, other clients.
 """
 
 from __future__ import annotations
 
 from .base import Context, Workload
+from .grpc_observations import GrpcObservations
 from .observations import Observations
 from .register import Register
+from .sdk_observations import SdkObservations
 from .watch import Watch
 
-WORKLOADS: dict[str, type[Workload]] = {"register": Register, "observations": Observations, "watch": Watch}
+WORKLOADS: dict[str, type[Workload]] = {"register": Register, "observations": Observations, "watch": Watch,
+                                        "sdk-observations": SdkObservations, "grpc-observations": GrpcObservations}
 
-__all__ = ["Context", "Workload", "WORKLOADS", "Register", "Observations", "Watch"]
+__all__ = ["Context", "Workload", "WORKLOADS", "Register", "Observations", "Watch", "SdkObservations",
+           "GrpcObservations"]

@@ -34,12 +34,17 @@ from .base import Context, Workload
 
 class Observations(Workload):
     name = "observations"
+    # Subclasses that drive the same operations through another client (the SDK, gRPC) tag their
+    # operations `via` and prefix their entities and event ids, so several can share one run's
+    # world and each judges only its own.
+    via: str | None = None
+    prefix = ""
 
     def __init__(self, ctx: Context, *, clients: int = 6, entities: int = 3, sources: int = 3,
                  fresh: float = 0.2, mix: tuple[float, float, float] = (0.45, 0.15, 0.2)) -> None:
         super().__init__(ctx)
         self.clients = clients
-        self.entities = [f"ent-{i}" for i in range(entities)]
+        self.entities = [f"{self.prefix}ent-{i}" for i in range(entities)]
         self.sources = [f"s{i}" for i in range(sources)]
         self.fresh = fresh
         self.mix = mix                        # post, replay, rmw; the rest are reads
@@ -58,7 +63,7 @@ class Observations(Workload):
     def new_event(self, entity: str, rng: random.Random, follows: dict[str, Any] | None = None,
                   read_on: str | None = None) -> dict[str, Any]:
         source = rng.choice(self.sources)
-        ev = {"id": f"ev-{next(self._ids)}", "entity": entity, "source": source,
+        ev = {"id": f"{self.prefix}ev-{next(self._ids)}", "entity": entity, "source": source,
               "fields": {"x": next(self._values)}, "counters": {source: 1}}
         if follows:
             ev["follows"], ev["read_on"] = follows, read_on  # only that node's HLC saw what was read
@@ -110,7 +115,7 @@ class Observations(Workload):
             post, replay, rmw = self.mix
             if r < post:
                 fresh = rng.random() < self.fresh
-                entity = f"fresh-{proc.slot}-{n}" if fresh else rng.choice(self.entities)
+                entity = f"{self.prefix}fresh-{proc.slot}-{n}" if fresh else rng.choice(self.entities)
                 ev = self.new_event(entity, rng)
                 self.sent.append(ev)
                 await self.post(proc, home, ev)
@@ -164,14 +169,21 @@ class Observations(Workload):
         return {"regions": self._final, "agreed": self._agreed,
                 "unread": sorted(set(self.ctx.regions) - set(self._final))}
 
+    def owns(self, entity: str) -> bool:
+        if self.prefix:
+            return entity.startswith(self.prefix)
+        return entity.startswith(("ent-", "fresh-"))
+
     def check(self, history: list[Event], final: dict[str, Any]) -> dict[str, CheckerResult]:
-        ops = as_operations(history)
-        regions = final.get("regions", {})
+        ops = [op for op in as_operations(history) if op.get("tier") == "ap" and op.get("via") == self.via]
+        regions = {r: {e: st for e, st in state.items() if self.owns(e)}
+                   for r, state in final.get("regions", {}).items()}
         conv = convergence.check(regions, events_from_history(ops))
         for region in final.get("unread", []):
             conv.violations.append(Violation(
                 "unread", f"region {region} did not answer the final read", {"region": region}))
-        return {"convergence": conv, "causal": causal.check(ops, regions)}
+        tag = f"{self.via}-" if self.via else ""
+        return {f"{tag}convergence": conv, f"{tag}causal": causal.check(ops, regions)}
 
 
 def entity_state(doc: dict[str, Any]) -> dict[str, Any]:
