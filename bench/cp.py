@@ -4,11 +4,15 @@
     python bench/cp.py --requests 2000 --concurrency 16
 
 The API is driven by a minimal keep-alive HTTP/1.1 client (bench/rawhttp.py),
-so the figures show the server's cost rather than an HTTP library's. Prints,
-for a linearizable GET and a compare-and-swap PUT, p50/p99 latency (sequential,
-one request at a time, in --rounds blocks alternating raw and API), throughput
-at --concurrency, and the API/raw ratio. Target: the API's p50 for a
-linearizable GET at most 1.5x raw aetcd's.
+so the figures show the server's cost rather than an HTTP library's, and over
+its gRPC port (GetParam, grpc.aio). The linearizable GET is also read from
+etcd's own HTTP/JSON gateway (POST /v3/kv/range on each member, the same
+client), the peer a user could call instead of this API. Prints, for a
+linearizable GET and a compare-and-swap PUT, p50/p99 latency (sequential, one
+request at a time, in --rounds blocks alternating the paths), throughput at
+--concurrency, and each path's ratio to raw aetcd and to the gateway.
+Targets: the API's p50 for a linearizable GET at most 1.5x raw aetcd's, and
+at most 1.0x the gateway's, over HTTP or gRPC.
 """
 
 from __future__ import annotations
@@ -29,6 +33,9 @@ os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
 from bench.rawhttp import Connection  # noqa: E402
 
 from consistency.cp_store import CPStore  # noqa: E402
+from rpc.channel import achannel  # noqa: E402
+from rpc.worldstate_pb2 import GetParamRequest  # noqa: E402
+from rpc.worldstate_pb2_grpc import WorldstateStub  # noqa: E402
 from deploy.launcher import Deployment, Topology  # noqa: E402
 
 Op = Callable[[int, int], Awaitable[None]]  # (worker, i)
@@ -59,7 +66,7 @@ async def throughput(op: Op, n: int, concurrency: int) -> float:
 
 
 async def run(api_url: str, key: str | None, endpoints: list[str], n: int, concurrency: int,
-              rounds: int) -> list[tuple[str, str, float, float, float]]:
+              rounds: int, grpc_target: str | None = None) -> list[tuple[str, str, float, float, float]]:
     # Raw aetcd gets the same round-robin channel over every member that the
     # service uses, so both sides pay the same mix of leader and follower reads.
     store = CPStore(endpoints)
@@ -98,6 +105,15 @@ async def run(api_url: str, key: str | None, endpoints: list[str], n: int, concu
                                                {"Content-Type": "application/json"})
         assert status == 200 and body.get("kvs"), body
 
+    # The same linearizable read over the node's gRPC port: one channel a worker, as the
+    # HTTP side has one keep-alive connection a worker.
+    chans = [achannel(grpc_target, key) for _ in range(concurrency)] if grpc_target else []
+    stubs = [WorldstateStub(c) for c in chans]
+
+    async def grpc_get(w: int, i: int) -> None:
+        got = await stubs[w].GetParam(GetParamRequest(world=world, key=f"bench/k{w}"))
+        assert got.revision > 0
+
     async def api_cas(w: int, i: int) -> None:
         status, _, body = await conns[w].request("PUT", f"/v1/worlds/{world}/params/bench/k{w}", {"v": i},
                                                  {**write, "If-Match": f'"{revs[("api", w)]}"'})
@@ -113,8 +129,10 @@ async def run(api_url: str, key: str | None, endpoints: list[str], n: int, concu
         revs[("raw", w)] = revs[("api", w)] = responses[0].response_put.header.revision
 
     rows = []
-    for name, sides in (("GET linearizable", (("raw aetcd", raw_get), ("etcd gateway", gateway_get),
-                                               ("API", api_get))),
+    gets = (("raw aetcd", raw_get), ("etcd gateway", gateway_get), ("API", api_get))
+    if stubs:
+        gets += (("API gRPC", grpc_get),)
+    for name, sides in (("GET linearizable", gets),
                         ("PUT CAS (If-Match)", (("raw aetcd", raw_cas), ("API", api_cas)))):
         lat: dict[str, list[float]] = {label: [] for label, _ in sides}
         # Alternate the two sides' blocks (ABAB...) so a drift in the machine's load
@@ -128,6 +146,8 @@ async def run(api_url: str, key: str | None, endpoints: list[str], n: int, concu
             rows.append((name, label, statistics.median(lat[label]), pct(lat[label], 0.99), rate))
     for c in conns + [c for per_worker in gws for c in per_worker]:
         await c.close()
+    for ch in chans:
+        await ch.close()
     await store.close()
     return rows
 
@@ -140,19 +160,21 @@ def main() -> None:
                     help="latency: split --requests into this many alternating raw/API blocks")
     ap.add_argument("--api", help="use a running API node instead of starting a cluster")
     ap.add_argument("--etcd", help="the same cluster's etcd endpoints, host:port,host:port (with --api)")
+    ap.add_argument("--grpc", help="the same node's gRPC target, host:port (with --api; omit to skip gRPC)")
     ap.add_argument("--key", default=os.environ.get("WORLDSTATE_KEY"),
                     help="an API key with read and params:write on world 'bench' (with --api; $WORLDSTATE_KEY)")
     args = ap.parse_args()
 
     deployment = None
     if args.api:
-        api_url, endpoints, key = args.api, args.etcd.split(","), args.key
+        api_url, endpoints, key, grpc_target = args.api, args.etcd.split(","), args.key, args.grpc
     else:
         deployment = Deployment(Topology(etcd_members=3, regions=1))
         deployment.start()
         api_url, endpoints, key = deployment.api["r1"].url, deployment.etcd_endpoints, deployment.admin_key
+        grpc_target = deployment.api["r1"].grpc
     try:
-        rows = asyncio.run(run(api_url, key, endpoints, args.requests, args.concurrency, args.rounds))
+        rows = asyncio.run(run(api_url, key, endpoints, args.requests, args.concurrency, args.rounds, grpc_target))
     finally:
         if deployment:
             deployment.stop()
