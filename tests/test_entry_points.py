@@ -88,3 +88,21 @@ def test_predict_benchmark_runs_as_the_readme_shows(tmp_path: Path) -> None:
 def test_plan_cost_benchmark_runs_as_the_readme_shows() -> None:
     out = run(sys.executable, ROOT / "bench" / "plan_cost.py", "--bodies", "2", "--horizon", "5").stdout
     assert "worst allowed plan:" in out and "plain torch s" in out, out
+
+
+def test_cp_benchmark_reads_through_every_door_as_the_readme_shows() -> None:
+    """bench/cp.py at a size that takes seconds: raw aetcd, etcd's gateway, the API over HTTP and gRPC."""
+    out = run(sys.executable, ROOT / "bench" / "cp.py", "--requests", "60", "--rounds", "1",
+              "--concurrency", "2").stdout
+    for path in ("raw aetcd", "etcd gateway", "API gRPC", "PUT CAS (If-Match)"):
+        assert path in out, out
+    assert "etcd's HTTP gateway (target <= 1.0x" in out, out
+
+
+def test_ingest_benchmark_runs_as_the_readme_shows() -> None:
+    """bench/ingest.py at a size that takes seconds: gRPC streams, REST and raw ingest.lua in one run."""
+    out = run(sys.executable, ROOT / "bench" / "ingest.py", "--seconds", "0.3", "--batch", "100",
+              "--window", "2").stdout
+    for path in ("gRPC Observe, 4 stream(s), window 2", "REST POST, concurrency 4", "raw ingest.lua"):
+        assert path in out, out
+    assert "best gRPC / raw:" in out, out
