@@ -10,7 +10,8 @@ from fastapi import FastAPI
 from api import openapi, problems
 from api.auth import Guard
 from api.body import BodyLimit
-from api.routes import faults, health, keys, model, observations, params, physics, watch, worlds
+from api.metrics import HttpMetrics
+from api.routes import faults, health, keys, metrics, model, observations, params, physics, watch, worlds
 from rpc.server import GrpcServer
 from service.config import Settings
 from service.node import Node
@@ -47,12 +48,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # The hottest routes go first: matching walks the routes in order.
     app.add_route(params.GET_PATH, params.get_param, methods=["GET"])
     for router in (params.router, health.router, worlds.router, physics.router, watch.router,
-                   observations.router, model.router, keys.router):
+                   observations.router, model.router, keys.router, metrics.router):
         app.include_router(router)
     if settings.faults:
         app.include_router(faults.router)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
-    # Outermost: who may send what is settled before a body is read.
+    # Who may send what is settled before a body is read.
     app.add_middleware(Guard, keyring=node.keyring, allowed_hosts=settings.allowed_hosts)
+    # Around the guard, so refused requests (401, 403, 413) are timed and counted too.
+    app.add_middleware(HttpMetrics, metrics=node.metrics, routes=app.router.routes)
     openapi.install(app)
     return app

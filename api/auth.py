@@ -46,7 +46,7 @@ _WRITES = frozenset({"PUT", "DELETE", "POST", "PATCH"})
 
 @functools.lru_cache(maxsize=4096)  # the same few hundred paths, every request
 def required(method: str, path: str) -> Need | None:
-    """The need of one request; None for the public paths (health, docs, problem types)."""
+    """The need of one request; None for the public paths (health, metrics, docs, problem types)."""
     if not (path.startswith("/v1/") or path.startswith("/_faults")):
         return None
     read = method in ("GET", "HEAD")

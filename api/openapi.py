@@ -23,7 +23,7 @@ from api.schemas import ObservationIn
 from service.observation_input import MAX_OBSERVED_AT, PATTERNS
 
 SECURITY_SCHEME = "bearerAuth"
-PUBLIC = ("/healthz", "/readyz")  # with /docs and /openapi.json, which are not in the document
+PUBLIC = ("/healthz", "/readyz", "/metrics")  # with /docs and /openapi.json, which are not in the document
 
 # -- which problems each operation can answer -----------------------------------------
 EVERY = ("request-timeout", "header-too-large", "too-many-connections", "host-not-allowed", "payload-too-large")
@@ -37,7 +37,7 @@ AP_READ = ("invalid-key", "not-found", "invalid-token", "token-unknown", "not-ye
 MODEL = ("unsupported-media-type", "invalid-key", "unknown-world", "unknown-entity", "entity-incomplete",
          "model-input", "model-unavailable", "unavailable")
 PROBLEMS_OF: dict[str, tuple[str, ...]] = {
-    "healthz": (), "readyz": (),
+    "healthz": (), "readyz": (), "metrics": (),
     "get_param": CP_READ, "list_params": CP_LIST, "put_param": BODY + CP_WRITE, "delete_param": CP_WRITE + ("not-found",),
     "get_world": CP_READ, "put_world": BODY + CP_WRITE, "list_worlds": ("invalid-key", "unavailable"),
     "get_physics": CP_READ, "put_physics": BODY + CP_WRITE,

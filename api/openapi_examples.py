@@ -26,6 +26,9 @@ EXAMPLES: dict[str, tuple[Any, str, Any]] = {
     "healthz": (None, "200", {"status": "ok"}),
     "readyz": (None, "200", {"status": "ready", "region": "r1", "node": "api-r1",
                              "tiers": {"cp": {"state": "ok"}, "ap": {"state": "ok"}, "model": {"state": "ok"}}}),
+    "metrics": (None, "200", '# HELP worldstate_observations_total Observations posted to this node\n'
+                             '# TYPE worldstate_observations_total counter\n'
+                             'worldstate_observations_total{outcome="accepted"} 1200.0\n'),
     "get_param": (None, "200", {"world": "lab", "key": "robots/arm-1/speed", "value": 0.75, **_REV}),
     "list_params": (None, "200", {"world": "lab", "prefix": "physics/", "revision": 57, "consistency": "linearizable",
                                   "items": [{"key": "physics/constants", "value": _PHYSICS, "revision": 42,

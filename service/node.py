@@ -19,6 +19,7 @@ from service import sabotage
 from service.config import Settings
 from service.keyring import KeyRing
 from service.keys import Keys
+from service.metrics import Metrics
 from service.models import ModelHost
 from service.observations import Observations
 from service.params import Params
@@ -46,11 +47,13 @@ class Node:
     keys: Keys = field(init=False)
     keyring: KeyRing | None = field(init=False)  # None: running without auth (WORLDSTATE_AUTH=off)
     quotas: Quotas = field(init=False)
+    metrics: Metrics = field(init=False)  # this node's own Prometheus registry (GET /metrics)
 
     clock_offset_ms: int = 0  # set only through the fault-injection endpoint
 
     def __post_init__(self) -> None:
         s = self.settings
+        self.metrics = Metrics()
         plan = sabotage.plan(s.sabotage)  # the production classes unless a test planted a bug
         self.cp = plan.cp(s.etcd_endpoints, s.cp_timeout_s, s.etcd_username or None, s.etcd_password or None)
         self.hlc = HybridLogicalClock(s.node_id, now_ms=self.now_ms)
@@ -63,13 +66,14 @@ class Node:
         self.worlds = Worlds(self.cp, self.ap)
         self.quotas = Quotas(self.ap)
         self.observations = Observations(s, self.ap, self.hlc, self.replicator, self.worlds, self.now_ms,
-                                         self.quotas)
+                                         self.quotas, self.metrics)
         self.subscriptions = Subscriptions(s, self.ap, self.worlds)
         self.models = ModelHost(self.cp, s.checkpoint_dir, s.device, s.predict_max_batch, s.predict_max_wait_ms,
                                 s.torch_threads)
         self.queries = ModelQueries(self.cp, self.ap, self.models, self.quotas)
         self.keys = Keys(self.cp)
         self.keyring = KeyRing(self.cp) if s.auth == "keys" else None
+        self.metrics.follow(self.ap, self.replicator, self.models.status)
 
     def now_ms(self) -> int:
         """This node's wall clock, as its HLC reads it (skewed when a nemesis says so)."""

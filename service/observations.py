@@ -20,11 +20,14 @@ from typing import Any
 
 from consistency import ap_keys
 from consistency.ap_store import EntityState, ReplicaStore, tombstone
+from consistency.errors import OutcomeUnknown, StoreError
 from consistency.hlc import HybridLogicalClock
 from consistency.replication import Replicator
 from service import observation_input
 from service.config import Settings
-from service.errors import EntityDeleted, EntityNotFound, InvalidInput, InvalidToken, NotYetConsistent, TokenUnknown
+from service.errors import (EntityDeleted, EntityNotFound, InvalidInput, InvalidToken, NotYetConsistent, ServiceError,
+                            TokenUnknown)
+from service.metrics import Metrics
 from service.quotas import Quotas
 from service.worlds import Worlds
 
@@ -72,7 +75,7 @@ class Reflects:
 
 class Observations:
     def __init__(self, settings: Settings, ap: ReplicaStore, hlc: HybridLogicalClock, replicator: Replicator,
-                 worlds: Worlds, now_ms: Callable[[], int], quotas: Quotas) -> None:
+                 worlds: Worlds, now_ms: Callable[[], int], quotas: Quotas, metrics: Metrics | None = None) -> None:
         self.settings = settings
         self.ap = ap
         self.hlc = hlc
@@ -80,9 +83,24 @@ class Observations:
         self.worlds = worlds
         self.now_ms = now_ms
         self.quotas = quotas
+        self.counted = (metrics or Metrics()).observations
 
     async def post(self, world: str, body: Any) -> Receipt:
         """Merge one observation (an object) or a batch (an array); replays are duplicates."""
+        try:
+            receipt = await self._post(world, body)
+        except OutcomeUnknown:
+            raise  # it may have been applied: counted nowhere rather than as refused
+        except (ServiceError, StoreError):
+            # Refused whole (invalid, too large, unknown world, quota, replica unavailable or full):
+            # counted per observation the body held, an array's length, else one.
+            self.counted.labels("refused").inc(len(body) if isinstance(body, list) else 1)
+            raise
+        self.counted.labels("accepted").inc(receipt.accepted)
+        self.counted.labels("duplicate").inc(len(receipt.duplicates))
+        return receipt
+
+    async def _post(self, world: str, body: Any) -> Receipt:
         s = self.settings
         Worlds.check(world)
         obs = observation_input.parse(body, world, s.max_batch, self.now_ms(), s.max_drift_ms)

@@ -32,6 +32,7 @@ SCOPES = ("read", "observe", "predict", "params:write", "admin")
 OPERATIONS: list[tuple[str, str, str | None]] = [
     ("GET", "/healthz", None),
     ("GET", "/readyz", None),
+    ("GET", "/metrics", None),
     ("GET", "/v1/worlds", "read"),
     ("PUT", "/v1/worlds/{world}", "admin"),
     ("GET", "/v1/worlds/{world}", "read"),
