@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
-from prometheus_client.core import GaugeMetricFamily, InfoMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, InfoMetricFamily
 from prometheus_client.registry import Collector
 
 from consistency.ap_store import ReplicaStore
@@ -94,6 +94,26 @@ class _Follower(Collector):
         info.add_metric((), {"state": str(model.get("state")), "hash": str(model.get("hash", "")),
                              "version": str(model.get("version", ""))})
         yield info
+        yield from _predictor(model)
 
     def describe(self) -> Iterator[Any]:
         return iter(())  # names are not known before a scrape; registering must not run collect()
+
+
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
+
+
+def _predictor(model: dict[str, Any]) -> Iterator[Any]:
+    """The serving model's micro-batcher. Its counts start again at a hot swap (a new batcher),
+    which Prometheus reads as a counter reset."""
+    if model.get("state") != "ok":
+        return
+    yield GaugeMetricFamily("worldstate_predict_queue_depth", "Predict queries waiting for a batch",
+                            value=model["queue_depth"])
+    sizes: dict[int, int] = model["batch_sizes"]
+    buckets = [(str(b), sum(c for n, c in sizes.items() if n <= b)) for b in BATCH_BUCKETS]
+    buckets.append(("+Inf", sum(sizes.values())))
+    yield HistogramMetricFamily("worldstate_predict_batch_size", "Queries answered by one forward pass",
+                                buckets=buckets, sum_value=sum(n * c for n, c in sizes.items()))
+    yield CounterMetricFamily("worldstate_predict_inference_seconds", "Time in batched predict forward passes",
+                              value=model["inference_s"])

@@ -124,7 +124,8 @@ class ModelHost:
                 "manifest_revision": s.revision, "device": str(s.model.device),
                 "loaded_at": s.loaded_at, "error": self.last_error,
                 "batches": s.batcher.stats.batches, "queries": s.batcher.stats.queries,
-                "torch_threads": self.torch_threads_used}
+                "batch_sizes": dict(s.batcher.stats.sizes), "inference_s": s.batcher.stats.inference_s,
+                "queue_depth": s.batcher.depth(), "torch_threads": self.torch_threads_used}
 
     async def _follow(self) -> None:
         """Load the current manifest, then every change to it; survive CP outages."""

@@ -96,3 +96,27 @@ def test_readme_curl(cluster: Deployment) -> None:
                          timeout=30)
     assert out.returncode == 0, out.stderr
     assert 'worldstate_observations_total{outcome="accepted"}' in out.stdout
+
+
+def test_predictor_metrics_move_with_predict_queries(cluster: Deployment, api: httpx.Client, world: str) -> None:
+    cluster.publish_default_model()
+    url = cluster.api["r1"].url
+    assert api.put(f"/v1/worlds/{world}", json={}).status_code in (200, 201)
+    assert api.put(f"/v1/worlds/{world}/physics",
+                   json={"gravity": 9.81, "restitution": 0.9, "drag": 0.1, "time_step": 0.05}).status_code < 300
+    w = api.post(f"/v1/worlds/{world}/observations", json=[_obs(world, 1)])
+    assert w.status_code == 202, w.text
+    deadline = time.time() + 60
+    while api.get("/v1/models/current").json().get("state") != "ok" and time.time() < deadline:
+        time.sleep(0.2)
+    before = scrape(url)
+    for _ in range(3):
+        r = api.post(f"/v1/worlds/{world}/predict", json={"horizon": 3, "entities": ["m1"]},
+                     params={"token": w.json()["token"]})
+        assert r.status_code == 200, r.text
+    after = scrape(url)
+    assert value(after, "worldstate_predict_batch_size_count") - value(before, "worldstate_predict_batch_size_count") >= 1
+    assert value(after, "worldstate_predict_batch_size_sum") - value(before, "worldstate_predict_batch_size_sum") == 3
+    assert value(after, "worldstate_predict_inference_seconds_total") > value(
+        before, "worldstate_predict_inference_seconds_total")
+    assert ("worldstate_predict_queue_depth", ()) in after

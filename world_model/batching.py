@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -38,6 +39,7 @@ class BatcherStats:
     largest_batch: int = 0
     sizes: dict[int, int] = field(default_factory=dict)
     calls: int = 0  # other model work run on the model thread (plan, surprise)
+    inference_s: float = 0.0  # time in batched forward passes (predict), summed
 
     @property
     def mean_batch(self) -> float:
@@ -108,6 +110,10 @@ class MicroBatcher:
                 pass
         self._pool.shutdown(wait=True)
 
+    def depth(self) -> int:
+        """Queries waiting for a batch (0 before start)."""
+        return self._queue.qsize() if self._queue is not None else 0
+
     async def predict(self, states: Any, physics: Physics | dict[str, Any], horizon: int,
                       actions: Any = None) -> Prediction:
         """Same contract as WorldModel.predict, batched with concurrent callers."""
@@ -158,8 +164,10 @@ class MicroBatcher:
             live = [(r, f) for r, f in batch if not f.done()]  # caller may have given up
             try:
                 if live:
+                    t0 = time.perf_counter()
                     answers = await loop.run_in_executor(self._pool, self.model.predict_prepared,
                                                          [r for r, _ in live])
+                    self.stats.inference_s += time.perf_counter() - t0
                     for (_, f), a in zip(live, answers):
                         if not f.done():
                             f.set_result(a)
