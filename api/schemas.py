@@ -17,7 +17,7 @@ from api.problems import etag
 from service.observation_input import MAX_FIELDS, PATTERNS
 from service.observations import EntityState, Reflects
 from service.params import Physics
-from service.queries import MAX_BUDGET, MAX_ENTITIES, MIN_BUDGET
+from service.queries import MAX_BUDGET, MAX_ENTITIES, MIN_BUDGET, Answer
 from service.versioned import Versioned
 
 
@@ -135,3 +135,30 @@ def entity_document(e: EntityState) -> dict[str, Any]:
 def reflects_document(r: Reflects) -> dict[str, Any]:
     return {"replica": r.replica, "watermark": r.watermark, "hlc": r.hlc, "behind": r.behind,
             "replication": r.replication}
+
+
+# The model's answer documents: HTTP's bodies, and gRPC's ModelAnswer.answer (rpc/model_calls.py).
+def predict_document(world: str, horizon: int, a: Answer) -> dict[str, Any]:
+    p = a.result
+    trajectories = {ent: {"positions": p.positions[:, i].tolist(), "velocities": p.velocities[:, i].tolist()}
+                    for i, ent in enumerate(a.entities)}
+    return {"world": world, "horizon": horizon, "time_step": a.time_step, "trajectories": trajectories,
+            "skipped": a.skipped, "provenance": a.provenance}
+
+
+def surprise_document(world: str, observed: Any, a: Answer) -> dict[str, Any]:
+    """`observed`: the entities the query observed (only those are scored)."""
+    r = a.result
+    scores = {ent: float(r.per_entity[i]) for i, ent in enumerate(a.entities) if ent in observed}
+    worst = max(scores, key=scores.__getitem__)
+    return {"world": world, "scores": scores, "most_surprising": worst, "score": scores[worst],
+            "threshold": r.threshold, "surprising": scores[worst] > r.threshold,
+            "bodies": a.entities, "skipped": a.skipped, "provenance": a.provenance}
+
+
+def plan_document(world: str, entity: str, a: Answer) -> dict[str, Any]:
+    p = a.result
+    return {"world": world, "entity": entity, "actions": p.actions.tolist(),
+            "predicted_path": p.predicted_path.tolist(), "final_energy": p.predicted_distance,
+            "reaches_goal": p.reaches_goal, "bodies": a.entities, "skipped": a.skipped,
+            "provenance": a.provenance}

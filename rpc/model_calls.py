@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from api.schemas import PlanIn, PredictIn, SurpriseIn
+from api.schemas import PlanIn, PredictIn, SurpriseIn, plan_document, predict_document, surprise_document
 from rpc import worldstate_pb2 as pb
 from rpc.values import fill_struct, from_struct
 from service.errors import InvalidInput
@@ -52,11 +52,7 @@ async def predict(node: Node, request: pb.ModelQuery, consistency: Any) -> pb.Mo
     body = _query(PredictIn, request)
     world = request.world
     a = await node.queries.predict(world, body.horizon, body.entities, body.actions, consistency)
-    p = a.result
-    trajectories = {ent: {"positions": p.positions[:, i].tolist(), "velocities": p.velocities[:, i].tolist()}
-                    for i, ent in enumerate(a.entities)}
-    return _answer({"world": world, "horizon": body.horizon, "time_step": a.time_step,
-                    "trajectories": trajectories, "skipped": a.skipped, "provenance": a.provenance})
+    return _answer(predict_document(world, body.horizon, a))
 
 
 async def surprise(node: Node, request: pb.ModelQuery, consistency: Any) -> pb.ModelAnswer:
@@ -64,12 +60,7 @@ async def surprise(node: Node, request: pb.ModelQuery, consistency: Any) -> pb.M
     world = request.world
     observed = {ent: [f.model_dump() for f in frames] for ent, frames in body.observed.items()}
     a = await _cancellable(lambda cancel: node.queries.surprise(world, observed, body.entities, consistency, cancel))
-    r = a.result
-    scores = {ent: float(r.per_entity[i]) for i, ent in enumerate(a.entities) if ent in body.observed}
-    worst = max(scores, key=scores.__getitem__)
-    return _answer({"world": world, "scores": scores, "most_surprising": worst, "score": scores[worst],
-                    "threshold": r.threshold, "surprising": scores[worst] > r.threshold,
-                    "bodies": a.entities, "skipped": a.skipped, "provenance": a.provenance})
+    return _answer(surprise_document(world, body.observed, a))
 
 
 async def plan(node: Node, request: pb.ModelQuery, consistency: Any) -> pb.ModelAnswer:
@@ -78,8 +69,4 @@ async def plan(node: Node, request: pb.ModelQuery, consistency: Any) -> pb.Model
     goal = (body.goal.x, body.goal.y, body.goal.radius)
     a = await _cancellable(lambda cancel: node.queries.plan(world, body.entity, goal, body.horizon, body.budget,
                                                             body.entities, consistency, cancel))
-    p = a.result
-    return _answer({"world": world, "entity": body.entity, "actions": p.actions.tolist(),
-                    "predicted_path": p.predicted_path.tolist(), "final_energy": p.predicted_distance,
-                    "reaches_goal": p.reaches_goal, "bodies": a.entities, "skipped": a.skipped,
-                    "provenance": a.provenance})
+    return _answer(plan_document(world, body.entity, a))

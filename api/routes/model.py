@@ -13,7 +13,8 @@ from fastapi.responses import JSONResponse, Response
 from api import conditions
 from api.body import json_body
 from api.deps import Consistency, ConsistencyQuery, NodeDep
-from api.schemas import PlanIn, PredictIn, SurpriseIn, read_document, read_headers
+from api.schemas import (PlanIn, PredictIn, SurpriseIn, plan_document, predict_document, read_document, read_headers,
+                         surprise_document)
 
 router = APIRouter(tags=["world model"])
 T = TypeVar("T")
@@ -72,11 +73,7 @@ async def _while_connected(request: Request, query: Callable[[threading.Event], 
 async def predict(world: str, body: PredictIn, n: NodeDep,
                   consistency: Consistency = ConsistencyQuery) -> JSONResponse:
     a = await n.queries.predict(world, body.horizon, body.entities, body.actions, consistency)
-    p = a.result
-    trajectories = {ent: {"positions": p.positions[:, i].tolist(), "velocities": p.velocities[:, i].tolist()}
-                    for i, ent in enumerate(a.entities)}
-    return JSONResponse({"world": world, "horizon": body.horizon, "time_step": a.time_step,
-                         "trajectories": trajectories, "skipped": a.skipped, "provenance": a.provenance})
+    return JSONResponse(predict_document(world, body.horizon, a))
 
 
 @router.post("/v1/worlds/{world}/surprise")
@@ -87,12 +84,7 @@ async def surprise(world: str, body: SurpriseIn, n: NodeDep, request: Request,
                                                                           consistency, cancel))
     if a is None:
         return Response(status_code=CLIENT_GONE)
-    r = a.result
-    scores = {ent: float(r.per_entity[i]) for i, ent in enumerate(a.entities) if ent in body.observed}
-    worst = max(scores, key=scores.__getitem__)
-    return JSONResponse({"world": world, "scores": scores, "most_surprising": worst, "score": scores[worst],
-                         "threshold": r.threshold, "surprising": scores[worst] > r.threshold,
-                         "bodies": a.entities, "skipped": a.skipped, "provenance": a.provenance})
+    return JSONResponse(surprise_document(world, body.observed, a))
 
 
 @router.post("/v1/worlds/{world}/plan")
@@ -104,8 +96,4 @@ async def plan(world: str, body: PlanIn, n: NodeDep, request: Request,
                                                                       cancel))
     if a is None:
         return Response(status_code=CLIENT_GONE)
-    p = a.result
-    return JSONResponse({"world": world, "entity": body.entity, "actions": p.actions.tolist(),
-                         "predicted_path": p.predicted_path.tolist(), "final_energy": p.predicted_distance,
-                         "reaches_goal": p.reaches_goal, "bodies": a.entities, "skipped": a.skipped,
-                         "provenance": a.provenance})
+    return JSONResponse(plan_document(world, body.entity, a))
