@@ -102,6 +102,16 @@ def host_allowed(host: str, allowed: tuple[str, ...]) -> bool:
         return name.lower() in allowed
 
 
+def check_scope(key: Key, need: Need) -> None:
+    """Problem("forbidden") unless `key` covers `need` (HTTP's guard and gRPC's gate ask this)."""
+    if need.scope is None:
+        return
+    if not (key.allows(need.scope, need.world) and (not need.all_worlds or "*" in key.worlds)):
+        where = "every world" if need.all_worlds else (f"world {need.world!r}" if need.world else "")
+        raise Problem("forbidden", f"key {key.id} ({key.name}) lacks scope {need.scope!r}"
+                                   + (f" on {where}" if where else ""), scope=need.scope, key_id=key.id)
+
+
 class Guard:
     """The ASGI middleware that applies `required` to every request."""
 
@@ -154,13 +164,7 @@ class Guard:
         if key is None:
             raise Problem("unauthorized", "the API key is unknown or revoked",
                           headers={"WWW-Authenticate": 'Bearer realm="worldstate", error="invalid_token"'})
-        if need.scope is not None:
-            ok = key.allows(need.scope, need.world) and (not need.all_worlds or "*" in key.worlds)
-            if not ok:
-                where = "every world" if need.all_worlds else (f"world {need.world!r}" if need.world else "")
-                raise Problem("forbidden", f"key {key.id} ({key.name}) lacks scope {need.scope!r}"
-                                           + (f" on {where}" if where else ""),
-                              scope=need.scope, key_id=key.id)
+        check_scope(key, need)
         return key
 
     async def _until_revoked(self, key: Key, scope: Scope, receive: Receive, send: Send) -> None:

@@ -12,7 +12,7 @@ from typing import Any
 
 import grpc
 
-from api.auth import Need, required
+from api.auth import Need, check_scope, required
 from api.problems import Problem
 from service.keyring import KeyRing
 from service.keys import Key
@@ -78,12 +78,8 @@ class Gate:
     def check(self, key: Key | None, rpc: str, request: Any) -> Need:
         """The call's need, or Problem("forbidden") when `key` does not cover it."""
         need = need_of(rpc, request)
-        if key is None or need.scope is None:
-            return need
-        if not (key.allows(need.scope, need.world) and (not need.all_worlds or "*" in key.worlds)):
-            where = "every world" if need.all_worlds else (f"world {need.world!r}" if need.world else "")
-            raise Problem("forbidden", f"key {key.id} ({key.name}) lacks scope {need.scope!r}"
-                                       + (f" on {where}" if where else ""), scope=need.scope, key_id=key.id)
+        if key is not None:
+            check_scope(key, need)
         return need
 
     async def admit(self, context: grpc.aio.ServicerContext[Any, Any], rpc: str, request: Any) -> tuple[Key | None, Need]:
