@@ -7,10 +7,11 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from api import openapi, problems
+from api import openapi, problems, ui
 from api.auth import Guard
 from api.body import BodyLimit
 from api.metrics import HttpMetrics
+from api.request_ids import RequestIds
 from api.routes import faults, health, keys, metrics, model, observations, params, physics, watch, worlds
 from rpc.server import GrpcServer
 from service.config import Settings
@@ -57,5 +58,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(Guard, keyring=node.keyring, allowed_hosts=settings.allowed_hosts)
     # Around the guard, so refused requests (401, 403, 413) are timed and counted too.
     app.add_middleware(HttpMetrics, metrics=node.metrics, routes=app.router.routes)
+    # Outermost of ours: every answer, refusals included, carries its id, and the log lines
+    # written while serving it carry the same one.
+    app.add_middleware(RequestIds, slow_s=settings.slow_request_s, access_log=settings.access_log)
     openapi.install(app)
+    ui.install(app)
     return app

@@ -57,7 +57,7 @@ class HttpMetrics:
             nonlocal status, timed
             if message["type"] == "http.response.start":
                 status = message["status"]
-                if _is_stream(message.get("headers", ())):
+                if is_stream(message.get("headers", ())):
                     self._observe(scope, status, start)
                     timed = True
             await send(message)
@@ -84,6 +84,6 @@ class HttpMetrics:
         return template(path) if isinstance(path, str) else "other"
 
 
-def _is_stream(headers: Any) -> bool:
+def is_stream(headers: Any) -> bool:
     return any(k.lower() == b"content-type" and v.startswith(b"text/event-stream") for k, v in headers)
 

@@ -334,6 +334,11 @@ class ReplicaStore:
             return "0-0"  # no stream yet
         return _s(info["last-generated-id"])
 
+    async def lengths(self) -> tuple[int, int]:
+        """Entries held now in this replica's delta stream and in its changes log."""
+        n = await self._read(lambda: self.redis.pipeline(transaction=False).xlen(K.STREAM).xlen(K.CHANGES).execute())
+        return int(n[0]), int(n[1])
+
     async def read_after(self, after: str, count: int, block_ms: int | None = None) -> list[StreamEntry]:
         resp = await self.redis.xread({K.STREAM: after}, count=count, block=block_ms)
         if not resp:

@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import socket
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -29,6 +29,22 @@ __all__ = ["MAX_REVISION", "AuthFailed", "CPStore", "Consistency", "Entry", "Fut
            "WatchEvent", "WriteResult", "encode", "store_error"]
 
 Consistency = Literal["linearizable", "serializable"]
+# Told of every get, list, put and delete: (operation, outcome, seconds). The service counts them
+# (worldstate_cp_requests_total); the store stays free of any metrics library.
+CallObserver = Callable[[str, str, float], None]
+
+
+def outcome(e: BaseException | None) -> str:
+    """A call's outcome as a metric label: ok, or the kind of refusal."""
+    if e is None:
+        return "ok"
+    for cls, name in ((Conflict, "conflict"), (NotFound, "not-found"), (OutcomeUnknown, "outcome-unknown"),
+                      (Unavailable, "unavailable"), (StorageFull, "storage-full"), (Compacted, "compacted")):
+        if isinstance(e, cls):
+            return name
+    if isinstance(e, asyncio.CancelledError):
+        return "cancelled"
+    return "refused" if isinstance(e, StoreError) else "error"
 
 class FutureRevision(StoreError, ValueError):
     """A read at a revision the store has not reached yet; `current_revision` is where it is."""
@@ -118,6 +134,7 @@ class CPStore:
         self.timeout_s = timeout_s
         self.auth = EtcdAuth(username, password)
         self._client: aetcd.Client | None = None
+        self.on_call: CallObserver | None = None
 
     async def connect(self) -> None:
         if self._client is not None:
@@ -237,9 +254,25 @@ class CPStore:
         except rpc.AioRpcError as e:
             raise self._failure(e, write=True) from e
 
+    async def _counted(self, op: str, call: Awaitable[Any]) -> Any:
+        if self.on_call is None:
+            return await call
+        start = time.perf_counter()
+        failure: BaseException | None = None
+        try:
+            return await call
+        except BaseException as e:
+            failure = e
+            raise
+        finally:
+            self.on_call(op, outcome(failure), time.perf_counter() - start)
+
     # -- reads ---------------------------------------------------------------
 
     async def get(self, key: str, consistency: Consistency = "linearizable") -> Entry:
+        return await self._counted("get", self._get(key, consistency))  # type: ignore[no-any-return]
+
+    async def _get(self, key: str, consistency: Consistency) -> Entry:
         serializable = consistency == "serializable"
         resp = await self._read(rpc.RangeRequest(key=key.encode(), serializable=serializable), serializable)
         if not resp.kvs:
@@ -253,6 +286,11 @@ class CPStore:
         Pass back `revision` and the last key as `start_after` to page through
         the same snapshot.
         """
+        return await self._counted(  # type: ignore[no-any-return]
+            "list", self._list(prefix, consistency, limit, start_after, revision))
+
+    async def _list(self, prefix: str, consistency: Consistency, limit: int, start_after: str | None,
+                    revision: int) -> Listing:
         if not 0 <= revision <= MAX_REVISION:
             raise ValueError(f"revision {revision} outside 0..{MAX_REVISION}")
         serializable = consistency == "serializable"
@@ -320,7 +358,8 @@ class CPStore:
             compare.append(rpc.Compare(key=k, target=rpc.Compare.MOD, result=rpc.Compare.EQUAL,
                                        mod_revision=if_revision))
         put = rpc.RequestOp(request_put=rpc.PutRequest(key=k, value=raw))
-        return await self._txn(key, compare, [put, *self._puts(also)])
+        op = "cas" if if_revision is not None else "create" if create_only else "put"
+        return await self._counted(op, self._txn(key, compare, [put, *self._puts(also)]))  # type: ignore[no-any-return]
 
     @staticmethod
     def _puts(also: Sequence[tuple[str, Any]]) -> list[Any]:
@@ -334,7 +373,8 @@ class CPStore:
             compare.append(rpc.Compare(key=k, target=rpc.Compare.MOD, result=rpc.Compare.EQUAL,
                                        mod_revision=if_revision))
         op = rpc.RequestOp(request_delete_range=rpc.DeleteRangeRequest(key=k))
-        return await self._txn(key, compare, [op, *self._puts(also)], missing_is_not_found=if_revision is None)
+        return await self._counted(  # type: ignore[no-any-return]
+            "delete", self._txn(key, compare, [op, *self._puts(also)], missing_is_not_found=if_revision is None))
 
     async def _txn(self, key: str, compare: list[Any], ops: list[Any],
                    missing_is_not_found: bool = False) -> WriteResult:

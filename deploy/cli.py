@@ -40,6 +40,8 @@ def _up(args: argparse.Namespace) -> int:
             print(f"  api     {region:<10} {url}")
         for region, target in info["grpc"].items():  # type: ignore[union-attr]
             print(f"  grpc    {region:<10} {target}")
+        for region, url in info["api"].items():  # type: ignore[union-attr]
+            print(f"  ui      {region:<10} {url}/ui/")
         print(f"  state   {deployment.run_dir / 'deployment.json'}")
         if deployment.admin_key:
             print(f"  admin key {deployment.admin_key}")
@@ -87,6 +89,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     from api.app import create_app
     from deploy import connection_limits as cl
+    from service import logs
     from service.config import Settings
 
     settings = Settings.from_env()
@@ -95,7 +98,8 @@ def _serve(args: argparse.Namespace) -> int:
     # once used up every descriptor): raise the soft open-file limit, then fit the cap under it.
     limits = cl.ConnectionLimits(cl.fit_connections(settings.max_connections, cl.raise_fd_limit()),
                                  settings.header_timeout_s, settings.body_timeout_s, settings.max_header_bytes)
-    # No per-request access log: a world-state node answers thousands of requests a second.
+    # uvicorn's access log stays off (a world-state node answers thousands of requests a second);
+    # api/request_ids.py logs slow and failed requests, or all with WORLDSTATE_ACCESS_LOG=1.
     # On SIGTERM a request in flight gets its CP bound and a second more to finish; then
     # what still runs is cancelled. A watch stream never finishes by itself, and without
     # the bound one connected watcher kept the node from ever exiting; its client resumes
@@ -103,7 +107,9 @@ def _serve(args: argparse.Namespace) -> int:
     # limit_concurrency: the protocol's cap keeps connections at or under max_connections, so one
     # more means uvicorn's own check (connections or requests in flight >= it: 503) answers only
     # when requests outlive their clients past the cap.
+    log_config = logs.log_config(args.log_level, settings.log_format, settings.access_log)
     uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level=args.log_level, access_log=False,
+                log_config=log_config,
                 timeout_graceful_shutdown=math.ceil(settings.cp_timeout_s) + 1, http=cl.limited(limits),
                 limit_concurrency=limits.max_connections + 1,
                 timeout_keep_alive=settings.keep_alive_s)  # typed int; a float works (call_later)

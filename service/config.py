@@ -83,6 +83,12 @@ class Settings:
     # CPU, once a second thread had run model work (a plan) predict p50 tripled and stayed there.
     torch_threads: int = 1
     telemetry: bool = False  # FastAPI's native OpenTelemetry spans and metrics
+    # Logs: one JSON object a line ("json") or plain lines ("text"). Requests are logged when they
+    # answer 5xx or take slow_request_s or longer (to the response start for streams); every
+    # request when access_log is on.
+    log_format: str = "json"
+    access_log: bool = False
+    slow_request_s: float = 1.0
     # "keys": every /v1 request needs an API key (service/keys.py); "off" answers anyone, and
     # says so loudly in the log at start. Nothing else is accepted.
     auth: str = "keys"
@@ -106,6 +112,8 @@ class Settings:
             s.node_id = f"api-{s.region}"
         if s.sabotage:
             s.faults = True
+        if s.log_format not in ("json", "text"):
+            raise ValueError(f"WORLDSTATE_LOG_FORMAT must be 'json' or 'text', not {s.log_format!r}")
         if s.auth not in ("keys", "off"):
             raise ValueError(f"WORLDSTATE_AUTH must be 'keys' or 'off', not {s.auth!r}")
         if bool(s.etcd_username) != bool(s.etcd_password):
@@ -115,7 +123,7 @@ class Settings:
         if not 0 <= s.grpc_port <= 65535:
             raise ValueError("WORLDSTATE_GRPC_PORT must be a port number, or 0 for no gRPC")
         limits = ("max_connections", "header_timeout_s", "body_timeout_s", "keep_alive_s", "max_header_bytes",
-                  "sse_heartbeat_s", "changes_maxlen", "subscribe_max_lag")
+                  "sse_heartbeat_s", "changes_maxlen", "subscribe_max_lag", "slow_request_s")
         if any(getattr(s, name) <= 0 for name in limits):
             raise ValueError(", ".join(f"WORLDSTATE_{n.upper()}" for n in limits) + " must be positive")
         return s

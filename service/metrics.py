@@ -14,12 +14,18 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, InfoMetricFamily
 from prometheus_client.registry import Collector
 
 from consistency.ap_store import ReplicaStore
+from consistency.cp_store import CPStore
+from consistency.hlc import HybridLogicalClock
 from consistency.replication import Replicator
+
+# A `_created` timestamp beside every counter and histogram doubles the series for what
+# Prometheus itself infers from a reset; process-wide, as prometheus_client has it.
+disable_created_metrics()
 
 # An entries gauge counts the stream past a peer's ack by reading it; a peer further behind
 # than this reads as this many (one shipper batch: a scrape never reads more per peer).
@@ -43,17 +49,39 @@ class Metrics:
             ("outcome",), registry=self.registry)
         for outcome in ("accepted", "duplicate", "refused"):
             self.observations.labels(outcome)  # each reads 0 from the start, so a rate has a base
+        self.cp_requests = Counter(
+            "worldstate_cp_requests_total",
+            "Calls to the CP tier (etcd) by operation (get, list, put, create, cas, delete) and outcome "
+            "(ok, not-found, conflict, unavailable, outcome-unknown, storage-full, compacted, refused, "
+            "cancelled, error)", ("op", "outcome"), registry=self.registry)
+        self.cp_duration = Histogram(
+            "worldstate_cp_request_duration_seconds", "CP tier calls by operation, retries within the bound included",
+            ("op",), buckets=DURATION_BUCKETS, registry=self.registry)
+        self.quota_refusals = Counter(
+            "worldstate_quota_refusals_total",
+            "Requests refused with 429 because a key was over its quota, by key id and quota",
+            ("key", "kind"), registry=self.registry)
         self._follower: _Follower | None = None
 
-    def follow(self, home: ReplicaStore, replicator: Replicator, model_status: Callable[[], dict[str, Any]]) -> None:
-        """Report replication per peer and the serving model, read at scrape time."""
+    def count_cp(self, store: CPStore) -> None:
+        """Count every get, list, put and delete `store` makes."""
+        def observe(op: str, outcome: str, seconds: float) -> None:
+            self.cp_requests.labels(op, outcome).inc()
+            self.cp_duration.labels(op).observe(seconds)
+        store.on_call = observe
+
+    def follow(self, home: ReplicaStore, replicator: Replicator, model_status: Callable[[], dict[str, Any]],
+               hlc: HybridLogicalClock, now_ms: Callable[[], int]) -> None:
+        """Report replication per peer, the home replica's logs, the HLC and the serving model,
+        read at scrape time."""
         self._follower = _Follower(home, replicator, model_status)
         self.registry.register(self._follower)
+        self.registry.register(HlcAhead(hlc, now_ms))
 
     async def refresh(self) -> None:
         """What a scrape needs from Redis, read before the text is made (collectors are sync)."""
         if self._follower is not None:
-            await self._follower.count_behind()
+            await self._follower.read()
 
 
 class _Follower(Collector):
@@ -62,6 +90,14 @@ class _Follower(Collector):
         self.replicator = replicator
         self.model_status = model_status
         self.behind_entries: dict[str, int] = {}
+        self.lengths: tuple[int, int] | None = None
+
+    async def read(self) -> None:
+        await self.count_behind()
+        try:
+            self.lengths = await self.home.lengths()
+        except Exception:  # noqa: BLE001 - as below: no sample while the home replica is down
+            self.lengths = None
 
     async def count_behind(self) -> None:
         counts: dict[str, int] = {}
@@ -89,6 +125,14 @@ class _Follower(Collector):
                 behind.add_metric((peer,), self.behind_entries[peer])
         yield lag
         yield behind
+        yield from self._anti_entropy()
+        if self.lengths is not None:
+            yield GaugeMetricFamily("worldstate_replica_stream_entries",
+                                    "Deltas held in this replica's stream (ws:stream), trimmed once every peer has "
+                                    "them", value=self.lengths[0])
+            yield GaugeMetricFamily("worldstate_changes_log_entries",
+                                    "Entries held in this replica's changes log (ws:changes), which entity "
+                                    "subscriptions read", value=self.lengths[1])
         model = self.model_status()
         info = InfoMetricFamily("worldstate_model", "The model this node serves (state none: no model loaded)")
         info.add_metric((), {"state": str(model.get("state")), "hash": str(model.get("hash", "")),
@@ -96,8 +140,35 @@ class _Follower(Collector):
         yield info
         yield from _predictor(model)
 
+    def _anti_entropy(self) -> Iterator[Any]:
+        runs = CounterMetricFamily("worldstate_anti_entropy_runs",
+                                   "Anti-entropy passes to a peer (its deltas had been trimmed away)", labels=("peer",))
+        buckets = CounterMetricFamily("worldstate_anti_entropy_buckets_shipped",
+                                      "Buckets anti-entropy found different at a peer and shipped whole",
+                                      labels=("peer",))
+        for peer, shipper in sorted(self.replicator.shippers.items()):
+            runs.add_metric((peer,), shipper.status.anti_entropy_runs)
+            buckets.add_metric((peer,), shipper.status.buckets_shipped)
+        yield runs
+        yield buckets
+
     def describe(self) -> Iterator[Any]:
         return iter(())  # names are not known before a scrape; registering must not run collect()
+
+
+class HlcAhead(Collector):
+    """How far the node's HLC runs ahead of its wall clock: the drift of a peer's clock that ran
+    ahead, which the HLC follows rather than refuses (consistency/hlc.py)."""
+
+    def __init__(self, hlc: HybridLogicalClock, now_ms: Callable[[], int]) -> None:
+        self.hlc = hlc
+        self.now_ms = now_ms
+
+    def collect(self) -> Iterator[Any]:
+        yield GaugeMetricFamily("worldstate_hlc_ahead_seconds",
+                                "How far this node's hybrid logical clock runs ahead of its wall clock: a peer's "
+                                "clock running ahead, followed (0 when the wall clock leads)",
+                                value=max(0, self.hlc.last.wall_ms - self.now_ms()) / 1000)
 
 
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)

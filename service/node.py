@@ -64,7 +64,7 @@ class Node:
         self.replicator = Replicator(self.ap, peers)
         self.params = Params(self.cp)
         self.worlds = Worlds(self.cp, self.ap)
-        self.quotas = Quotas(self.ap)
+        self.quotas = Quotas(self.ap, self.metrics)
         self.observations = Observations(s, self.ap, self.hlc, self.replicator, self.worlds, self.now_ms,
                                          self.quotas, self.metrics)
         self.subscriptions = Subscriptions(s, self.ap, self.worlds)
@@ -73,7 +73,8 @@ class Node:
         self.queries = ModelQueries(self.cp, self.ap, self.models, self.quotas)
         self.keys = Keys(self.cp)
         self.keyring = KeyRing(self.cp) if s.auth == "keys" else None
-        self.metrics.follow(self.ap, self.replicator, self.models.status)
+        self.metrics.count_cp(self.cp)
+        self.metrics.follow(self.ap, self.replicator, self.models.status, self.hlc, self.now_ms)
 
     def now_ms(self) -> int:
         """This node's wall clock, as its HLC reads it (skewed when a nemesis says so)."""

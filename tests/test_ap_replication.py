@@ -7,12 +7,15 @@ import random
 
 import pytest
 import redis
+from prometheus_client import generate_latest
+from prometheus_client.parser import text_string_to_metric_families
 
 from consistency.ap_store import CHUNK, ReplicaStore
 from consistency.errors import Unavailable
 from consistency.hlc import MAX_LOGICAL, HLCTimestamp, HybridLogicalClock, wall_clock_ms
 from deploy.launcher import Deployment
 from jepsen_like.proxy import RESET
+from service.metrics import Metrics
 from tests.ap_helpers import (SCENARIO_S, cut, eventually, fresh, heal, ob, quiesce, replicas,  # noqa: F401 (fixtures)
                               replication, shipped, state)
 
@@ -201,11 +204,20 @@ def test_anti_entropy_after_hard_trim(fresh: Deployment) -> None:
             await reps["r2"].home.ingest([ob("ent0", "b0", "lidar", x=-1.0)])
             assert await r1.trim(maxlen=0) != ""  # the deltas r2 never got are gone
             assert redis.Redis(port=fresh.redis["r1"].port).xlen("ws:stream") == 0
+            metrics = Metrics()  # as a node's GET /metrics reports the same replicator
+            metrics.follow(r1, reps["r1"], lambda: {"state": "none"}, HybridLogicalClock("n1"), wall_clock_ms)
             heal(reps)
             await quiesce(reps)
             to_r2 = reps["r1"].shippers["r2"].status  # counted just after the acknowledgement quiesce waits for
             await eventually(lambda: to_r2.anti_entropy_runs >= 1, what="anti-entropy r1 -> r2")
             assert to_r2.buckets_shipped >= 1  # it carried the state of the trimmed deltas
+            await metrics.refresh()
+            scraped = {(s.name, tuple(s.labels.values())): s.value
+                       for f in text_string_to_metric_families(generate_latest(metrics.registry).decode())
+                       for s in f.samples}
+            assert scraped[("worldstate_anti_entropy_runs_total", ("r2",))] == to_r2.anti_entropy_runs
+            assert scraped[("worldstate_anti_entropy_buckets_shipped_total", ("r2",))] == to_r2.buckets_shipped
+            assert scraped[("worldstate_replica_stream_entries", ())] == 0  # trimmed, nothing written since
             assert state(fresh, "r1") == state(fresh, "r2")
             e = await reps["r2"].home.get_entity("w", "ent0")
             assert e is not None and e.counters == {"cam": 1, "lidar": 1}

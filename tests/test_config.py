@@ -24,7 +24,8 @@ def test_every_setting_away_from_its_default_round_trips() -> None:
                    checkpoint_dir="/ck", device="cpu", predict_max_batch=4, predict_max_wait_ms=0.5, torch_threads=2,
                    telemetry=True, faults=True, sabotage=frozenset({"no-dedup"}), auth="off",
                    allowed_hosts=["api-r1", "localhost"], etcd_username="u", etcd_password="p", sse_heartbeat_s=0.5,
-                   grpc_port=50051, grpc_host="0.0.0.0", changes_maxlen=500, subscribe_max_lag=50)
+                   grpc_port=50051, grpc_host="0.0.0.0", changes_maxlen=500, subscribe_max_lag=50,
+                   log_format="text", access_log=True, slow_request_s=0.25)
     # A field added to Settings must be added here too, away from its default.
     default = Settings()
     assert [f.name for f in fields(Settings) if getattr(odd, f.name) == getattr(default, f.name)] == []
@@ -45,6 +46,8 @@ def test_node_id_follows_region_unless_set() -> None:
     {"WORLDSTATE_HEADER_TIMEOUT_S": "-1"},
     {"WORLDSTATE_GRPC_PORT": "70000"},
     {"WORLDSTATE_CHANGES_MAXLEN": "0"},
+    {"WORLDSTATE_LOG_FORMAT": "xml"},
+    {"WORLDSTATE_SLOW_REQUEST_S": "0"},
 ])
 def test_bad_settings_refuse_to_start(env: dict[str, str]) -> None:
     with pytest.raises(ValueError):
