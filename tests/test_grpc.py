@@ -29,6 +29,7 @@ from rpc.status import status_of
 from rpc.values import from_struct, to_struct, to_value
 from service.errors import NotYetConsistent, QuotaExceeded, store
 from tests.conftest import auth_headers, repo_root
+from tests.scrape import scrape, value
 from tests.up_output import admin_key, auth, grpc_targets, until_up
 
 PHYSICS = {"gravity": 9.81, "restitution": 0.9, "drag": 0.1, "time_step": 0.05}
@@ -103,12 +104,19 @@ def test_put_get_round_trip_and_a_lost_compare_and_swap_is_aborted(stub: Any, ht
     assert doc["value"] == {"max": 4.0} and doc["revision"] == second.revision
 
 
-def test_observe_acks_each_batch_and_a_replayed_batch_is_all_duplicates(stub: Any, made_world: str) -> None:
+def test_observe_acks_each_batch_and_a_replayed_batch_is_all_duplicates(stub: Any, cluster: Deployment,
+                                                                        made_world: str) -> None:
     first = [_observation("obs-1", "rover", x=1.0, y=2.0), _observation("obs-2", "rover", x=1.5)]
     second = [_observation("obs-3", "drone", x=7.0, label="scout")]
     batches = [pb.ObserveRequest(world=made_world, observations=b) for b in (first, second, first)]
+    before = scrape(cluster.api["r1"].url)
     acks = list(stub.Observe(iter(batches)))
+    after = scrape(cluster.api["r1"].url)
     assert [a.accepted for a in acks] == [2, 1, 0]
+    # Counted as HTTP's posts are, on the node's /metrics.
+    assert {o: value(after, "worldstate_observations_total", outcome=o)
+            - value(before, "worldstate_observations_total", outcome=o) for o in ("accepted", "duplicate")} \
+        == {"accepted": 3, "duplicate": 2}
     assert list(acks[2].duplicates) == ["obs-1", "obs-2"] and not acks[0].duplicates
     assert all(a.replica == "r1" and a.token.startswith("r1:") for a in acks)
     got = stub.GetEntity(pb.GetEntityRequest(world=made_world, entity="rover", token=acks[0].token))

@@ -17,21 +17,9 @@ from consistency.hlc import HLCTimestamp, HybridLogicalClock
 from deploy.launcher import Deployment
 from service.metrics import HlcAhead
 from tests.conftest import repo_root
+from tests.scrape import scrape, value
 
 PARAM_ROUTE = "/v1/worlds/{world}/params/{key}"
-
-
-def scrape(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    """Every sample of the page, by name and sorted labels."""
-    r = httpx.get(f"{url}/metrics")  # no key: the page is public
-    assert r.status_code == 200, r.text
-    assert r.headers["content-type"].startswith("text/plain; version=0.0.4")
-    return {(s.name, tuple(sorted(s.labels.items()))): s.value
-            for f in text_string_to_metric_families(r.text) for s in f.samples}
-
-
-def value(samples: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: str, **labels: str) -> float:
-    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
 
 
 def _obs(world: str, i: int) -> dict[str, Any]:
