@@ -68,6 +68,8 @@ def required(method: str, path: str) -> Need | None:
         return Need("read", world) if read else Need("params:write", world)
     if rest == "/watch":
         return Need("read", world, stream=True)
+    if rest == "/positions":
+        return Need("read", world)
     if rest == "/entities/stream" and read:
         return Need("read", world, stream=True)
     if rest.startswith("/entities/") and method == "DELETE":

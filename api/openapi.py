@@ -49,6 +49,8 @@ PROBLEMS_OF: dict[str, tuple[str, ...]] = {
     "stream_entities": ("invalid-key", "unknown-world", "unavailable"),
     "get_manifest": CP_READ, "put_manifest": BODY + CP_WRITE + ("manifest-invalid",),
     "current_model": (),
+    "get_blob": ("not-found", "model-unavailable"),
+    "get_positions": ("invalid-key", "unknown-world", "unavailable"),
     "predict": MODEL, "surprise": MODEL, "plan": MODEL,
     "create_key": BODY + ("unavailable", "outcome-unknown", "storage-full"),
     "list_keys": ("unavailable",),
@@ -65,7 +67,8 @@ KEY = {"type": "string", "pattern": "^[A-Za-z0-9._-]{1,64}(/[A-Za-z0-9._-]{1,64}
                       "e.g. physics/gravity"}
 ENTITY = {"type": "string", "pattern": f"^{PATTERNS['entity']}$", "description": "an entity id"}
 KEY_ID = {"type": "string", "pattern": "^[0-9a-f]{16}$", "description": "a key's id (not its token)"}
-PATH_PARAMS = {"world": WORLD, "key": KEY, "entity": ENTITY, "key_id": KEY_ID}
+DIGEST = {"type": "string", "pattern": "^[0-9a-f]{64}$", "description": "a model blob's sha256, as a manifest names it"}
+PATH_PARAMS = {"world": WORLD, "key": KEY, "entity": ENTITY, "key_id": KEY_ID, "digest": DIGEST}
 
 # -- links: what a stateful client may do next with what it just wrote -----------------
 _WORLD_ARG = {"world": "$request.path.world"}

@@ -59,6 +59,8 @@ EXAMPLES: dict[str, tuple[Any, str, Any]] = {
                                     "queries": 12, "torch_threads": 2,
                                     "work": {"admitted": 0, "max_waiting": 8, "done": 5, "refused": 0,
                                              "cancelled": 0}}),
+    "get_blob": (None, "200", "<the blob's bytes: a torch.save of the model, whose sha256 is its name>"),
+    "get_positions": (None, "200", {"world": "lab", "region": "r1", "cp_revision": 57, "changes": "1732170000000-0"}),
     "predict": ({"horizon": 2, "entities": ["ball-1"], "actions": {"ball-1": [[0.1, 0.0]]}}, "200",
                 {"world": "lab", "horizon": 2, "time_step": 0.05,
                  "trajectories": {"ball-1": {"positions": [[1.53, 2.0], [1.56, 1.99]],

@@ -17,7 +17,10 @@ REQUIRE_LEADER = (("hasleader", "true"),)
 
 @dataclass(frozen=True)
 class WatchEvent:
-    type: Literal["put", "delete"]
+    """A change, or (type "progress", asked for by a watcher) etcd's word that every change
+    under the watched range up to `mod_revision` has been delivered."""
+
+    type: Literal["put", "delete", "progress"]
     key: str
     value: Any
     mod_revision: int

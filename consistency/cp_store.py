@@ -391,15 +391,17 @@ class CPStore:
 
     # -- watch ---------------------------------------------------------------
 
-    async def watch(self, prefix: str, start_revision: int, *, max_backoff_s: float = 1.0) -> AsyncIterator[WatchEvent]:
+    async def watch(self, prefix: str, start_revision: int, *, max_backoff_s: float = 1.0,
+                    progress_s: float | None = None) -> AsyncIterator[WatchEvent]:
         """Every change under `prefix` from `start_revision` on, in revision order.
 
         A broken stream (member restart, leader loss) is reopened from the
         revision after the last event delivered, so nothing is skipped or
         repeated. A start revision older than the compaction point raises
         Compacted: the caller must re-read and watch from a newer revision.
+        With `progress_s`, "progress" events too (consistency/cp_watch.py).
         """
-        async for event in watch_prefix(self, prefix, start_revision, max_backoff_s):
+        async for event in watch_prefix(self, prefix, start_revision, max_backoff_s, progress_s):
             yield event
 
     # -- cluster -------------------------------------------------------------

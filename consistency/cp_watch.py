@@ -31,13 +31,22 @@ class Channelled(Protocol):
     async def renew_token(self, refusal: str) -> None: ...
 
 
-async def _requests(create: Any, done: asyncio.Event) -> AsyncIterator[Any]:
+async def _requests(create: Any, done: asyncio.Event, progress_s: float | None) -> AsyncIterator[Any]:
     yield create
+    while progress_s is not None and not done.is_set():
+        try:
+            await asyncio.wait_for(done.wait(), progress_s)
+        except asyncio.TimeoutError:
+            # etcd answers once every watcher of the stream has been sent all it has up to its
+            # current revision, with that revision: the watcher knows it missed nothing up to it.
+            yield rpc.WatchRequest(progress_request=rpc.WatchProgressRequest())
     await done.wait()  # keep the request side open: a half-closed stream may be dropped
 
 
 async def watch_prefix(store: Channelled, prefix: str, start_revision: int,
-                       max_backoff_s: float = 1.0) -> AsyncIterator[WatchEvent]:
+                       max_backoff_s: float = 1.0, progress_s: float | None = None) -> AsyncIterator[WatchEvent]:
+    """Changes under `prefix` from `start_revision`; with `progress_s`, also a "progress" event
+    about that often (etcd's progress notification) saying up to which revision nothing was missed."""
     if not 0 <= start_revision <= MAX_REVISION:
         raise ValueError(f"start revision {start_revision} outside 0..{MAX_REVISION}")
     key = prefix.encode()
@@ -48,7 +57,7 @@ async def watch_prefix(store: Channelled, prefix: str, start_revision: int,
         create = rpc.WatchRequest(create_request=rpc.WatchCreateRequest(
             key=key, range_end=prefix_end(key), start_revision=next_revision))
         stub = rpc.WatchStub(store.channel)
-        call = stub.Watch(_requests(create, done), metadata=store.metadata(require_leader=True))
+        call = stub.Watch(_requests(create, done, progress_s), metadata=store.metadata(require_leader=True))
         try:
             async for resp in call:
                 if resp.compact_revision:
@@ -59,6 +68,11 @@ async def watch_prefix(store: Channelled, prefix: str, start_revision: int,
                     await store.renew_token(resp.cancel_reason)
                     break
                 delay = 0.05
+                if progress_s is not None and not resp.events and not resp.created and resp.header.revision:
+                    # Nothing under the range up to it is left unsent: a reopening may start after it.
+                    next_revision = max(next_revision, resp.header.revision + 1)
+                    yield WatchEvent("progress", "", None, resp.header.revision)
+                    continue
                 for ev in resp.events:
                     kind = "delete" if ev.type == rpc.Event.DELETE else "put"
                     value = None if kind == "delete" else decode(ev.kv.value)

@@ -101,6 +101,17 @@ class ModelHost:
         await asyncio.to_thread(check_manifest, manifest, self.checkpoint_dir)
         return await write(self.cp, MANIFEST_KEY, manifest, pre)
 
+    async def blob(self, digest: str) -> bytes:
+        """A model blob's bytes, their sha256 checked (an edge node fetches the model this way)."""
+        from world_model.checkpoints import CheckpointIntegrityError, CheckpointNotFound, CheckpointStore
+
+        try:
+            return await asyncio.to_thread(CheckpointStore(self.checkpoint_dir).get_bytes, digest)
+        except CheckpointNotFound:
+            raise NotFound(f"model blob {digest}") from None
+        except CheckpointIntegrityError as e:
+            raise ModelUnavailable(f"model blob {digest} is damaged on this node: {e}") from None
+
     def start(self) -> None:
         self._task = asyncio.create_task(self._follow(), name="model-manifest-watch")
 

@@ -44,7 +44,7 @@ class Page:
 
 @dataclass(frozen=True)
 class Change:
-    type: Literal["put", "delete"]
+    type: Literal["put", "delete", "progress"]
     key: str  # relative to the world's params
     value: Any
     revision: int
@@ -116,9 +116,12 @@ class Params:
                  for e in listing.entries]
         return Page(items, listing.revision, listing.more)
 
-    async def watch(self, world: str, prefix: str = "", start_revision: int = 0) -> tuple[int, AsyncIterator[Change]]:
+    async def watch(self, world: str, prefix: str = "", start_revision: int = 0,
+                    progress_s: float | None = None) -> tuple[int, AsyncIterator[Change]]:
         """Every change under the prefix from `start_revision` (0: the next one), and
-        the revision it starts from. The iterator raises Compacted when history is gone."""
+        the revision it starts from. The iterator raises Compacted when history is gone.
+        With `progress_s`, Changes of type "progress" (key "") say up to which revision every
+        change under the prefix has been delivered."""
         check_revision(start_revision, "start_revision")  # here: once the stream has begun, it can only be cut
         watched = cp_keys.params_prefix(world, prefix)
         base = cp_keys.params_prefix(world)
@@ -126,7 +129,7 @@ class Params:
             start_revision = await self.cp.current_revision() + 1
 
         async def changes() -> AsyncIterator[Change]:
-            async for ev in self.cp.watch(watched, start_revision):
-                yield Change(ev.type, ev.key[len(base):], ev.value, ev.mod_revision)
+            async for ev in self.cp.watch(watched, start_revision, progress_s=progress_s):
+                yield Change(ev.type, ev.key[len(base):] if ev.key else "", ev.value, ev.mod_revision)
 
         return start_revision, changes()

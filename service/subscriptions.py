@@ -25,7 +25,7 @@ from service.config import Settings
 from service.errors import ChangesTrimmed, InvalidInput, SlowConsumer
 from service.worlds import Worlds
 
-__all__ = ["BATCH", "EntityChange", "Subscriptions"]
+__all__ = ["BATCH", "EntityChange", "Progress", "Subscriptions"]
 
 BATCH = 100  # entries a subscriber reads per script call: bounds each read's time in Redis
 WAIT_S = 1.0  # longest a subscriber waits for the tail's news before reading anyway
@@ -51,6 +51,14 @@ class EntityChange:
     def of(cls, c: LoggedChange) -> "EntityChange":
         hlc, _, node = c.order_key.partition("|")
         return cls(c.world, c.entity, c.fields, c.deleted, hlc, node, c.origin, c.id)
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Every change of the subscription up to position `id` has been delivered (asked for by
+    a subscriber that must know how current it is: an edge node)."""
+
+    id: str
 
 
 def _invalid(where: str, msg: str) -> InvalidInput:
@@ -142,9 +150,11 @@ class Subscriptions:
         return log.last_id
 
     async def changes(self, world: str, *, entity: str | None, prefix: str | None,
-                      after: str | None) -> AsyncIterator[EntityChange]:
+                      after: str | None, progress_s: float | None = None) -> AsyncIterator[EntityChange | Progress]:
         """Changes of `world` (only `entity`, or entities starting with `prefix`, if given) merged
         at this replica after position `after` (None: from now), until the caller stops.
+        With `progress_s`, a Progress too whenever the log was read to its end or past entries of
+        other entities (at least every `progress_s` while nothing happens).
 
         Raises ChangesTrimmed if the log no longer holds every entry after `after`, SlowConsumer
         when the caller falls more than `subscribe_max_lag` entries behind, InvalidInput (422)
@@ -153,6 +163,7 @@ class Subscriptions:
         await self.ap.configure_changes()
         max_lag = self.settings.subscribe_max_lag
         position, index = await self._start(after, max_lag)
+        wait_s = WAIT_S if progress_s is None else min(WAIT_S, progress_s)
         while True:
             log, batch = await self.ap.changes_after(position, BATCH)
             if index < log.removed:
@@ -161,14 +172,20 @@ class Subscriptions:
             if log.added - (index + len(batch)) > max_lag:
                 raise SlowConsumer(position, log.added - index, max_lag)
             if not batch:
-                await self._tail.wait(position, WAIT_S)
+                if progress_s is not None:
+                    yield Progress(position)
+                await self._tail.wait(position, wait_s)
                 continue
+            delivered = False
             for c in batch:
                 index += 1
                 position = c.id
                 if c.world == world and (entity is None or c.entity == entity) \
                         and (prefix is None or c.entity.startswith(prefix)):
+                    delivered = True
                     yield EntityChange.of(c)
+            if progress_s is not None and not delivered:
+                yield Progress(position)
 
     async def _start(self, after: str | None, max_lag: int) -> tuple[str, int]:
         """The position to read after, and how many entries the log had taken up to it."""

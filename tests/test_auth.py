@@ -43,6 +43,7 @@ OPERATIONS: list[tuple[str, str, str | None]] = [
     ("PUT", "/v1/worlds/{world}/params/{key}", "params:write"),
     ("DELETE", "/v1/worlds/{world}/params/{key}", "params:write"),
     ("GET", "/v1/worlds/{world}/watch", "read"),
+    ("GET", "/v1/worlds/{world}/positions", "read"),
     ("POST", "/v1/worlds/{world}/observations", "observe"),
     ("GET", "/v1/worlds/{world}/entities", "read"),
     ("GET", "/v1/worlds/{world}/entities/stream", "read"),
@@ -54,6 +55,7 @@ OPERATIONS: list[tuple[str, str, str | None]] = [
     ("GET", "/v1/models/manifest", "read"),
     ("PUT", "/v1/models/manifest", "admin*"),
     ("GET", "/v1/models/current", "read"),
+    ("GET", "/v1/models/blobs/{digest}", "read"),
     ("POST", "/v1/keys", "admin*"),
     ("GET", "/v1/keys", "admin*"),
     ("DELETE", "/v1/keys/{key_id}", "admin*"),
@@ -111,7 +113,7 @@ def test_no_key_or_a_bad_one_is_401(cluster: Deployment, made_world: str) -> Non
 
 
 def _request(client: httpx.Client, method: str, template: str, world: str, token: str) -> httpx.Response:
-    path = template.format(world=world, key="walk/k", entity="e1", key_id="0123456789abcdef")
+    path = template.format(world=world, key="walk/k", entity="e1", key_id="0123456789abcdef", digest="0" * 64)
     body = BODIES.get(template)
     if template.endswith(("/watch", "/entities/stream")):
         with client.stream(method, path, headers=_bearer(token), timeout=5) as r:

@@ -7,7 +7,7 @@ import threading
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, TypeVar
 
-from fastapi import APIRouter, Header, Request
+from fastapi import APIRouter, Header, Path, Request
 from fastapi.responses import JSONResponse, Response
 
 from api import conditions
@@ -37,6 +37,17 @@ async def put_manifest(request: Request, n: NodeDep, if_match: Annotated[str | N
     result = await n.models.publish(doc, pre)
     return JSONResponse({"revision": result.revision, "hash": doc["hash"]},
                         headers={"ETag": conditions.etag(result.revision)})
+
+
+@router.get("/v1/models/blobs/{digest}", response_class=Response,
+            responses={200: {"content": {"application/octet-stream": {}}, "description": "the blob's bytes"}})
+async def get_blob(n: NodeDep, digest: str = Path(pattern="^[0-9a-f]{64}$",
+                                                  description="the blob's sha256, as a manifest names it")) -> Response:
+    """A model blob by its hash (what an edge node loads): the bytes, checked against the hash
+    before they are sent; the client checks them again on arrival."""
+    data = await n.models.blob(digest)
+    return Response(data, media_type="application/octet-stream",
+                    headers={"ETag": f'"{digest}"', "Cache-Control": "public, max-age=31536000, immutable"})
 
 
 @router.get("/v1/models/current")

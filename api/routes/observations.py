@@ -16,6 +16,7 @@ from api.problems import problem_of
 from api.schemas import OBSERVATIONS_BODY, entity_document, reflects_document
 from api.sse import with_heartbeats
 from service.errors import SlowConsumer
+from service.subscriptions import Progress
 
 router = APIRouter(prefix="/v1/worlds/{world}", tags=["observations"])
 TOKEN = Query(None, description="causal token from a write: read your writes")
@@ -50,18 +51,24 @@ async def stream_entities(
     entity: str | None = Query(None, description="only this entity's changes"),
     prefix: str | None = Query(None, description="only changes of entities whose id starts with it"),
     after: str | None = Query(None, description="a position (an event's id) to resume after; Last-Event-ID wins"),
+    progress_s: float | None = Query(None, ge=0.05, le=60, description=(
+        "a comment `: progress P` at least this often while nothing matches: every change of the "
+        "subscription up to position P has been sent; none when absent")),
     last_event_id: Annotated[str | None, Header()] = None,
 ) -> StreamingResponse:
     position = last_event_id if last_event_id is not None else after
     await n.subscriptions.check(world, entity=entity, prefix=prefix, after=position)
     if position is None:  # from now: fixed here, so whatever is written after the first line is delivered
         position = await n.subscriptions.head()
-    changes = n.subscriptions.changes(world, entity=entity, prefix=prefix, after=position)
+    changes = n.subscriptions.changes(world, entity=entity, prefix=prefix, after=position, progress_s=progress_s)
 
     async def stream() -> AsyncIterator[bytes]:
         yield f": subscribed after {position}\n\n".encode()
         try:
             async for c in changes:
+                if isinstance(c, Progress):
+                    yield f": progress {c.id}\n\n".encode()
+                    continue
                 yield _sse("change", {"entity": c.entity, "fields": c.fields, "deleted": c.deleted, "hlc": c.hlc,
                                       "node": c.node, "origin": c.origin}, c.id)
         except SlowConsumer as e:

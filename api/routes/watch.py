@@ -22,6 +22,8 @@ from service.versioned import MAX_REVISION
 
 router = APIRouter(prefix="/v1/worlds/{world}", tags=["watch"])
 # ASCII digits only: str.isdigit() takes '²' and int() then fails.
+PROGRESS_DOC = ("about this often, a comment `: progress R`: every change under the prefix up to revision R "
+                "has been sent (etcd's progress notification); none when absent")
 _EVENT_ID = re.compile(r"[0-9]{1,19}")
 
 
@@ -37,6 +39,7 @@ async def watch(
     prefix: str = Query("", description="key prefix under params/"),
     start_revision: int = Query(0, ge=0, le=MAX_REVISION,
                                 description="first revision to deliver (0: changes after now)"),
+    progress_s: float | None = Query(None, ge=0.05, le=60, description=PROGRESS_DOC),
     last_event_id: Annotated[str | None, Header()] = None,
 ) -> StreamingResponse:
     if last_event_id is not None:
@@ -45,12 +48,15 @@ async def watch(
                 "loc": ["header", "last-event-id"], "msg": "a revision this node sent as an event id",
                 "type": "value_error"}])
         start_revision = int(last_event_id) + 1
-    start, changes = await n.params.watch(world, prefix, start_revision)
+    start, changes = await n.params.watch(world, prefix, start_revision, progress_s)
 
     async def stream() -> AsyncIterator[bytes]:
         yield b": watching from revision %d\n\n" % start
         try:
             async for c in changes:
+                if c.type == "progress":
+                    yield b": progress %d\n\n" % c.revision
+                    continue
                 yield _sse(c.type, {"key": c.key, "value": c.value, "revision": c.revision}, c.revision)
         except store.Compacted as compacted:
             p = problem_of(compacted)

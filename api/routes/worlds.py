@@ -50,3 +50,18 @@ async def put_world(
 async def get_world(world: str, n: NodeDep, consistency: Consistency = ConsistencyQuery) -> JSONResponse:
     value = await n.worlds.get(world, consistency)
     return JSONResponse(read_document(value, "meta", world=world), headers=read_headers(value))
+
+
+@router.get("/{world}/positions")
+async def get_positions(world: str, n: NodeDep) -> dict[str, object]:
+    """Where this node's tiers are now, read after the request arrived: the CP tier's revision
+    (a linearizable read) and the head of this region's changes log. Every CP write acknowledged
+    before the request has a revision at or below `cp_revision`, every observation this region
+    acknowledged before it a position at or below `changes`: a follower that has been sent both
+    (the progress comments of the watch and the entity stream) reflects everything up to the
+    moment it sent this request. Edge nodes ask it to state their staleness."""
+    n.worlds.check(world)
+    await n.worlds.require(world)
+    revision = await n.cp.current_revision()
+    return {"world": world, "region": n.settings.region, "cp_revision": revision,
+            "changes": await n.subscriptions.head()}
