@@ -3,6 +3,7 @@
     python -m jepsen_like run --workload register,observations,watch \\
         --nemesis partition,kill,pause,clock --time-limit 60 --seed 7
     python -m jepsen_like check store/<test>/<time>
+    python -m jepsen_like serve store/        # browse the runs: http://127.0.0.1:8080/
 
 `run` exits 0 when every checker is valid, 1 when one found a violation,
 2 when the verdict is unknown (a checker ran out of time), 3 when `--net netns`
@@ -21,7 +22,7 @@ from pathlib import Path
 
 os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
 
-from . import nemesis, netns, report, runner  # noqa: E402
+from . import nemesis, netns, report, runner, store_browser  # noqa: E402
 from .checkers.result import Verdict  # noqa: E402
 from .client import Api  # noqa: E402
 from .history import read_jsonl  # noqa: E402
@@ -90,10 +91,16 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--keep-data", action="store_true", help="keep the etcd and Redis data directories")
     c = sub.add_parser("check", help="re-run the checkers on a stored history")
     c.add_argument("dir", type=Path)
+    s = sub.add_parser("serve", help="browse stored runs in a web browser")
+    s.add_argument("dir", type=Path, nargs="?", default=Path("store"), help="the store (default: store)")
+    s.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
+    s.add_argument("--port", type=int, default=8080, help="0 picks a free port (printed)")
     args = ap.parse_args(argv)
 
     if args.cmd == "check":
         return _recheck(args.dir)
+    if args.cmd == "serve":
+        return store_browser.serve(args.dir, args.host, args.port)
     per = ({w: {"clients": args.clients} for w in ("register", "observations", "sdk-observations",
                                                     "grpc-observations")} if args.clients else {})
     o = runner.Options(workloads=args.workload, nemeses=args.nemesis, time_limit_s=args.time_limit, seed=args.seed,

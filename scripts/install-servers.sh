@@ -24,6 +24,14 @@ if [ "$(id -u)" = 0 ] && have apt-get && ! have iptables; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iptables >/dev/null
 fi
 
+# The live view and the harness reports are tested in a real browser: Debian's chromium, driven
+# headless by playwright (a pip package, in the dev extras) with /usr/bin/chromium as its executable.
+if [ "$(id -u)" = 0 ] && have apt-get && ! have chromium; then
+    echo "installing chromium with apt-get (browser tests)"
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+fi
+
 "$PY" - <<'PYEOF'
 from deploy import binaries
 for name in ("etcd", "redis-server"):
