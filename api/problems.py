@@ -117,6 +117,13 @@ PROBLEMS = {p.slug: p for p in [
     ProblemType("model-input", 422, "World model refused the query",
                 "Out of what the model accepts: horizon over its max, physics outside its trained ranges, "
                 "non-finite numbers, too many entities. `code` names the case."),
+    ProblemType("edge-stale", 503, "Edge node too stale",
+                "An edge node answers from its own copy, labelled with how stale it may be; it was last in step "
+                "with the core `stale_ms` ago (absent: never yet), more than the `max_staleness_ms` allowed (its "
+                "--max-staleness, or the request's ?max_staleness_ms=). Retry after Retry-After, accept more "
+                "staleness, or ask the core."),
+    ProblemType("not-on-edge", 404, "Not held by this edge node",
+                "An edge node holds one world, and of it the entities whose ids start with its prefix; ask the core."),
     ProblemType("unauthorized", 401, "API key missing, unknown or revoked",
                 "Send a key as `Authorization: Bearer wsk_...` (README, \"Security\"). A stream opened with a key "
                 "that is then revoked ends with an `error` event of this type."),
@@ -194,6 +201,8 @@ PROBLEM: dict[type[BaseException], str] = {
     service.ManifestInvalid: "manifest-invalid",
     service.ModelUnavailable: "model-unavailable",
     service.QuotaExceeded: "rate-limited",
+    service.EdgeStale: "edge-stale",
+    service.NotOnEdge: "not-on-edge",
     # the world model
     model.UnknownEntity: "unknown-entity",
     model.InvalidInput: "model-input",
@@ -220,6 +229,7 @@ MEMBERS: dict[type[BaseException], tuple[str, ...]] = {
     service.ActionsForUnknown: ("entities",),
     service.EntityIncomplete: ("entity", "missing"),
     service.QuotaExceeded: ("quota", "limit"),
+    service.EdgeStale: ("stale_ms", "max_staleness_ms", "as_of_ms"),
     model.InvalidInput: ("code",),
 }
 # Seconds a client should wait before retrying what a busy or partitioned node refused.

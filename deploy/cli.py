@@ -1,4 +1,4 @@
-"""The `worldstate` command: up, serve, keys, publish-default (and the world model's train/eval),
+"""The `worldstate` command: up, serve, edge, keys, publish-default (and the world model's train/eval),
 and the SDK's verbs (params, physics, observe, entity, predict, surprise, plan, model, worlds:
 client/cli.py)."""
 
@@ -17,6 +17,7 @@ from typing import Any
 
 from client import cli as client_cli
 from deploy import keys_cli
+from edge import cli as edge_cli
 
 
 def _up(args: argparse.Namespace) -> int:
@@ -159,6 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(func=_serve)
 
     keys_cli.add_parser(sub)
+    edge_cli.add_parser(sub)
     client_cli.add_parsers(sub)
     # The world model's own parsers own their options: `worldstate train --help`.
     for name, func, text in (("train", _train, "train the JEPA world model"),

@@ -18,7 +18,9 @@
     ├── EntityIncomplete      an entity lacks the numeric state the model needs
     ├── ManifestInvalid       a manifest that is malformed or names a blob this node lacks
     ├── ModelUnavailable      no model is loaded yet
-    └── QuotaExceeded         the acting API key is over one of its rate quotas
+    ├── QuotaExceeded         the acting API key is over one of its rate quotas
+    ├── EdgeStale             an edge node has not been in step with the core for longer than allowed
+    └── NotOnEdge             a request for a world an edge node does not hold
 
 The stores' errors (`consistency.errors`, here as `store`, and the CP store's
 FutureRevision) and the world model's (`world_model.errors`, here as `model`)
@@ -36,7 +38,7 @@ from world_model import errors as model
 
 __all__ = ["ActionsForUnknown", "BatchTooLarge", "ChangesTrimmed", "ClockDrift", "EntityDeleted", "EntityIncomplete",
            "EntityMissing", "EntityNotFound", "FutureRevision", "InvalidInput", "InvalidToken", "ManifestInvalid",
-           "ModelUnavailable", "NotYetConsistent", "QuotaExceeded", "ServiceError", "SlowConsumer", "TokenUnknown",
+           "ModelUnavailable", "NotYetConsistent", "EdgeStale", "NotOnEdge", "QuotaExceeded", "ServiceError", "SlowConsumer", "TokenUnknown",
            "ValueTooDeep", "ValueTooLarge", "model", "store"]
 
 
@@ -157,3 +159,20 @@ class QuotaExceeded(ServiceError):
     def __init__(self, detail: str, quota: str, limit: float, retry_after_s: float | None) -> None:
         super().__init__(detail)
         self.quota, self.limit, self.retry_after_s = quota, limit, retry_after_s
+
+
+class EdgeStale(ServiceError):
+    """An edge node cannot show it reflects the core recently enough for this request: its last
+    moment in step with the core (`as_of_ms`, None: never yet) is more than `max_staleness_ms` ago."""
+
+    def __init__(self, stale_ms: int | None, max_staleness_ms: int, as_of_ms: int | None, retry_after_s: float) -> None:
+        since = "has not been in step with the core yet" if stale_ms is None else \
+            f"was last in step with the core {stale_ms} ms ago"
+        super().__init__(f"this edge {since}; the answer may be at most {max_staleness_ms} ms stale "
+                         "(ask for more with ?max_staleness_ms=, or ask the core)")
+        self.stale_ms, self.max_staleness_ms, self.as_of_ms = stale_ms, max_staleness_ms, as_of_ms
+        self.retry_after_s = retry_after_s
+
+
+class NotOnEdge(ServiceError):
+    """A request for a world, or an entity outside the prefix, that this edge node does not hold."""

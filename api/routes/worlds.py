@@ -11,6 +11,7 @@ from api import conditions
 from api.body import json_body
 from api.deps import Consistency, ConsistencyQuery, NodeDep
 from api.schemas import read_document, read_headers
+from consistency.errors import NotFound
 from service.keys import acting
 
 router = APIRouter(prefix="/v1/worlds", tags=["worlds"])
@@ -55,13 +56,20 @@ async def get_world(world: str, n: NodeDep, consistency: Consistency = Consisten
 @router.get("/{world}/positions")
 async def get_positions(world: str, n: NodeDep) -> dict[str, object]:
     """Where this node's tiers are now, read after the request arrived: the CP tier's revision
-    (a linearizable read) and the head of this region's changes log. Every CP write acknowledged
-    before the request has a revision at or below `cp_revision`, every observation this region
-    acknowledged before it a position at or below `changes`: a follower that has been sent both
-    (the progress comments of the watch and the entity stream) reflects everything up to the
-    moment it sent this request. Edge nodes ask it to state their staleness."""
+    (a linearizable read, which also reads the model manifest) and the head of this region's
+    changes log. Every CP write acknowledged before the request has a revision at or below
+    `cp_revision`, every observation this region acknowledged before it a position at or below
+    `changes`: a follower that has been sent both (the progress comments of the watch and the
+    entity stream) reflects everything up to the moment it sent this request. Edge nodes ask
+    it to state their staleness."""
     n.worlds.check(world)
     await n.worlds.require(world)
-    revision = await n.cp.current_revision()
+    try:
+        value = await n.models.manifest()
+        revision = value.store_revision
+        manifest: dict[str, object] | None = {"hash": value.value.get("hash"), "version": value.value.get("version"),
+                                              "revision": value.revision}
+    except NotFound:
+        revision, manifest = await n.cp.current_revision(), None
     return {"world": world, "region": n.settings.region, "cp_revision": revision,
-            "changes": await n.subscriptions.head()}
+            "changes": await n.subscriptions.head(), "manifest": manifest}
