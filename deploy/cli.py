@@ -24,7 +24,8 @@ def _up(args: argparse.Namespace) -> int:
     from deploy.launcher import Deployment, Topology
 
     topo = Topology(etcd_members=args.etcd_members, regions=args.regions, run_dir=args.run_dir,
-                    cp_timeout_s=args.cp_timeout, backend_auth=args.backend_auth)
+                    cp_timeout_s=args.cp_timeout, backend_auth=args.backend_auth, edges=args.edges,
+                    edge_world=args.edge_world)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
@@ -43,6 +44,8 @@ def _up(args: argparse.Namespace) -> int:
             print(f"  grpc    {region:<10} {target}")
         for region, url in info["api"].items():  # type: ignore[union-attr]
             print(f"  ui      {region:<10} {url}/ui/")
+        for name, e in info["edges"].items():  # type: ignore[union-attr]
+            print(f"  edge    {name:<10} {e['url']}  (world {e['world']}, follows {e['region']})")
         print(f"  state   {deployment.run_dir / 'deployment.json'}")
         if deployment.admin_key:
             print(f"  admin key {deployment.admin_key}")
@@ -140,6 +143,8 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--cp-timeout", type=float, default=2.0, help="seconds a CP call waits for quorum")
     up.add_argument("--backend-auth", action="store_true",
                     help="etcd with auth on and Redis with an ACL user; passwords generated into the run dir")
+    up.add_argument("--edges", type=int, default=0, help="edge nodes to start, following the regions in turn")
+    up.add_argument("--edge-world", default="lab", help="the world the edges hold (default lab)")
     up.add_argument("--no-default-model", dest="default_model", action="store_false",
                     help="do not publish the packaged model when no model manifest exists")
     up.set_defaults(func=_up)

@@ -11,8 +11,6 @@ from __future__ import annotations
 import json
 import sys
 import tempfile
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +19,7 @@ from typing import Any
 from consistency.cp_store import CPStore
 from deploy import backend_auth, binaries, first_start
 from service.config import Settings
+from deploy.nodes import ApiNode, EdgeNode, EtcdMember, RedisNode
 from deploy.processes import ManagedProcess, ProcessFailed, free_port, wait_until
 
 ETCD_CLUSTER_TOKEN = "worldstate"
@@ -58,6 +57,9 @@ class Topology:
     backend_auth: bool = False
     etcd_auth_token_ttl_s: int = ETCD_AUTH_TOKEN_TTL_S
     api_env: dict[str, str] = field(default_factory=dict)
+    # Edge nodes (edge/), each following one region's API node (round robin), all for one world.
+    edges: int = 0
+    edge_world: str = "lab"
     # link(from, to, port) -> the port `from` must dial to reach `to` on `port`.
     # jepsen_like returns the port of a TCP proxy it controls, so it can cut,
     # delay or blackhole that one link. `from` is a process name ("api-r1"), or
@@ -137,90 +139,14 @@ def api_args(host: str, port: int) -> list[str]:
     return ["serve", "--host", host, "--port", str(port)]
 
 
-def _http_ok(url: str, expect: str | None = None) -> bool:
-    with urllib.request.urlopen(url, timeout=1.0) as resp:
-        body = resp.read().decode()
-        return resp.status == 200 and (expect is None or expect in body)
-
-
-class EtcdMember(ManagedProcess):
-    def __init__(self, name: str, client_port: int, peer_port: int, argv: list[str], log: Path,
-                 host: str = "127.0.0.1") -> None:
-        self.client_port = client_port
-        self.peer_port = peer_port
-        self.host = host
-        super().__init__(name, argv, log, self.healthy)
-
-    @property
-    def endpoint(self) -> str:
-        return f"{self.host}:{self.client_port}"
-
-    @property
-    def client_url(self) -> str:
-        return f"http://{self.endpoint}"
-
-    def healthy(self) -> bool:
-        # /health is true only while this member sees a leader with quorum.
-        return _http_ok(f"{self.client_url}/health", '"true"')
-
-    def status(self) -> dict[str, Any]:
-        """etcd's maintenance status of this member (its id, the leader it sees, its raft index)."""
-        req = urllib.request.Request(f"{self.client_url}/v3/maintenance/status", data=b"{}", method="POST")
-        with urllib.request.urlopen(req, timeout=1.0) as resp:
-            return json.loads(resp.read())  # type: ignore[no-any-return]
-
-    def serving(self) -> bool:
-        """The member answers at all (used when quorum is knowingly absent)."""
-        return _http_ok(f"{self.client_url}/version")
-
-
-class RedisNode(ManagedProcess):
-    def __init__(self, region: str, port: int, argv: list[str], log: Path, host: str = "127.0.0.1",
-                 user: tuple[str, str] | None = None) -> None:
-        self.region = region
-        self.port = port
-        self.host = host
-        self.user = user  # (name, password) of the ACL user, when one is required
-        # The merge scripts compare order keys byte by byte whatever the locale
-        # (common.lua's bytes_lt); the C locale keeps Redis's own sorting plain too.
-        super().__init__(f"redis-{region}", argv, log, lambda: backend_auth.redis_ping(port, host, *(user or ())),
-                         {"LC_ALL": "C"})
-
-    @property
-    def url(self) -> str:
-        """Without credentials: what describe() shows (`client_url` carries them)."""
-        return f"redis://{self.host}:{self.port}/0"
-
-    @property
-    def client_url(self) -> str:
-        return backend_auth.redis_url(self.host, self.port, *(self.user or ()))
-
-
-class ApiNode(ManagedProcess):
-    def __init__(self, region: str, port: int, argv: list[str], log: Path, env: dict[str, str],
-                 host: str = "127.0.0.1", grpc_port: int = 0) -> None:
-        self.region = region
-        self.port = port
-        self.host = host
-        self.grpc_port = grpc_port  # 0: the node serves no gRPC
-        super().__init__(f"api-{region}", argv, log, lambda: _http_ok(f"{self.url}/healthz"), env)
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
-
-    @property
-    def grpc(self) -> str:
-        """The gRPC target, host:port (rpc/channel.py dials it)."""
-        return f"{self.host}:{self.grpc_port}"
-
-
 class Deployment:
     """A whole local deployment; also a context manager that always cleans up."""
 
     def __init__(self, topology: Topology) -> None:
         if topology.etcd_members not in (0, 1, 3, 5):  # 0: Redis only, for AP-tier tests
             raise ValueError("--etcd-members must be 1, 3 or 5")
+        if topology.edges < 0:
+            raise ValueError("--edges must be 0 or more")
         if topology.regions < 1:
             raise ValueError("--regions must be at least 1")
         self.topology = topology
@@ -229,6 +155,7 @@ class Deployment:
         self.etcd: list[EtcdMember] = []
         self.redis: dict[str, RedisNode] = {}
         self.api: dict[str, ApiNode] = {}
+        self.edges: list[EdgeNode] = []
         self.admin_key: str | None = None  # the bearer token of the admin key made at first start
         self._plan()
 
@@ -281,6 +208,14 @@ class Deployment:
             env = {**settings.to_env(), **t.api_env}
             grpc_port = int(env["WORLDSTATE_GRPC_PORT"])  # api_env may move it (0: no gRPC)
             self.api[region] = ApiNode(region, port, wrap(me, argv), logs / f"{me}.log", env, addr(me), grpc_port)
+        regions = t.region_names()
+        for i in range(t.edges):
+            me, region, port = f"edge{i + 1}", regions[i % len(regions)], free_port()
+            api = self.api[region]
+            argv = [sys.executable, "-m", "deploy", "edge", "--core", f"http://{api.host}:{link(me, api.name, api.port)}",
+                    "--world", t.edge_world, "--data-dir", str(self.run_dir / me), "--host", addr(me),
+                    "--port", str(port), "--name", me, "--key-file", str(self.run_dir / "admin.key")]
+            self.edges.append(EdgeNode(me, region, t.edge_world, port, wrap(me, argv), logs / f"{me}.log", addr(me)))
 
     @property
     def etcd_endpoints(self) -> list[str]:
@@ -306,7 +241,7 @@ class Deployment:
         return None
 
     def processes(self) -> list[ManagedProcess]:
-        return [*self.etcd, *self.redis.values(), *self.api.values()]
+        return [*self.etcd, *self.redis.values(), *self.api.values(), *self.edges]
 
     def process(self, name: str) -> ManagedProcess:
         for p in self.processes():
@@ -328,6 +263,10 @@ class Deployment:
                 p.start()
             for p in self.api.values():
                 p.wait_healthy(timeout)
+            for p in self.edges:  # each follows its API node from the admin key's file
+                p.start()
+            for p in self.edges:
+                p.wait_healthy(timeout)
         except BaseException:
             self.stop()
             raise
@@ -344,7 +283,7 @@ class Deployment:
 
     def stop(self) -> None:
         # API nodes first so they never see their backends vanish mid-request.
-        for p in [*self.api.values(), *self.redis.values(), *reversed(self.etcd)]:
+        for p in [*self.edges, *self.api.values(), *self.redis.values(), *reversed(self.etcd)]:
             p.stop()
 
     def publish_default_model(self, timeout: float = 120.0) -> tuple[str, dict[str, Any]]:
@@ -360,6 +299,7 @@ class Deployment:
             "redis": {r: n.url for r, n in self.redis.items()},
             "api": {r: n.url for r, n in self.api.items()},
             "grpc": {r: n.grpc for r, n in self.api.items() if n.grpc_port},
+            "edges": {e.name: {"url": e.url, "region": e.region, "world": e.world} for e in self.edges},
             "pids": {p.name: p.pid for p in self.processes()},
             # Where the passwords are, never the passwords: this goes to deployment.json and stdout.
             "backend_auth": {"etcd_user": self.credentials.etcd_user, "redis_user": self.credentials.redis_user,
@@ -380,5 +320,5 @@ class Deployment:
         self.stop()
 
 
-__all__ = ["Deployment", "Topology", "EtcdMember", "RedisNode", "ApiNode", "ProcessFailed",
+__all__ = ["Deployment", "Topology", "EtcdMember", "RedisNode", "ApiNode", "EdgeNode", "ProcessFailed",
            "etcd_args", "redis_args", "api_args", "wait_until"]

@@ -159,7 +159,12 @@ class Follower:
             async for item in _lines(self.core, f"{self._world}/watch", params):
                 if isinstance(item, str):
                     if item.startswith("progress "):
-                        self._cp_applied(int(item.split()[1]))
+                        revision = int(item.split()[1])
+                        if revision < self.fresh.cp_applied:
+                            # Behind what this edge applied: another etcd cluster (its data dir
+                            # followed a different core), or one restored from a backup.
+                            raise Resync(f"the core is at revision {revision}, the edge at {self.fresh.cp_applied}")
+                        self._cp_applied(revision)
                     continue
                 if item.event not in ("put", "delete"):
                     continue
@@ -172,6 +177,7 @@ class Follower:
                 self._cp_applied(int(d["revision"]) - 1)
         except Resync as e:
             log.warning("edge params: %s; reading them again", e)
+            self.fresh.cp_applied = 0  # a relisting may be at a lower revision (another cluster)
             await self._relist_params()
 
     # -- AP: the world's entities (those with the prefix) ----------------------------------

@@ -7,6 +7,11 @@ each counted once in every region; restarted, it answers from its disk at once."
 
 from __future__ import annotations
 
+import json
+import os
+import re
+import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -20,7 +25,8 @@ import pytest
 
 from deploy.launcher import Deployment, Topology
 from jepsen_like.proxy import BLACKHOLE, Net, Rule
-from tests.conftest import CP_TIMEOUT_S, auth_headers
+from tests.conftest import CP_TIMEOUT_S, auth_headers, repo_root
+from tests.up_output import auth, until_up
 
 WORLD = "lab"
 PHYSICS = {"gravity": 9.81, "restitution": 0.9, "drag": 0.1, "time_step": 0.05}
@@ -238,3 +244,73 @@ def test_bad_requests_are_refused_and_change_nothing(core: Deployment, net: Net,
     usage = subprocess.run([str(Path(sys.executable).parent / "worldstate"), "edge", "--core", ",", "--world", WORLD],
                            capture_output=True, text=True, timeout=60)
     assert usage.returncode == 2 and "core URL" in usage.stderr
+
+
+def _readme_blocks() -> list[str]:
+    from tests.test_readme_streams import blocks, section
+    return blocks(section("## Edge nodes: a world near its sensors"), "sh")
+
+
+def _documents(text: str) -> list[Any]:
+    """The JSON documents curl printed one after another (with no newline between them)."""
+    docs, decoder, i = [], json.JSONDecoder(), 0
+    while (i := text.find("{", i)) != -1:
+        doc, i = decoder.raw_decode(text, i)
+        docs.append(doc)
+    return docs
+
+
+def test_the_readme_edge_commands_run_as_shown(core: Deployment) -> None:
+    """The README's edge block, run by bash with $API and $WORLDSTATE_KEY set as a user has them;
+    the edge it starts in the background is stopped when the block ends."""
+    edge_block, _ = _readme_blocks()
+    shutil.rmtree("/tmp/edge-lab", ignore_errors=True)
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("WORLDSTATE_")},
+           "API": core.api["r1"].url, "WORLDSTATE_KEY": core.admin_key or "",
+           "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    code = f"trap 'kill $(jobs -p) 2>/dev/null; wait' EXIT\ncd {repo_root()}\n{edge_block}"
+    done = subprocess.run(["bash", "-e", "-o", "pipefail", "-c", code], env=env, capture_output=True, text=True,
+                          timeout=180)
+    assert done.returncode == 0, f"{done.stdout}\n{done.stderr}"
+    physics, posted = _documents(done.stdout)
+    assert physics["physics"] == PHYSICS and physics["consistency"] == "edge" and "stale_ms" in physics["staleness"]
+    assert posted["accepted"] == 1 and posted["forwarded"] is False
+    # The edge stopped with the block; it had forwarded the observation, or does on its next start.
+    with httpx.Client(base_url=core.api["r1"].url, headers=auth_headers(core), timeout=30) as api:
+        if found(api, f"/v1/worlds/{WORLD}/entities/ball-9") is None:
+            again = subprocess.Popen([str(Path(sys.executable).parent / "worldstate"), "edge", "--core",
+                                      core.api["r1"].url, "--world", WORLD, "--data-dir", "/tmp/edge-lab",
+                                      "--port", str(_free_port()), "--key", core.admin_key or ""])
+            try:
+                eventually(lambda: found(api, f"/v1/worlds/{WORLD}/entities/ball-9"), "ball-9 at the core")
+            finally:
+                again.terminate()
+                again.wait(15)
+
+
+def test_up_starts_edges_next_to_the_core(core: Deployment) -> None:
+    """`worldstate up --edges 2` as the README shows it: each edge it prints follows its region."""
+    _, up_block = _readme_blocks()
+    command = up_block.splitlines()[0]
+    assert command == ".venv/bin/worldstate up --edges 2"
+    proc = subprocess.Popen(command.split(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            cwd=repo_root())
+    try:
+        out = until_up(proc)
+        edges = re.findall(r"^\s*edge\s+(\S+)\s+(http://\S+)\s+\(world (\S+), follows (\S+)\)$", out, re.M)
+        assert [(name, world, region) for name, _, world, region in edges] == \
+            [("edge1", "lab", "r1"), ("edge2", "lab", "r2")], out
+        state = json.loads((Path(out.split("run dir ")[1].split(")")[0]) / "deployment.json").read_text())
+        headers = auth(out)
+        httpx.put(f"{state['api']['r1']}/v1/worlds/lab", json={}, headers=headers).raise_for_status()
+        httpx.put(f"{state['api']['r1']}/v1/worlds/lab/physics", json=PHYSICS, headers=headers).raise_for_status()
+        for _, url, _, region in edges:
+            doc = eventually(lambda: (r := httpx.get(f"{url}/v1/worlds/lab/physics", headers=headers)).status_code
+                             == 200 and r.json(), f"the edge at {url}")
+            assert doc["physics"] == PHYSICS and doc["staleness"]["region"] == region
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

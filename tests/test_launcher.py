@@ -69,7 +69,7 @@ def _waits_healthy(svc: dict[str, Any], on: set[str]) -> bool:
 def test_compose_matches_launcher_topology(tmp_path: Path) -> None:
     compose = yaml.safe_load((repo_root() / "docker-compose.yml").read_text())["services"]
     # Planned, not started; compose's backends require credentials, as `worldstate up --backend-auth`'s do.
-    d = Deployment(Topology(etcd_members=3, regions=2, run_dir=tmp_path, backend_auth=True))
+    d = Deployment(Topology(etcd_members=3, regions=2, run_dir=tmp_path, backend_auth=True, edges=1))
     # The launcher's processes, plus model-init (the one-shot publish `worldstate up` does last),
     # etcd-auth-init (its enabling of etcd auth) and keys-init (its first admin key).
     assert set(compose) == {p.name for p in d.processes()} | {"model-init", "etcd-auth-init", "keys-init"}
@@ -145,6 +145,17 @@ def test_compose_matches_launcher_topology(tmp_path: Path) -> None:
             assert (theirs.username, theirs.password) == ("worldstate", "pw") and ours.username == "worldstate"
         port = _flags(svc["command"][2:])["--port"]
         assert f"127.0.0.1:{port}/healthz" in " ".join(svc["healthcheck"]["test"])
+
+    for edge in d.edges:  # the same command as `worldstate up --edges`, at the compose names
+        svc = compose[edge.name]
+        assert svc["command"][:2] == ["worldstate", "edge"]
+        ours, theirs = _flags(edge.argv[edge.argv.index("edge") + 1:]), _flags(svc["command"][2:])
+        assert set(ours) == set(theirs) and ours["--world"] == theirs["--world"]
+        api = compose[f"api-{edge.region}"]
+        assert theirs["--core"] == f"http://api-{edge.region}:{_flags(api['command'][2:])['--port']}"
+        assert any(p.endswith(":" + theirs["--port"]) for p in svc["ports"])
+        assert any(v.endswith(":" + theirs["--data-dir"]) for v in svc["volumes"])
+        assert _waits_healthy(svc, {f"api-{edge.region}"}), svc.get("depends_on")
 
     init, apis = compose["model-init"], {f"api-{r}": compose[f"api-{r}"] for r in d.api}
     assert init["command"][:2] == ["worldstate", "publish-default"]
