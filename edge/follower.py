@@ -23,12 +23,12 @@ import httpx
 from client._sse import Event, Parser
 from consistency.ap_entity import FieldState
 from edge.config import EdgeConfig
+from edge.core import Core
 from edge.freshness import Freshness, Probe
 from edge.models import EdgeModels
 from edge.store import Entity, EdgeStore
 
 log = logging.getLogger("worldstate.edge")
-IDLE_S = 10.0  # a stream silent this long (its progress comments stopped) is dropped
 MAX_BACKOFF_S = 2.0
 
 
@@ -41,33 +41,6 @@ def hlc_ms(hlc: str) -> int:
         return int(hlc.partition("-")[0], 16)
     except ValueError:
         return 0
-
-
-class Core:
-    """The core URLs, the one in use, and an authenticated HTTP client for them."""
-
-    def __init__(self, cfg: EdgeConfig) -> None:
-        self.urls = cfg.core
-        self.index = 0
-        headers = {"Authorization": f"Bearer {cfg.key}"} if cfg.key else {}
-        self.http = httpx.AsyncClient(headers=headers, timeout=httpx.Timeout(10.0, read=IDLE_S))
-        self.heard: float | None = None  # when the core last sent the edge anything
-
-    @property
-    def url(self) -> str:
-        return self.urls[self.index]
-
-    def failed(self, url: str) -> None:
-        """`url` stopped answering: the next request goes to the next one (once per failure)."""
-        if self.url == url and len(self.urls) > 1:
-            self.index = (self.index + 1) % len(self.urls)
-            log.warning("core %s unreachable; trying %s", url, self.url)
-
-    def hear(self) -> None:
-        self.heard = time.time()
-
-    async def close(self) -> None:
-        await self.http.aclose()
 
 
 async def _lines(core: Core, path: str, params: dict[str, Any]) -> AsyncIterator[Event | str]:

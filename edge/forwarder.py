@@ -18,7 +18,7 @@ import time
 
 import httpx
 
-from edge.follower import Core
+from edge.core import Core
 from edge.store import EdgeStore
 
 log = logging.getLogger("worldstate.edge")

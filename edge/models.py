@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from service.models import ModelHost
 
 if TYPE_CHECKING:
-    from edge.follower import Core
+    from edge.core import Core
     from edge.store import EdgeStore
 
 log = logging.getLogger("worldstate.edge")

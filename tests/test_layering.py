@@ -17,11 +17,14 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ("deploy", "api", "service", "consistency", "world_model", "jepsen_like", "bench", "client", "rpc")
+PACKAGES = ("deploy", "api", "service", "consistency", "world_model", "jepsen_like", "bench", "client", "rpc", "edge")
 
 # package -> module prefixes of other packages it may import
 ALLOWED: dict[str, tuple[str, ...]] = {
-    "deploy": ("api", "service", "consistency", "world_model", "client"),  # the CLI's SDK verbs
+    "deploy": ("api", "service", "consistency", "world_model", "client", "edge"),  # the CLI's SDK verbs, edge
+    # an edge node is a small node of its own: the core's problem types, schemas and model queries
+    # over its own copy of the state, fed by the SDK's event-stream parser
+    "edge": ("api", "service", "consistency", "world_model", "client._sse"),
     # api starts the gRPC server beside HTTP (app.py's lifespan), and imports nothing else of rpc
     "api": ("service", "rpc.server"),
     # gRPC is HTTP's twin: the same rule table (api.auth), problem types (api.problems) and
@@ -32,7 +35,7 @@ ALLOWED: dict[str, tuple[str, ...]] = {
     "world_model": (),
     "client": (),  # the SDK talks HTTP only: it ships none of the server
     # the sdk- and grpc-observations workloads drive the service as its users' clients do
-    "jepsen_like": ("deploy.launcher", "deploy.processes", "service.sabotage", "client", "rpc.channel",
+    "jepsen_like": ("deploy.launcher", "deploy.processes", "service.sabotage", "edge.sabotage", "client", "rpc.channel",
                     "rpc.values", "rpc.worldstate_pb2", "rpc.worldstate_pb2_grpc"),
     # benchmarks measure the service against its raw backends in one run
     # (and gRPC through its client channel and generated stubs, as any gRPC client does)

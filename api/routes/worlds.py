@@ -11,7 +11,7 @@ from api import conditions
 from api.body import json_body
 from api.deps import Consistency, ConsistencyQuery, NodeDep
 from api.schemas import read_document, read_headers
-from consistency.errors import NotFound
+from service.errors import store
 from service.keys import acting
 
 router = APIRouter(prefix="/v1/worlds", tags=["worlds"])
@@ -69,7 +69,7 @@ async def get_positions(world: str, n: NodeDep) -> dict[str, object]:
         revision = value.store_revision
         manifest: dict[str, object] | None = {"hash": value.value.get("hash"), "version": value.value.get("version"),
                                               "revision": value.revision}
-    except NotFound:
+    except store.NotFound:
         revision, manifest = await n.cp.current_revision(), None
     return {"world": world, "region": n.settings.region, "cp_revision": revision,
             "changes": await n.subscriptions.head(), "manifest": manifest}
