@@ -8,6 +8,9 @@ per region, so keys need not be declared to the script).
                               with p = its counter slot's total; or c = [world, entity, source] with
                               n = a compensation total
     ws:stream:trimmed         newest stream id removed by trimming
+    ws:consumers              registered consumer of ws:stream (a learner, learn/log.py) -> last id it
+                              consumed; trimming below the peers' floor never passes the smallest
+                              (consistency/ap_consumers.py, lua/trim.lua), the cap still may
     ws:changes                this replica's changes log (consistency/ap_changes.py), local, never shipped:
                               one entry per merge that changed what readers see, w = world, e = entity,
                               k = order key, o = origin region, then f:<field> = register per visible
@@ -37,6 +40,7 @@ from consistency.errors import InvalidKey
 
 STREAM = "ws:stream"
 TRIMMED = "ws:stream:trimmed"
+CONSUMERS = "ws:consumers"
 CHANGES = "ws:changes"
 CHANGES_MAXLEN = "ws:changes:maxlen"
 APPLIED = "ws:applied"
@@ -50,6 +54,8 @@ EVENT_RE = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 SOURCE_RE = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 FIELD_RE = re.compile(r"[A-Za-z0-9._-]{1,64}")
 REGION_RE = re.compile(r"[a-z0-9-]{1,32}")
+CONSUMER_RE = re.compile(r"[A-Za-z0-9._:-]{1,64}")
+STREAM_ID_RE = re.compile(r"[0-9]{1,20}-[0-9]{1,20}")
 
 
 def check(pattern: re.Pattern[str], what: str, value: str) -> str:

@@ -368,7 +368,8 @@ class ReplicaStore:
 
     async def trim(self, maxlen: int | None = None, acked_by_all: str = "") -> str:
         maxlen = self.stream_maxlen if maxlen is None else maxlen
-        return _s(await self._call("trim", [K.STREAM, K.TRIMMED], [maxlen, acked_by_all]))
+        # K.CONSUMERS: registered consumers hold the floor down too (consistency/ap_consumers.py)
+        return _s(await self._call("trim", [K.STREAM, K.TRIMMED, K.CONSUMERS], [maxlen, acked_by_all]))
 
     async def expire_dedup(self) -> int:
         """Forget event ids older than the window (whole minutes) or beyond the cap; a bounded step."""

@@ -157,7 +157,9 @@ class Replicator:
                 log.warning("housekeeping of %s failed: %s", self.home.region, e)
 
     async def housekeep(self) -> None:
-        """Trim what every peer has applied (and anything over the cap); forget old event ids."""
+        """Trim what every peer has applied (and anything over the cap); forget old event ids.
+        Never past a registered consumer's offset either (ws:consumers, a learner): trim.lua
+        lowers the peers' floor to the slowest consumer atomically with the trim."""
         acked = await self.home.all_acked()
         peers = list(self.shippers)
         floor = min((acked[p] for p in peers), key=stream_id) if peers and all(p in acked for p in peers) else ""

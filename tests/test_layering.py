@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ("deploy", "api", "service", "consistency", "world_model", "jepsen_like", "bench", "client", "rpc", "edge")
+PACKAGES = ("deploy", "api", "service", "consistency", "world_model", "jepsen_like", "bench", "client", "rpc", "edge",
+            "learn")
 
 # package -> module prefixes of other packages it may import
 ALLOWED: dict[str, tuple[str, ...]] = {
@@ -25,6 +26,9 @@ ALLOWED: dict[str, tuple[str, ...]] = {
     # an edge node is a small node of its own: the core's problem types, schemas and model queries
     # over its own copy of the state, fed by the SDK's event-stream parser
     "edge": ("api", "service", "consistency", "world_model", "client._sse"),
+    # the learning loop reads a replica's stream and the world's physics, trains the world model,
+    # and publishes through the API as any client does
+    "learn": ("consistency", "world_model", "client"),
     # api starts the gRPC server beside HTTP (app.py's lifespan), and imports nothing else of rpc
     "api": ("service", "rpc.server"),
     # gRPC is HTTP's twin: the same rule table (api.auth), problem types (api.problems) and
