@@ -1,4 +1,4 @@
-"""The `worldstate` command: up, serve, edge, keys, publish-default (and the world model's train/eval),
+"""The `worldstate` command: up, serve, edge, keys, publish-default (and the world model's train/eval/learn),
 and the SDK's verbs (params, physics, observe, entity, predict, surprise, plan, model, worlds:
 client/cli.py)."""
 
@@ -132,6 +132,12 @@ def _eval(args: argparse.Namespace) -> int:
     return evaluate.main(args.rest)
 
 
+def _learn(args: argparse.Namespace) -> int:
+    from learn import learner
+
+    return learner.main(args.rest)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="worldstate", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -169,7 +175,9 @@ def build_parser() -> argparse.ArgumentParser:
     client_cli.add_parsers(sub)
     # The world model's own parsers own their options: `worldstate train --help`.
     for name, func, text in (("train", _train, "train the JEPA world model"),
-                             ("eval", _eval, "evaluate a trained world model")):
+                             ("eval", _eval, "evaluate a trained world model"),
+                             ("learn", _learn, "fine-tune the serving model on a world's trajectories; "
+                                               "publish only if the gate says yes")):
         sp = sub.add_parser(name, help=text, add_help=False)
         sp.add_argument("rest", nargs=argparse.REMAINDER)
         sp.set_defaults(func=func)
@@ -178,7 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] in (["train"], ["eval"]):  # argparse would eat options meant for their own parsers
+    if argv[:1] in (["train"], ["eval"], ["learn"]):  # argparse would eat options meant for their own parsers
         return int(build_parser().parse_args(argv[:1]).func(argparse.Namespace(rest=argv[1:])))
     args = build_parser().parse_args(argv)
     return int(args.func(args))

@@ -15,6 +15,7 @@ import json
 import logging
 import random
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -80,6 +81,9 @@ class Follower:
         self.now = now
         self.newest_event_ms = int(store.meta.get("newest_event_ms", 0))
         self.resync_entities = asyncio.Event()
+        # (revision, wall time) of the last param changes applied: when a change reached this edge,
+        # by its own clock (GET /v1/edge; bench/edge.py times fan-out with it)
+        self.applied: deque[tuple[int, float]] = deque(maxlen=64)
         self.errors: dict[str, str] = {}  # feed -> its last failure, for the edge's status
         self._world = f"/v1/worlds/{cfg.world}"
 
@@ -146,6 +150,7 @@ class Follower:
                     self.store.put_param(d["key"], d["value"], d["revision"])
                 else:
                     self.store.delete_param(d["key"])
+                self.applied.append((int(d["revision"]), time.time()))
                 # Another change of the same revision (one transaction) may follow this one.
                 self._cp_applied(int(d["revision"]) - 1)
         except Resync as e:

@@ -28,6 +28,7 @@ from .client import Api  # noqa: E402
 from .history import read_jsonl  # noqa: E402
 from .recorder import Recorder  # noqa: E402
 from .workloads import WORKLOADS, Context  # noqa: E402
+from edge.sabotage import SABOTAGES as EDGE_SABOTAGES  # noqa: E402
 from service.sabotage import SABOTAGES  # noqa: E402
 
 
@@ -67,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--store", type=Path, default=Path("store"))
     r.add_argument("--name", default=None, help="test name (default: from workloads and nemeses)")
     r.add_argument("--sabotage", type=_list, default=[],
-                   help=f"FOR TESTS ONLY: plant bugs ({', '.join(SABOTAGES)})")
+                   help=f"FOR TESTS ONLY: plant bugs ({', '.join([*SABOTAGES, *EDGE_SABOTAGES])})")
     r.add_argument("--clock-skew", type=_skews, default={}, help="hold skews for the whole run: r1=-5000,r2=300")
     targets = f"{', '.join(nemesis.TARGETS)}, or one process by name (api-r1, etcd2)"
     r.add_argument("--kill-targets", type=_list, default=list(nemesis.TARGETS), help=targets)
@@ -89,6 +90,8 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--clients", type=int, default=None, help="clients per register and observations workload")
     r.add_argument("--no-plots", action="store_true")
     r.add_argument("--keep-data", action="store_true", help="keep the etcd and Redis data directories")
+    r.add_argument("--edges", type=int, default=None,
+                   help="edge nodes, following the regions in turn (default 2 with --workload edge, else 0)")
     c = sub.add_parser("check", help="re-run the checkers on a stored history")
     c.add_argument("dir", type=Path)
     s = sub.add_parser("serve", help="browse stored runs in a web browser")
@@ -111,7 +114,9 @@ def main(argv: list[str] | None = None) -> int:
                        quiet_s=args.quiet, final_wait_s=args.final_wait, gap_s=args.gap, hold_s=args.hold,
                        order=args.order,
                        check_time_limit_s=args.check_time_limit, workload_options=per, plots=not args.no_plots,
-                       keep_data=args.keep_data)
+                       keep_data=args.keep_data, edges=args.edges)
+    if not runner.edge_count(o) and any(n.startswith("edge-") for n in o.nemeses):
+        ap.error("the edge-cut and edge-kill nemeses need edge nodes: --workload edge, or --edges N")
     if o.net == "netns":
         signal.signal(signal.SIGTERM, _terminate)
     try:

@@ -18,8 +18,10 @@ from typing import Any
 
 from deploy.launcher import Deployment, Topology, wait_until
 from deploy.processes import ManagedProcess
+from edge.sabotage import SABOTAGES as EDGE_SABOTAGES
 
 from . import netns
+from .edges import Edges
 from .hosts import Links, host_of
 from .proxy import Net
 
@@ -32,10 +34,12 @@ class Cluster:
     """3 etcd members and N regions (Redis + API node each), started and stopped as one."""
 
     def __init__(self, run_dir: Path, *, etcd_members: int = 3, regions: int = 3, cp_timeout_s: float = 3.0,
-                 sabotage: tuple[str, ...] = (), seed: int = 0, mode: str = "proxy") -> None:
+                 sabotage: tuple[str, ...] = (), seed: int = 0, mode: str = "proxy", edges: int = 0,
+                 world: str = "jepsen") -> None:
         env = dict(FAULTS_ENV)
-        if sabotage:
-            env["WORLDSTATE_SABOTAGE"] = ",".join(sabotage)
+        core_sabotage = [s for s in sabotage if s not in EDGE_SABOTAGES]  # the rest is the edges'
+        if core_sabotage:
+            env["WORLDSTATE_SABOTAGE"] = ",".join(core_sabotage)
         self.sabotage = tuple(sabotage)
         self.hosts = [f"n{i + 1}" for i in range(max(etcd_members, regions))]
         placement: dict[str, Any] = {}
@@ -63,6 +67,12 @@ class Cluster:
             self.net.close()  # namespaces and a bridge already exist in netns mode
             raise
         self.regions = self.topology.region_names()
+        self.edges: Edges | None = None
+        if edges:
+            if not isinstance(self.net, Net):
+                raise ValueError("edge nodes need --net proxy: their links to the core are proxied")
+            self.edges = Edges(run_dir, edges, self.regions, {r: a.port for r, a in self.deployment.api.items()},
+                               self.net, world, tuple(s for s in sabotage if s in EDGE_SABOTAGES))
 
     def _netns(self) -> netns.NetnsNet:
         why = netns.available()
@@ -79,9 +89,13 @@ class Cluster:
         for m in self.deployment.etcd:
             member_id = m.status()["header"]["member_id"]
             self.net.alias(format(int(member_id), "x"), m.name)
+        if self.edges is not None:
+            self.edges.start(self.deployment.admin_key)
 
     def stop(self) -> None:
         try:
+            if self.edges is not None:
+                self.edges.stop()
             self.deployment.stop()
         finally:
             self.net.close()
@@ -89,10 +103,17 @@ class Cluster:
     # -- what the nemesis needs ---------------------------------------------------------
 
     def processes(self) -> list[ManagedProcess]:
-        return self.deployment.processes()
+        """The deployment's processes, then the edges' (kill, pause and heal reach both)."""
+        return [*self.deployment.processes(), *(self.edges.processes if self.edges else [])]
 
     def process(self, name: str) -> ManagedProcess:
+        for p in self.edges.processes if self.edges else []:
+            if p.name == name:
+                return p
         return self.deployment.process(name)
+
+    def edge_names(self) -> list[str]:
+        return [s.name for s in self.edges.specs] if self.edges else []
 
     def on_host(self, host: str) -> list[str]:
         return [p.name for p in self.deployment.processes() if host_of(p.name) == host]

@@ -23,6 +23,10 @@ Families (Jepsen's etcd test names where they exist):
   skewed and true every few hundred milliseconds).
 - ``net``: cross-host links slow (``delay`` with jitter) or lossy (``drop``),
   or one host's links reset.
+- ``edge-cut``: the link between an edge node and its region's API node
+  blackholed both ways (one edge, or sometimes every edge); ``edge-kill``:
+  kill -9 an edge node, restarted on the same data directory at the stop
+  (jepsen_like/edges.py starts them).
 """
 
 from __future__ import annotations
@@ -311,6 +315,36 @@ class NetFault(LinkFault):
         return desc
 
 
+class EdgeCut(LinkFault):
+    """One edge (a third of the time every edge) cut off from the core: its link held both ways."""
+
+    name = "edge-cut"
+
+    def start(self, rng: random.Random) -> dict[str, Any]:
+        edges = self.cluster.edges.specs if self.cluster.edges else []
+        if not edges:
+            raise RuntimeError("edge-cut: this run has no edge nodes")
+        cut = list(edges) if len(edges) > 1 and rng.random() < 1 / 3 else [rng.choice(edges)]
+        self.pairs = [p for e in cut for p in ((e.name, f"api-{e.region}"), (f"api-{e.region}", e.name))]
+        self.cluster.net.set(self.pairs, Rule(BLACKHOLE))
+        return {"edges": [e.name for e in cut]}
+
+
+class EdgeKill(Kill):
+    """kill -9 one edge node; started again on its data directory when the fault stops."""
+
+    name = "edge-kill"
+
+    def __init__(self, cluster: Cluster) -> None:
+        super().__init__(cluster, ())
+
+    def start(self, rng: random.Random) -> dict[str, Any]:
+        self.targets = tuple(self.cluster.edge_names())  # known once the cluster is planned
+        if not self.targets:
+            raise RuntimeError("edge-kill: this run has no edge nodes")
+        return super().start(rng)  # every target is an edge's process name
+
+
 # family name -> how to build it from the cluster and the kill and pause targets
 BUILDERS: dict[str, Callable[[Cluster, tuple[str, ...], tuple[str, ...]], Fault]] = {
     "partition": lambda cluster, kill, pause: Partition(cluster),
@@ -318,6 +352,8 @@ BUILDERS: dict[str, Callable[[Cluster, tuple[str, ...], tuple[str, ...]], Fault]
     "pause": lambda cluster, kill, pause: Pause(cluster, pause),
     "clock": lambda cluster, kill, pause: Clock(cluster),
     "net": lambda cluster, kill, pause: NetFault(cluster),
+    "edge-cut": lambda cluster, kill, pause: EdgeCut(cluster),
+    "edge-kill": lambda cluster, kill, pause: EdgeKill(cluster),
 }
 FAMILIES = tuple(BUILDERS)
 

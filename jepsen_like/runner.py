@@ -67,6 +67,7 @@ class Options:
     workload_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     plots: bool = True
     keep_data: bool = False                                    # keep etcd/Redis data dirs (logs are always kept)
+    edges: int | None = None                                   # edge nodes; None: 2 with the edge workload, else 0
 
 
 @dataclass
@@ -88,17 +89,25 @@ def test_name(o: Options) -> str:
     return "-".join(parts + ([f"sabotage={'+'.join(o.sabotage)}"] if o.sabotage else []))
 
 
+def edge_count(o: Options) -> int:
+    return o.edges if o.edges is not None else (2 if "edge" in o.workloads else 0)
+
+
 def run(o: Options) -> Outcome:
     if o.net == "netns":  # refuse before anything exists (no netem for the net family, no root, no iptables)
         why = netns.refusal(o.nemeses)
+        if not why and edge_count(o):
+            why = "edge nodes run in proxy mode only (--net proxy): their links to the core are proxied"
         if why:
             raise netns.Unavailable(why)
+    if not edge_count(o) and any(n.startswith("edge-") for n in o.nemeses):
+        raise ValueError("the edge-cut and edge-kill nemeses need edge nodes: --workload edge, or --edges N")
     out = o.store / test_name(o) / datetime.now().strftime("%Y%m%dT%H%M%S")
     out.mkdir(parents=True, exist_ok=True)
     rec = Recorder(out / "history.jsonl")
     timings: dict[str, float] = {}
     cluster = Cluster(out / "cluster", etcd_members=o.etcd_members, regions=o.regions, cp_timeout_s=o.cp_timeout_s,
-                      sabotage=tuple(o.sabotage), seed=o.seed, mode=o.net)
+                      sabotage=tuple(o.sabotage), seed=o.seed, mode=o.net, edges=edge_count(o), world=WORLD)
     try:
         faults = nemesis.make(o.nemeses, cluster, tuple(o.kill_targets), tuple(o.pause_targets))
     except BaseException:
@@ -151,6 +160,9 @@ async def _exercise(o: Options, cluster: Cluster, rec: Recorder, schedule: Sched
         for w in workloads:
             if w.name == "register":
                 w.check_time_limit_s = o.check_time_limit_s  # type: ignore[attr-defined]
+    for w in workloads:
+        if w.name == "edge" and cluster.edges is not None:
+            w.attach(cluster.edges.describe())  # type: ignore[attr-defined]
     try:
         await _setup(ctx, workloads)
         stride = sum(w.clients for w in workloads)

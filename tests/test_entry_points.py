@@ -23,7 +23,7 @@ def run(*argv: str | Path, timeout: float = 300) -> subprocess.CompletedProcess[
     return done
 
 
-@pytest.mark.parametrize("argv", [[], ["up"], ["serve"], ["train"], ["eval"], ["publish-default"]],
+@pytest.mark.parametrize("argv", [[], ["up"], ["serve"], ["train"], ["eval"], ["learn"], ["edge"], ["publish-default"]],
                          ids=lambda a: " ".join(a) or "-")
 def test_worldstate_help(argv: list[str]) -> None:
     out = run(WORLDSTATE, *argv, "--help").stdout
@@ -106,3 +106,32 @@ def test_ingest_benchmark_runs_as_the_readme_shows() -> None:
     for path in ("gRPC Observe, 4 stream(s), window 2", "REST POST, concurrency 4", "raw ingest.lua"):
         assert path in out, out
     assert "best gRPC / raw:" in out, out
+
+
+def test_edge_benchmark_runs_as_the_readme_shows(tmp_path: Path) -> None:
+    """bench/edge.py at a size that takes seconds: the fan-out's looks, memory per edge, and predict
+    at the core, at an edge and in plain torch, each with its target's verdict; --json as documented."""
+    figures = tmp_path / "edge.json"
+    out = run(sys.executable, ROOT / "bench" / "edge.py", "--edges", "2", "--changes", "4", "--queries", "12",
+              "--rounds", "1", "--clients", "2", "--json", figures).stdout
+    for line in ("fan-out: 2 edges (asked for 2", "raw floor: aetcd watch on the physics key",
+                 "fan-out edges (no model, no torch)", "predict edge (model loaded)", "plain torch",
+                 "every pair held the change by (an upper bound)", "edge/core p50"):
+        assert line in out, out
+    doc = json.loads(figures.read_text())
+    fanout = doc["fanout"]
+    assert doc["edges"] == 2 and fanout["never_arrived"] == 0 and fanout["arrived_by_ms"]["n"] == 2 * 4, fanout
+    assert sum(n for _, n in fanout["held"].values()) == 2 * 4  # every (edge, change) pair looked at once
+    assert fanout["applied_ms"]["n"] == 2 * 4  # and each edge recorded when it applied each change
+    assert all(row["failed"] == 0 and row["n"] > 0 for rows in doc["predict"].values() for row in rows.values())
+    assert doc["memory_model"][0]["rss"] > doc["memory_no_model"][0]["rss"] > 0
+
+
+def test_learn_benchmark_runs_as_the_readme_shows(tmp_path: Path) -> None:
+    """bench/learn.py --smoke: the whole before/after pipeline on a tiny world (numbers mean nothing)."""
+    out = run(sys.executable, ROOT / "bench" / "learn.py", "--smoke", "--json", tmp_path / "learn.json").stdout
+    for row in ("constant velocity", "shipped model (before)", "fine-tuned (after)", "suite after / before",
+                "target: after/before at 10 steps <= 0.5"):
+        assert row in out, out
+    doc = json.loads((tmp_path / "learn.json").read_text())
+    assert doc["smoke"] and set(doc["gate"]["figures"]["world"]["before"]) == {"1", "5", "10", "20"}

@@ -22,7 +22,7 @@ PACKAGES = ("deploy", "api", "service", "consistency", "world_model", "jepsen_li
 
 # package -> module prefixes of other packages it may import
 ALLOWED: dict[str, tuple[str, ...]] = {
-    "deploy": ("api", "service", "consistency", "world_model", "client", "edge"),  # the CLI's SDK verbs, edge
+    "deploy": ("api", "service", "consistency", "world_model", "client", "edge", "learn"),  # the CLI: SDK verbs, edge, learn
     # an edge node is a small node of its own: the core's problem types, schemas and model queries
     # over its own copy of the state, fed by the SDK's event-stream parser
     "edge": ("api", "service", "consistency", "world_model", "client._sse"),
@@ -43,7 +43,7 @@ ALLOWED: dict[str, tuple[str, ...]] = {
                     "rpc.values", "rpc.worldstate_pb2", "rpc.worldstate_pb2_grpc"),
     # benchmarks measure the service against its raw backends in one run
     # (and gRPC through its client channel and generated stubs, as any gRPC client does)
-    "bench": ("deploy.launcher", "consistency", "world_model", "jepsen_like", "rpc"),
+    "bench": ("deploy.launcher", "consistency", "world_model", "jepsen_like", "rpc", "learn"),
 }
 # A file longer than this needs a line here saying why.
 MAX_LINES = 420

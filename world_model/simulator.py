@@ -88,7 +88,7 @@ def random_actions(n: int, steps: int, cfg: SimConfig, gen: torch.Generator) -> 
 
 
 def step(state: Tensor, physics: Tensor, action: Tensor | None, box: float,
-         walls: Tensor | None = None) -> Tensor:
+         walls: Tensor | None = None, accel: Tensor | None = None) -> Tensor:
     """Advance every world by one time step.
 
     Order: impulse, gravity, drag (semi-implicit Euler), move, bounce off
@@ -96,7 +96,9 @@ def step(state: Tensor, physics: Tensor, action: Tensor | None, box: float,
     sequentially (Gauss-Seidel) rather than all at once so that each contact
     conserves momentum and, at restitution 1, kinetic energy exactly.
     `walls` (B, N) bool lets a body ignore the walls (the "passes through a
-    wall" impossible event of the evaluation).
+    wall" impossible event of the evaluation). `accel` (B, 2) is a steady
+    external acceleration, m/s^2, that the physics document does not name (a
+    wind): the learner's benchmark makes worlds the model has not seen with it.
     """
     g, e, drag, dt = (physics[:, i, None] for i in range(4))  # each (B, 1)
     pres = state[..., PRESENT]
@@ -106,6 +108,8 @@ def step(state: Tensor, physics: Tensor, action: Tensor | None, box: float,
     if action is not None:
         vel = vel + action / m[..., None] * pres[..., None]
     vel[..., 1] = vel[..., 1] - g * dt
+    if accel is not None:
+        vel = vel + accel[:, None, :] * dt[..., None]
     vel = vel * torch.exp(-drag * dt)[..., None]
     pos = state[..., 0:2] + vel * dt[..., None]
 
@@ -150,11 +154,11 @@ def step(state: Tensor, physics: Tensor, action: Tensor | None, box: float,
 
 
 def rollout(state: Tensor, physics: Tensor, actions: Tensor, box: float,
-            walls: Tensor | None = None) -> Tensor:
+            walls: Tensor | None = None, accel: Tensor | None = None) -> Tensor:
     """Frames (B, T+1, N, OBS_DIM) from an initial state and actions (B, T, N, 2)."""
     frames = [state]
     for t in range(actions.shape[1]):
-        frames.append(step(frames[-1], physics, actions[:, t], box, walls))
+        frames.append(step(frames[-1], physics, actions[:, t], box, walls, accel))
     return torch.stack(frames, dim=1)
 
 

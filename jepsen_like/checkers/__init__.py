@@ -6,12 +6,17 @@
 - `causal.check(history, regions)` -> Result: a write made after reading another never loses to it
 - `staleness.check(history, allowed=("serializable",))` -> Result
 - `availability.check(history, intervals, tier_of=..., minimum=None)` -> Result; `availability.table(result)`
+- `edge_staleness.check(history)`, `edge_convergence.check(final)`, `edge_delivery.check(history, final)`
+  -> Result: edge nodes' answers within their declared staleness, their views equal to the core's
+  after the heal, every observation they acknowledged once in every region
 
 `history` is a list of `history.Event`s or of paired `history.Operation`s.
 """
 
-from . import availability, causal, convergence, linearizability, staleness, watch
+from . import availability, causal, convergence, edge_convergence, edge_delivery, edge_staleness, linearizability, \
+    staleness, watch
 from .result import CheckerResult, Result, Verdict, Violation, worst
 
-__all__ = ["availability", "causal", "convergence", "linearizability", "staleness", "watch",
+__all__ = ["availability", "causal", "convergence", "edge_convergence", "edge_delivery", "edge_staleness",
+           "linearizability", "staleness", "watch",
            "CheckerResult", "Result", "Verdict", "Violation", "worst"]

@@ -58,6 +58,16 @@ def detail(name: str, r: dict[str, Any]) -> str:
         text = f"{s.get('causal_writes')} read-then-write posts, {s.get('reads_after_writes')} reads after them"
     elif name == "watch":
         text = f"{s.get('watchers')} watchers, {s.get('events')} events"
+    elif name == "edge-staleness":
+        text = (f"{s.get('reads')} edge reads judged ({s.get('unlabelled')} unlabelled), declared stale_ms max "
+                f"{(s.get('stale_ms') or {}).get('max')}, least margin {s.get('least_margin_ms')} ms")
+    elif name == "edge-convergence":
+        after = s.get("converged_after_s")
+        text = (f"{s.get('edges')} edges, " + ("not all equal to the core" if after is None else
+                f"equal to the core {after} s after the heal") + f" (bound {s.get('bound_s', 0):.0f} s)")
+    elif name == "edge-delivery":
+        text = (f"{s.get('acknowledged')} acknowledged, {s.get('unknown')} unknown, {s.get('failed')} failed "
+                f"observations; regions {','.join(s.get('regions') or [])}")
     elif name == "availability":
         text = f"{s.get('server_errors', r.get('violation_count', 0))} answers of 500"
         judged = s.get("serializable", {}).get("judged")

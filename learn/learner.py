@@ -1,0 +1,148 @@
+"""`worldstate learn --world W`: fine-tune the serving model on a world's trajectories, gate it,
+and publish it by compare-and-swap when the gate says yes.
+
+    read the manifest (hash, revision)  ->  the world's trajectories  ->  split by trajectory
+    ->  finetune (finetune.py)  ->  gate (gate.py)  ->  publish over that revision (publish.py)
+
+The world's trajectories come from `load_world(world, args)`: the seam for the observation log
+(learn/shards.py's load_rollouts). Until that is wired, `--rollouts FILE` reads a file written by
+`save_rollouts`. Exit status: 0 published (or --dry-run and the gate said yes), 3 the gate said
+no, 4 someone published first (the manifest moved since the learner read it), 2 bad usage.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from client import Client
+from world_model.checkpoints import CheckpointStore
+from world_model.simulator import Rollouts
+
+from .finetune import FinetuneConfig, finetune
+from .gate import GateConfig, gate, split
+from .publish import LOST_RACE, PUBLISHED, finite, publish
+
+LoadWorld = Callable[[str, argparse.Namespace], Rollouts]
+EXIT = {PUBLISHED: 0, "accepted": 0, "refused-by-gate": 3, LOST_RACE: 4}
+
+
+def save_rollouts(path: str | os.PathLike[str], data: Rollouts, groups: list[str] | None = None) -> None:
+    """Write trajectories as plain tensors (what --rollouts reads; no pickled classes)."""
+    doc: dict[str, Any] = {"frames": data.frames, "actions": data.actions, "physics": data.physics}
+    if groups is not None:
+        doc["groups"] = list(groups)
+    torch.save(doc, path)
+
+
+def load_rollouts_file(path: str | os.PathLike[str]) -> tuple[Rollouts, list[str] | None]:
+    doc = torch.load(path, map_location="cpu", weights_only=True)  # a file from elsewhere runs no code
+    if not isinstance(doc, dict) or not {"frames", "actions", "physics"} <= set(doc):
+        raise ValueError(f"{path}: expected a dict with frames, actions and physics (learn.learner.save_rollouts)")
+    return Rollouts(doc["frames"].float(), doc["actions"].float(), doc["physics"].float()), doc.get("groups")
+
+
+def parser() -> argparse.ArgumentParser:
+    d, g = FinetuneConfig(), GateConfig()
+    p = argparse.ArgumentParser(prog="worldstate learn", description=(
+        "Fine-tune the serving model on a world's trajectories mixed with simulator replay; publish it "
+        "by compare-and-swap only if it gets better on the world and no worse than a bound on the suite."))
+    p.add_argument("--world", required=True)
+    p.add_argument("--api", help="a node's URL (default $WORLDSTATE_URL)")
+    p.add_argument("--key", help="an API key allowed to publish models (default $WORLDSTATE_KEY)")
+    p.add_argument("--checkpoint-dir", required=True, help="where the nodes load blobs from "
+                   "(worldstate up: <run-dir>/checkpoints)")
+    p.add_argument("--shard-dir", help="the world's trajectories from the observation log: the shard folder "
+                   "learn.log.consume writes (its offsets go into the lineage)")
+    p.add_argument("--rollouts", help="or the world's trajectories from a file written by learn.learner.save_rollouts")
+    p.add_argument("--steps", type=int, default=d.steps)
+    p.add_argument("--world-fraction", type=float, default=d.world_fraction,
+                   help=f"share of each batch from the world; the rest is simulator replay (default {d.world_fraction})")
+    p.add_argument("--lr", type=float, default=d.lr)
+    p.add_argument("--trainable", choices=["contact", "all"], default=d.trainable)
+    p.add_argument("--replay-rollouts", type=int, default=d.replay_rollouts,
+                   help="simulator rollouts the replay half of each batch is drawn from")
+    p.add_argument("--no-calibrate", action="store_true",
+                   help="keep the parent's surprise calibration (saves ~30 s; for trials)")
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--threads", type=int, help="torch CPU threads")
+    p.add_argument("--heldout", type=float, default=0.25, help="share of the trajectories held out for the gate")
+    p.add_argument("--horizon", type=int, default=g.horizon)
+    p.add_argument("--min-improvement", type=float, default=g.min_improvement,
+                   help=f"world error must fall by this share (default {g.min_improvement})")
+    p.add_argument("--max-suite-regression", type=float, default=g.max_suite_regression,
+                   help=f"suite error may grow by at most this share (default {g.max_suite_regression})")
+    p.add_argument("--suite-cases", type=int, default=g.suite_cases)
+    p.add_argument("--data-offsets", default="{}", help="JSON object recorded in the lineage (e.g. stream offsets)")
+    p.add_argument("--learner", default=f"learner@{socket.gethostname()}", help="recorded in the lineage")
+    p.add_argument("--dry-run", action="store_true", help="gate only; publish nothing")
+    return p
+
+
+def _from_file(world: str, args: argparse.Namespace) -> Rollouts:
+    """--shard-dir (the log's shards, split by entity) or --rollouts (a file)."""
+    if getattr(args, "shard_dir", None):
+        from learn.shards import ShardDir, load_samples
+
+        data, entities = load_samples(world, args.shard_dir)
+        args.groups = entities
+        offsets = json.loads(args.data_offsets)
+        if not offsets:  # what the shards cover, unless the caller said otherwise
+            args.data_offsets = json.dumps(ShardDir(args.shard_dir, world).index().offsets)
+        return data
+    if not args.rollouts:
+        raise SystemExit("worldstate learn: no trajectories: pass --shard-dir DIR or --rollouts FILE")
+    data, groups = load_rollouts_file(args.rollouts)
+    args.groups = groups
+    return data
+
+
+def run(args: argparse.Namespace, load_world: LoadWorld = _from_file) -> dict[str, Any]:
+    offsets = json.loads(args.data_offsets)
+    if not isinstance(offsets, dict):
+        raise SystemExit("worldstate learn: --data-offsets must be a JSON object")
+    with Client(args.api, args.key) as ws:
+        current = ws.manifest()
+        base_blob = CheckpointStore(args.checkpoint_dir).get_bytes(current.manifest["hash"])
+        world = load_world(args.world, args)
+        offsets = json.loads(args.data_offsets)  # the shards' own, when they came from the log
+        train, heldout = split(world, args.heldout, args.seed, getattr(args, "groups", None))
+        cfg = FinetuneConfig(steps=args.steps, world_fraction=args.world_fraction, lr=args.lr,
+                             trainable=args.trainable, replay_rollouts=args.replay_rollouts,
+                             calibrate=not args.no_calibrate, seed=args.seed, threads=args.threads)
+        candidate = finetune(base_blob, train, cfg)
+        verdict = gate(base_blob, candidate.blob, heldout,
+                       GateConfig(horizon=args.horizon, min_improvement=args.min_improvement,
+                                  max_suite_regression=args.max_suite_regression, suite_cases=args.suite_cases))
+        report: dict[str, Any] = {"world": args.world, "parent": candidate.base_hash, "candidate": candidate.hash,
+                                  "base_revision": current.revision, "finetune_seconds": candidate.seconds,
+                                  "train_samples": int(train.frames.shape[0]),
+                                  "heldout_samples": int(heldout.frames.shape[0]), "gate": verdict.as_dict()}
+        if args.dry_run:
+            report["status"] = "accepted" if verdict.accept else "refused-by-gate"
+            return report
+        out = publish(ws, candidate, verdict, base_manifest=current.manifest, base_revision=current.revision,
+                      checkpoint_dir=args.checkpoint_dir, world=args.world, learner=args.learner,
+                      data_offsets=offsets)
+        report.update(status=out.status, revision=out.revision, current_revision=out.current_revision)
+        return report
+
+
+def main(argv: list[str] | None = None, load_world: LoadWorld = _from_file) -> int:
+    args = parser().parse_args(argv)
+    report = run(args, load_world)
+    print(json.dumps(finite(report), indent=2))
+    if report["status"] == LOST_RACE:
+        print(f"the manifest moved from revision {report['base_revision']} to {report['current_revision']} while "
+              "learning: nothing published; run again to learn against the model serving now", file=sys.stderr)
+    return EXIT[report["status"]]
+
+
+if __name__ == "__main__":
+    sys.exit(main())
