@@ -8,6 +8,8 @@ Sizes are small for time, and the improvement test uses a lenient gate, stated w
 
 from __future__ import annotations
 
+import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -82,8 +84,8 @@ def test_a_candidate_that_does_not_improve_is_refused_and_nothing_changes(
     not fall by the default 20% and the gate says no. Run as a user runs it, in a subprocess."""
     before = ws.manifest()
     blobs = set(CheckpointStore(deployment.run_dir / "checkpoints").list())
-    proc = subprocess.run([sys.executable, "-m", "learn.learner", *_args(deployment, rollouts_file, "--steps", "0",
-                                                                          "--no-calibrate")],
+    worldstate = str(Path(sys.executable).parent / "worldstate")
+    proc = subprocess.run([worldstate, "learn", *_args(deployment, rollouts_file, "--steps", "0", "--no-calibrate")],
                           cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 3, proc.stdout + proc.stderr
     assert '"status": "refused-by-gate"' in proc.stdout and "world error at 10 steps is 1.000x" in proc.stdout
@@ -180,3 +182,22 @@ def test_the_wind_pushes_a_free_body_sideways_and_no_wind_changes_nothing() -> N
     assert float(windy[0, 10, 0, 1]) == 5.0
     assert bool((rollout(start, physics, actions, cfg.sim.box, accel=torch.zeros(1, 2))
                  == rollout(start, physics, actions, cfg.sim.box)).all())
+
+
+def test_the_readme_dry_run_runs_as_shown(deployment: Deployment, ws: Client, rollouts_file: Path,
+                                          tmp_path: Path) -> None:
+    """The README's `worldstate learn ... --dry-run` block, run by bash as a user runs it, with $API,
+    $WORLDSTATE_KEY and $RUN set and the trajectories file in the working folder: the gate's report,
+    and nothing published."""
+    from tests.test_readme_streams import blocks, section
+
+    (block,) = [b for b in blocks(section("### Learning from a world: `worldstate learn`"), "sh")]
+    shutil.copy(rollouts_file, tmp_path / "lab-trajectories.pt")
+    before = ws.manifest()
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("WORLDSTATE_")},
+           "API": deployment.api["r1"].url, "WORLDSTATE_KEY": deployment.admin_key or "", "RUN": str(deployment.run_dir)}
+    done = subprocess.run(["bash", "-c", f"cd {tmp_path} && ln -sf {ROOT / '.venv'} .venv && {block}"], env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode in (0, 3), done.stdout + done.stderr
+    assert '"gate"' in done.stdout and '"status"' in done.stdout, done.stdout
+    assert ws.manifest().revision == before.revision  # a dry run publishes nothing
