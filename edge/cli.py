@@ -29,6 +29,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--access-key-file", type=Path, default=None,
                    help="a file holding the token clients of the edge must send (default: the core key)")
     p.add_argument("--probe-s", type=float, default=0.5, help="how often it asks the core where it is")
+    p.add_argument("--device", default="auto", help="where the model runs: auto (cuda when present), cpu, cuda")
     p.add_argument("--log-level", default="warning")
     p.set_defaults(func=run)
 
@@ -48,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         cfg = EdgeConfig(core=[u for u in args.core.split(",") if u], world=args.world, key=key,
                          data_dir=args.data_dir, entities=args.entities, max_staleness_s=args.max_staleness,
-                         probe_s=args.probe_s, name=args.name or f"edge-{args.port}",
+                         probe_s=args.probe_s, name=args.name or f"edge-{args.port}", device=args.device,
                          access_key=_read(args.access_key_file))
     except ValueError as e:
         print(f"worldstate edge: {e}", file=sys.stderr)

@@ -20,7 +20,7 @@ class EdgeConfig:
     name: str = "edge"
     # Clients of the edge authenticate with this token (default: the core key it was given).
     access_key: str | None = None
-    device: str = "cpu"
+    device: str = "auto"  # cuda when present, else cpu: as a core node
     torch_threads: int = 1
     allowed_hosts: list[str] = field(default_factory=lambda: ["localhost"])
 

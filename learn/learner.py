@@ -60,6 +60,11 @@ def parser() -> argparse.ArgumentParser:
                    "(worldstate up: <run-dir>/checkpoints)")
     p.add_argument("--shard-dir", help="the world's trajectories from the observation log: the shard folder "
                    "learn.log.consume writes (its offsets go into the lineage)")
+    p.add_argument("--from-log", metavar="REDIS_URL",
+                   help="first bring --shard-dir up to date from this region's Redis replica (its delta stream, "
+                        "as a registered consumer with a durable offset)")
+    p.add_argument("--region", help="the region of --from-log's replica (default: the --api node's)")
+    p.add_argument("--consumer", default="learner", help="the consumer name its offset is kept under")
     p.add_argument("--rollouts", help="or the world's trajectories from a file written by learn.learner.save_rollouts")
     p.add_argument("--steps", type=int, default=d.steps)
     p.add_argument("--world-fraction", type=float, default=d.world_fraction,
@@ -85,6 +90,27 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def _catch_up(ws: Client, args: argparse.Namespace) -> dict[str, Any]:
+    """--from-log: consume the region's stream into --shard-dir, the world's physics read through the API."""
+    from learn.log import consume
+    from world_model.config import Physics
+
+    if not args.shard_dir:
+        raise SystemExit("worldstate learn: --from-log needs --shard-dir, where the shards go")
+    if args.region:
+        region = args.region
+    else:  # the region of the node asked: its replica is the one --from-log names, as the README says
+        answer = ws.http.get(f"/v1/worlds/{args.world}/positions")
+        answer.raise_for_status()
+        region = answer.json()["region"]
+    p = ws.get_physics(args.world)
+    physics = Physics.from_dict({"gravity": p.gravity, "restitution": p.restitution, "drag": p.drag,
+                                 "time_step": p.time_step})
+    stats = consume(args.from_log, region, args.world, args.shard_dir, args.consumer, physics=physics)
+    return {"region": region, "entries": stats.entries, "observations": stats.observations,
+            "samples": stats.samples, "shards": stats.shards, "gaps": stats.gaps, "through": stats.through}
+
+
 def _from_file(world: str, args: argparse.Namespace) -> Rollouts:
     """--shard-dir (the log's shards, split by entity) or --rollouts (a file)."""
     if getattr(args, "shard_dir", None):
@@ -108,6 +134,7 @@ def run(args: argparse.Namespace, load_world: LoadWorld = _from_file) -> dict[st
     if not isinstance(offsets, dict):
         raise SystemExit("worldstate learn: --data-offsets must be a JSON object")
     with Client(args.api, args.key) as ws:
+        log = _catch_up(ws, args) if getattr(args, "from_log", None) else None
         current = ws.manifest()
         base_blob = CheckpointStore(args.checkpoint_dir).get_bytes(current.manifest["hash"])
         world = load_world(args.world, args)
@@ -124,6 +151,8 @@ def run(args: argparse.Namespace, load_world: LoadWorld = _from_file) -> dict[st
                                   "base_revision": current.revision, "finetune_seconds": candidate.seconds,
                                   "train_samples": int(train.frames.shape[0]),
                                   "heldout_samples": int(heldout.frames.shape[0]), "gate": verdict.as_dict()}
+        if log is not None:
+            report["log"] = log
         if args.dry_run:
             report["status"] = "accepted" if verdict.accept else "refused-by-gate"
             return report

@@ -165,6 +165,15 @@ def test_an_edge_follows_the_core_and_labels_every_answer(core: Deployment, edge
     assert "staleness" in at_edge.json()
     status = edge.get("/v1/edge").json()
     assert status["model"]["state"] == "ok" and status["model"]["fetched_bytes"] > 0
+    # Surprise and plan too, answered there with the same documents as the core's.
+    observed = {"ball-1": [{"x": 2.05, "y": 3.0, "vx": 1.0, "vy": -0.5}]}
+    s_edge = edge.post(f"/v1/worlds/{WORLD}/surprise", {"observed": observed, "entities": ["ball-1"]})
+    s_core = api.post(f"/v1/worlds/{WORLD}/surprise", json={"observed": observed, "entities": ["ball-1"]}).json()
+    assert s_edge.status_code == 200 and "staleness" in s_edge.json(), s_edge.text
+    assert s_edge.json()["scores"].keys() == s_core["scores"].keys()
+    plan = edge.post(f"/v1/worlds/{WORLD}/plan", {"entity": "ball-1", "goal": {"x": 5.0, "y": 5.0, "radius": 1.0},
+                                                  "horizon": 5, "budget": 64, "entities": ["ball-1"]})
+    assert plan.status_code == 200 and len(plan.json()["actions"]) == 5, plan.text
 
 
 def test_observations_at_the_edge_reach_every_region_once(core: Deployment, edge: EdgeProcess) -> None:
@@ -312,3 +321,24 @@ def test_up_starts_edges_next_to_the_core(core: Deployment) -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_the_edge_swaps_to_a_newly_published_model(core: Deployment, edge: EdgeProcess) -> None:
+    """A new manifest at the core: the edge fetches the blob by its hash and serves it."""
+    from world_model.checkpoints import CheckpointStore, from_bytes, to_bytes
+
+    eventually(edge.fresh, "the edge in step with the core")
+    api = httpx.Client(base_url=core.api["r1"].url, headers=auth_headers(core), timeout=30)
+    current = api.get("/v1/models/manifest")
+    manifest = current.json()["manifest"]
+    blobs = CheckpointStore(core.run_dir / "checkpoints")
+    variant = from_bytes(blobs.get_bytes(manifest["hash"]))
+    variant["metrics"] = {**variant["metrics"], "variant": "edge-swap"}  # same weights, another blob
+    digest = blobs.put_bytes(to_bytes(variant))
+    published = api.put("/v1/models/manifest", json={**manifest, "hash": digest, "version": manifest["version"] + 1},
+                        headers={"If-Match": current.headers["ETag"]})
+    assert published.status_code == 200, published.text
+    eventually(lambda: edge.get("/v1/edge").json()["model"]["hash"] == digest, "the edge serving the new model")
+    p = eventually(lambda: (x := edge.post(f"/v1/worlds/{WORLD}/predict", {"horizon": 2, "entities": ["ball-1"]}))
+                   .status_code == 200 and x, "a prediction")
+    assert p.json()["provenance"]["model"]["hash"] == digest

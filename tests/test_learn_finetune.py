@@ -201,3 +201,50 @@ def test_the_readme_dry_run_runs_as_shown(deployment: Deployment, ws: Client, ro
     assert done.returncode in (0, 3), done.stdout + done.stderr
     assert '"gate"' in done.stdout and '"status"' in done.stdout, done.stdout
     assert ws.manifest().revision == before.revision  # a dry run publishes nothing
+
+
+def test_the_loop_from_posted_observations_to_the_gate(deployment: Deployment, ws: Client, tmp_path: Path) -> None:
+    """Agents post a world's observations; `worldstate learn --from-log` reads the region's stream
+    into shards (a registered consumer), learns from them and asks the gate. Run twice: the second
+    run reads nothing new and learns from the same samples (no duplicate)."""
+    import json as _json
+    import time
+
+    from world_model.config import MASS, PRESENT, RADIUS, VX, VY, X, Y
+
+    cfg = base_config(shipped.default_blob())
+    world = unseen_world("lossy", cfg, 4, 40, seed=11)
+    p = dict(zip(("gravity", "restitution", "drag", "time_step"), world.physics[0].tolist()))
+    with httpx.Client(base_url=deployment.api["r1"].url, headers=auth_headers(deployment), timeout=60) as api:
+        api.put("/v1/worlds/lossy-log", json={}).raise_for_status()
+        api.put("/v1/worlds/lossy-log/physics", json=p).raise_for_status()
+        t0 = time.time() - 60
+        batch = []
+        for b in range(world.frames.shape[0]):
+            for t in range(world.frames.shape[1]):
+                for k in range(world.frames.shape[2]):
+                    f = world.frames[b, t, k].tolist()
+                    if f[PRESENT] > 0.5:
+                        batch.append({"event_id": f"lossy-{b}-{k}-{t}", "entity": f"box{b}-body{k}", "source": "cam",
+                                      "observed_at": t0 + t * p["time_step"],
+                                      "fields": {"x": f[X], "y": f[Y], "vx": f[VX], "vy": f[VY],
+                                                 "radius": f[RADIUS], "mass": f[MASS]}})
+        for i in range(0, len(batch), 500):
+            api.post("/v1/worlds/lossy-log/observations", json=batch[i:i + 500]).raise_for_status()
+    before = ws.manifest().revision
+    worldstate = str(Path(sys.executable).parent / "worldstate")
+    argv = [worldstate, "learn", "--world", "lossy-log", "--api", deployment.api["r1"].url,
+            "--key", deployment.admin_key or "", "--checkpoint-dir", str(deployment.run_dir / "checkpoints"),
+            "--from-log", deployment.redis["r1"].client_url, "--shard-dir", str(tmp_path / "shards"),
+            "--steps", "0", "--no-calibrate", "--dry-run", *SMALL]
+    reports = []
+    for _ in range(2):
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=600)
+        assert done.returncode in (0, 3), done.stdout + done.stderr
+        reports.append(_json.loads(done.stdout))
+    first, second = reports
+    assert first["log"]["region"] == "r1" and first["log"]["observations"] == len(batch)
+    assert first["log"]["samples"] > 0 and second["log"]["samples"] == 0, (first["log"], second["log"])
+    assert first["train_samples"] + first["heldout_samples"] == first["log"]["samples"]
+    assert (second["train_samples"], second["heldout_samples"]) == (first["train_samples"], first["heldout_samples"])
+    assert ws.manifest().revision == before  # dry runs publish nothing
