@@ -29,10 +29,11 @@ servers: $(STAMP)
 up: setup
 	$(VENV)/bin/worldstate up $(ARGS)
 
-# Two workers, each with its own deployments, a test file to a worker: most of a test's time is
-# waiting on processes it started, so two at once halve the suite (11.4 -> 7.2 min here).
+# Three workers, each with its own deployments, a test file to a worker: most of a test's time is
+# waiting on processes it started, so several at once shorten the suite even on two cores
+# (11.4 -> 7.2 min here with two workers).
 test: setup
-	$(VENV)/bin/pytest -q -n 2 --dist loadfile $(ARGS)
+	$(VENV)/bin/pytest -q -n 3 --dist loadfile $(ARGS)
 
 bench: setup
 	$(PY) bench/cp.py $(ARGS)
