@@ -39,7 +39,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -54,7 +53,7 @@ os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")  # the aetcd watch, t
 from bench.edge_report import show  # noqa: E402
 from bench.rawhttp import Connection  # noqa: E402
 from consistency import cp_keys  # noqa: E402
-from deploy.launcher import Deployment, Topology  # noqa: E402
+from deploy.launcher import Deployment, Topology, free_port  # noqa: E402
 
 WORLD = "bench-edge"
 PHYSICS = {"gravity": 9.81, "restitution": 0.9, "drag": 0.1, "time_step": 0.05}
@@ -71,12 +70,6 @@ def pct(xs: list[float], q: float) -> float:
 def stats(xs: list[float]) -> dict[str, float]:
     return {"n": len(xs), "p50": pct(xs, 0.5), "p99": pct(xs, 0.99), "max": max(xs, default=float("nan")),
             "mean": statistics.fmean(xs) if xs else float("nan")}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def mem_available_mb() -> float:

@@ -12,7 +12,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -24,6 +23,7 @@ import httpx
 import pytest
 
 from deploy.launcher import Deployment, Topology
+from deploy.processes import free_port
 from jepsen_like.proxy import BLACKHOLE, Net, Rule
 from tests.conftest import CP_TIMEOUT_S, auth_headers, repo_root
 from tests.up_output import auth, until_up
@@ -76,19 +76,13 @@ def net(core: Deployment) -> Iterator[Net]:
     n.close()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 class EdgeProcess:
     """`worldstate edge` as a user runs it, through its own proxied link to core r1."""
 
     def __init__(self, core: Deployment, net: Net, data_dir: Path, name: str, *extra: str) -> None:
         self.core, self.data_dir, self.name, self.extra = core, data_dir, name, extra
         self.link = net.listen(name, "core-r1", core.api["r1"].port)
-        self.port = _free_port()
+        self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.headers = auth_headers(core)
         self.proc: subprocess.Popen[bytes] | None = None
@@ -287,7 +281,7 @@ def test_the_readme_edge_commands_run_as_shown(core: Deployment) -> None:
         if found(api, f"/v1/worlds/{WORLD}/entities/ball-9") is None:
             again = subprocess.Popen([str(Path(sys.executable).parent / "worldstate"), "edge", "--core",
                                       core.api["r1"].url, "--world", WORLD, "--data-dir", "/tmp/edge-lab",
-                                      "--port", str(_free_port()), "--key", core.admin_key or ""])
+                                      "--port", str(free_port()), "--key", core.admin_key or ""])
             try:
                 eventually(lambda: found(api, f"/v1/worlds/{WORLD}/entities/ball-9"), "ball-9 at the core")
             finally:
