@@ -117,6 +117,22 @@ def cut(reps: Replicas, a: str, b: str, mode: str = BLACKHOLE) -> None:
     reps.net.set(_link_pairs(a, b), Rule(mode))
 
 
+async def failed_across(reps: Replicas, *links: tuple[str, str]) -> None:
+    """Wait until the shipper of each (from, to) link has failed a step begun after this call.
+
+    For a RESET cut whose point is that nothing sent during it ever arrives: call this before
+    heal(), for links whose shipper has something to ship. On a starved machine the proxy may
+    take up a command sent during the cut only after the heal, and forward it; a delta shipped
+    that way is acknowledged, and a test of the repair path (anti-entropy) would see none. A
+    shipper steps one at a time, so once it has failed a step begun here, nothing it sent
+    earlier is still waiting for an answer."""
+    shippers = [(f"{r} -> {p}", reps[r].shippers[p]) for r, p in links]
+    for _, sh in shippers:
+        sh.status.last_error = ""
+    for link, sh in shippers:
+        await eventually(lambda: sh.status.last_error != "", what=f"shipper {link} failing across the cut")
+
+
 def heal(reps: Replicas) -> None:
     reps.net.heal()
 

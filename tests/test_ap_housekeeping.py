@@ -22,7 +22,7 @@ from consistency.ap_store import stream_id
 from consistency.hlc import wall_clock_ms
 from deploy.launcher import Deployment
 from jepsen_like.proxy import RESET
-from tests.ap_helpers import (SCENARIO_S, cut, eventually, fresh, heal, ob, quiesce, replicas,  # noqa: F401 (fixtures)
+from tests.ap_helpers import (SCENARIO_S, cut, eventually, failed_across, fresh, heal, ob, quiesce, replicas,  # noqa: F401 (fixtures)
                               replication, shipped, state, stream_len)
 
 MINUTE_MS = 60_000
@@ -124,7 +124,7 @@ def test_the_stream_cap_trims_regardless_and_anti_entropy_repairs_the_peer(fresh
             assert await r1.home.trimmed() == ids[-cap - 1]
             assert stream_id(await r1.home.acked("r2")) < stream_id(await r1.home.trimmed())
             assert len(state(fresh, "r2")) == 5  # nothing crossed the cut
-
+            await failed_across(reps, ("r1", "r2"))  # and nothing shipped in it arrives after it
             heal(reps)
             await quiesce(reps)
             to_r2, to_r3 = r1.shippers["r2"].status, r1.shippers["r3"].status

@@ -16,7 +16,7 @@ from consistency.hlc import MAX_LOGICAL, HLCTimestamp, HybridLogicalClock, wall_
 from deploy.launcher import Deployment
 from jepsen_like.proxy import RESET
 from service.metrics import Metrics
-from tests.ap_helpers import (SCENARIO_S, cut, eventually, fresh, heal, ob, quiesce, replicas,  # noqa: F401 (fixtures)
+from tests.ap_helpers import (SCENARIO_S, cut, eventually, failed_across, fresh, heal, ob, quiesce, replicas,  # noqa: F401 (fixtures)
                               replication, shipped, state)
 
 
@@ -206,6 +206,7 @@ def test_anti_entropy_after_hard_trim(fresh: Deployment) -> None:
             assert redis.Redis(port=fresh.redis["r1"].port).xlen("ws:stream") == 0
             metrics = Metrics()  # as a node's GET /metrics reports the same replicator
             metrics.follow(r1, reps["r1"], lambda: {"state": "none"}, HybridLogicalClock("n1"), wall_clock_ms)
+            await failed_across(reps, ("r1", "r2"))  # nothing shipped in the cut arrives after it
             heal(reps)
             await quiesce(reps)
             to_r2 = reps["r1"].shippers["r2"].status  # counted just after the acknowledgement quiesce waits for

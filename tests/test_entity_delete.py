@@ -19,8 +19,8 @@ from consistency.ap_store import ReplicaStore, tombstone
 from consistency.hlc import HybridLogicalClock, wall_clock_ms
 from deploy.launcher import Deployment
 from jepsen_like.proxy import RESET
-from tests.ap_helpers import (SCENARIO_S, cut, eventually, fresh, heal, ob, quiesce, replicas,  # noqa: F401 (fixtures)
-                              replication, state)
+from tests.ap_helpers import (SCENARIO_S, cut, eventually, failed_across, fresh, heal, ob, quiesce, replicas,  # noqa: F401 (fixtures)
+                              replication, state, stream_len)
 from tests.test_ap_api import _read_with_token, _stream_last_id
 
 
@@ -133,12 +133,18 @@ def test_a_delete_and_a_concurrent_write_resolve_alike_on_both_sides(fresh: Depl
             if path == "anti-entropy":
                 for r in reps:
                     assert await reps[r].home.trim(maxlen=0) != ""
+                await failed_across(reps, ("r1", "r2"), ("r2", "r1"))  # nothing shipped in the cut arrives after it
             heal(reps)
             await quiesce(reps)
             if path == "anti-entropy":
                 for r, other in (("r1", "r2"), ("r2", "r1")):
-                    to = reps[r].shippers[other].status
-                    await eventually(lambda: to.anti_entropy_runs >= 1, what=f"anti-entropy {r} -> {other}")
+                    sh = reps[r].shippers[other]
+                    try:
+                        await eventually(lambda: sh.status.anti_entropy_runs >= 1, what=f"anti-entropy {r} -> {other}")
+                    except AssertionError as e:  # say where the shipper stands: the path it took instead
+                        raise AssertionError(f"{e}: {sh.status.as_dict()}, acked {await sh.home.acked(other)}, "
+                                             f"trimmed {await sh.home.trimmed()}, last {await sh.home.last_id()}, "
+                                             f"stream {stream_len(fresh, r)}") from None
             await eventually(lambda: state(fresh, "r1") == state(fresh, "r2"), what="identical replicas")
             for r in reps:
                 got = await stores[r].get_entity("w", "ball")
