@@ -21,10 +21,12 @@ fan-out   --edges `worldstate edge` processes follow r1, started --start-batch a
 memory    VmRSS, PSS and USS (/proc/PID/status, smaps_rollup) of every edge: the fan-out
           edges (no model: the core had none while they ran, so they never import torch) and
           the predict edge (model loaded).
-predict   the default model is published; one edge follows r1 and fetches it. The same
-          query (--bodies bodies, --horizon) sequentially and from --clients concurrent
-          clients, in --rounds blocks alternating core r1 / the edge / plain torch (the
-          model called in this process on the same rows: the floor). Target: edge <= 0.5x core.
+predict   the default model is published; one edge follows r1 and fetches it. Queries of
+          --bodies bodies, --horizon, sequentially and from --clients concurrent clients, in
+          --rounds blocks alternating core r1 / the edge / plain torch (the model called in
+          this process on the same rows: the floor), in two workloads: "new", every query
+          different, so the model runs for each; "again", one query asked over and over,
+          which nodes answer from their predict memo. Target: edge <= 0.5x core.
 
 Everything runs under a temporary directory that is removed at the end; --json writes
 the figures to a file.
@@ -39,7 +41,6 @@ import json
 import os
 import shutil
 import signal
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -50,26 +51,15 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")  # the aetcd watch, then edges forked: no handlers
 
+from bench.edge_predict import PHYSICS, WORLD, predict, stats  # noqa: E402
 from bench.edge_report import show  # noqa: E402
 from bench.rawhttp import Connection  # noqa: E402
 from consistency import cp_keys  # noqa: E402
 from deploy.launcher import Deployment, Topology, free_port  # noqa: E402
 
-WORLD = "bench-edge"
-PHYSICS = {"gravity": 9.81, "restitution": 0.9, "drag": 0.1, "time_step": 0.05}
 WORLDSTATE = Path(sys.executable).with_name("worldstate")
 ANY_AGE = "max_staleness_ms=86400000"  # fan-out asks what an edge holds, however stale its label
 MIN_FREE_MB = 1024  # stop starting edges when less memory than this is left
-
-
-def pct(xs: list[float], q: float) -> float:
-    s = sorted(xs)
-    return s[min(len(s) - 1, int(q * len(s)))] if s else float("nan")
-
-
-def stats(xs: list[float]) -> dict[str, float]:
-    return {"n": len(xs), "p50": pct(xs, 0.5), "p99": pct(xs, 0.99), "max": max(xs, default=float("nan")),
-            "mean": statistics.fmean(xs) if xs else float("nan")}
 
 
 def mem_available_mb() -> float:
@@ -252,63 +242,6 @@ async def fan_out(core: Connection, edges: list[EdgeProc], endpoint: str, a: arg
             "applied_from_sent_ms": stats(ms["applied_sent"])}
 
 
-# -- predict ------------------------------------------------------------------------------------
-
-async def timed_block(conns: list[Connection], n: int, clients: int, body: bytes) -> tuple[list[float], int]:
-    """n predicts split over `clients` concurrent clients: latencies in ms, and failures."""
-    lat: list[float] = []
-    failed, left = [0], [n]
-
-    async def client(conn: Any) -> None:
-        while left[0] > 0:
-            left[0] -= 1
-            t = time.perf_counter()
-            status, _, _ = await conn.request("POST", f"/v1/worlds/{WORLD}/predict", body,
-                                              {"Content-Type": "application/json"})
-            if status == 200:
-                lat.append((time.perf_counter() - t) * 1000)
-            else:
-                failed[0] += 1
-
-    await asyncio.gather(*(client(c) for c in conns[:clients]))
-    return lat, failed[0]
-
-
-def torch_block(model: Any, rows: list[list[float]], horizon: int, n: int, clients: int) -> list[float]:
-    """Plain torch: `clients` queries in one forward call (what a batch of them costs), n queries in all."""
-    lat = []
-    for _ in range(max(1, n // clients)):
-        t = time.perf_counter()
-        model.predict_prepared([model.prepare_predict(rows, PHYSICS, horizon) for _ in range(clients)])
-        lat.append((time.perf_counter() - t) * 1000)
-    return lat
-
-
-async def predict(core_url: str, edge: EdgeProc, key: str | None, model: Any, rows: list[list[float]],
-                  ids: list[str], a: argparse.Namespace) -> dict[str, Any]:
-    auth = {"Authorization": f"Bearer {key}"} if key else {}
-    host, port = core_url.removeprefix("http://").split(":")
-    conns = {"core r1": [Connection(host, int(port), auth) for _ in range(a.clients)],
-             "edge": [Connection("127.0.0.1", edge.port, auth) for _ in range(a.clients)]}
-    body = json.dumps({"horizon": a.horizon, "entities": ids}).encode()
-    out: dict[str, Any] = {}
-    for clients in sorted({1, a.clients}):
-        lat: dict[str, list[float]] = {"core r1": [], "edge": [], "plain torch": []}
-        failed = {"core r1": 0, "edge": 0}
-        for name in conns:  # warm-up: connections, the batcher's thread
-            await timed_block(conns[name], 2 * clients, clients, body)
-        torch_block(model, rows, a.horizon, 2 * clients, clients)
-        for _ in range(a.rounds):  # alternating blocks: the machine's drift falls on every target
-            for name in conns:
-                got, bad = await timed_block(conns[name], a.queries // a.rounds, clients, body)
-                lat[name] += got
-                failed[name] += bad
-            lat["plain torch"] += torch_block(model, rows, a.horizon, a.queries // a.rounds, clients)
-        out[str(clients)] = {name: {**stats(xs), "failed": failed.get(name, 0)} for name, xs in lat.items()}
-    await asyncio.gather(*(c.close() for cs in conns.values() for c in cs))
-    return out
-
-
 # -- the run ------------------------------------------------------------------------------------
 
 async def setup_world(core: Connection, bodies: int) -> tuple[list[str], list[list[float]], int]:
@@ -353,7 +286,7 @@ async def run(d: Deployment, root: Path, a: argparse.Namespace) -> dict[str, Any
             doc = await call(edge.conn, "GET", "/v1/edge")
             return doc["model"].get("hash") == manifest["hash"] and await edge.revision() > 0
         await until(serving, "the predict edge to load the model", 180)
-        result["predict"] = await predict(core_url, edge, key, model, rows, ids, a)
+        result["predict"] = await predict(core_url, edge.port, key, model, rows, ids, a)
         result["memory_model"] = [memory_mb(edge.proc.pid)]
     finally:
         edge.stop()

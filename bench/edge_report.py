@@ -49,24 +49,32 @@ def show(r: dict[str, Any], a: argparse.Namespace) -> list[str]:
         cols = "".join(f"{statistics.fmean(m[k] for m in ms):>10.1f}{max(m[k] for m in ms):>9.1f}"
                        for k in ("rss", "pss", "uss"))
         print(f"{label:48}{len(ms):>4}{cols}")
-    for c, rows in r["predict"].items():
-        print(f"\npredict, {a.bodies} bodies, horizon {a.horizon}, {c} client(s) "
-              f"({'sequential' if c == '1' else 'concurrent'}; plain torch: {c} quer{'y' if c == '1' else 'ies'}"
-              f" a forward call), {a.rounds} alternating blocks")
-        print(f"{'target':14}{'n':>6}{'p50 ms':>9}{'p99 ms':>9}{'mean ms':>9}{'failed':>8}")
-        for name, s in rows.items():
-            print(f"{name:14}{s['n']:>6}{s['p50']:>9.2f}{s['p99']:>9.2f}{s['mean']:>9.2f}{s['failed']:>8}")
-        core, edge, floor = rows["core r1"], rows["edge"], rows["plain torch"]
-        ratios = {k: edge[k] / core[k] for k in ("p50", "p99", "mean")}
-        over = (edge["p50"] - floor["p50"]) / max(core["p50"] - floor["p50"], 1e-9)
-        print("edge / core: " + ", ".join(f"{k} {v:.2f}x" for k, v in ratios.items())
-              + f"; above plain torch (p50): core {core['p50'] - floor['p50']:.2f} ms, "
-              f"edge {edge['p50'] - floor['p50']:.2f} ms ({over:.2f}x)")
-        summary.append(f"predict at {c} client(s): edge/core p50 {ratios['p50']:.2f}x (target <= 0.5x: "
-                       f"{'met' if ratios['p50'] <= 0.5 else 'NOT met'}); plain torch alone is "
-                       f"{floor['p50'] / core['p50']:.2f}x of the core's p50")
+    for workload, by_clients in r["predict"].items():
+        for c, rows in by_clients.items():
+            summary.append(_predict_table(workload, c, rows, a))
     mem = r["memory_no_model"]
     summary.append(f"memory: an edge without a model {statistics.fmean(m['pss'] for m in mem):.0f} MB PSS "
                    f"({statistics.fmean(m['rss'] for m in mem):.0f} MB RSS); with the model "
                    f"{r['memory_model'][0]['pss']:.0f} MB PSS ({r['memory_model'][0]['rss']:.0f} MB RSS)")
     return summary
+
+
+WORKLOADS = {"new": "every query new (the model runs for each)",
+             "again": "one query asked again (answered from the predict memo)"}
+
+
+def _predict_table(workload: str, c: str, rows: dict[str, Any], a: argparse.Namespace) -> str:
+    """Print one workload's predict table at `c` clients; return its summary line."""
+    print(f"\npredict, {WORKLOADS[workload]}, {a.bodies} bodies, horizon {a.horizon}, {c} client(s) "
+          f"({'sequential' if c == '1' else 'concurrent'}; plain torch: {c} quer{'y' if c == '1' else 'ies'}"
+          f" a forward call), {a.rounds} alternating blocks")
+    print(f"{'target':14}{'n':>6}{'p50 ms':>9}{'p99 ms':>9}{'mean ms':>9}{'failed':>8}")
+    for name, s in rows.items():
+        print(f"{name:14}{s['n']:>6}{s['p50']:>9.2f}{s['p99']:>9.2f}{s['mean']:>9.2f}{s['failed']:>8}")
+    core, edge, floor = rows["core r1"], rows["edge"], rows["plain torch"]
+    ratios = {k: edge[k] / core[k] for k in ("p50", "p99", "mean")}
+    print("edge / core: " + ", ".join(f"{k} {v:.2f}x" for k, v in ratios.items())
+          + f"; plain torch p50 is {floor['p50'] / core['p50']:.2f}x of the core's")
+    return (f"predict, {workload}, {c} client(s): edge/core p50 {ratios['p50']:.2f}x (target <= 0.5x: "
+            f"{'met' if ratios['p50'] <= 0.5 else 'NOT met'}); plain torch alone is "
+            f"{floor['p50'] / core['p50']:.2f}x of the core's p50")

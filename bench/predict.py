@@ -242,7 +242,8 @@ def over_http(model: WorldModel, digest: str, ckdir: str, a: argparse.Namespace)
     # reads etcd and Redis and encodes JSON, so a plain forward is no fair yardstick there.
     for name, max_batch in (("http micro-batched", a.max_batch), ("http one-by-one", 1)):
         env = {"WORLDSTATE_DEVICE": "cpu", "WORLDSTATE_PREDICT_MAX_BATCH": str(max_batch),
-               "WORLDSTATE_PREDICT_MAX_WAIT_MS": str(a.max_wait_ms)}
+               "WORLDSTATE_PREDICT_MAX_WAIT_MS": str(a.max_wait_ms),
+               "WORLDSTATE_PREDICT_MEMO": "0"}  # the same query each time: measure the model, not the memo
         if a.node_threads is not None:
             env["WORLDSTATE_TORCH_THREADS"] = str(a.node_threads)
         with Deployment(Topology(etcd_members=1, regions=1, api_env=env)) as d:

@@ -78,6 +78,9 @@ class Settings:
     # 0: a lone query runs at once and batches form only from queries already queued; > 0 makes
     # the first query of a batch wait this long for company (a lone query pays it in full).
     predict_max_wait_ms: float = 0.0
+    # Answers kept per model for predict queries asked again with the same inputs (state rows,
+    # physics, horizon, impulses), which then skip the forward pass (world_model/memo.py); 0: none.
+    predict_memo: int = 256
     # torch intra-op threads for model work in this process (0: one per CPU), applied once when the
     # node first loads a model (torch is imported only then). 1, measured on 2 cores: with one per
     # CPU, once a second thread had run model work (a plan) predict p50 tripled and stayed there.
@@ -126,6 +129,8 @@ class Settings:
                   "sse_heartbeat_s", "changes_maxlen", "subscribe_max_lag", "slow_request_s")
         if any(getattr(s, name) <= 0 for name in limits):
             raise ValueError(", ".join(f"WORLDSTATE_{n.upper()}" for n in limits) + " must be positive")
+        if s.predict_memo < 0:
+            raise ValueError("WORLDSTATE_PREDICT_MEMO must be 0 (no memo) or more")
         return s
 
     def to_env(self) -> dict[str, str]:

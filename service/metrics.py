@@ -188,3 +188,5 @@ def _predictor(model: dict[str, Any]) -> Iterator[Any]:
                                 buckets=buckets, sum_value=sum(n * c for n, c in sizes.items()))
     yield CounterMetricFamily("worldstate_predict_inference_seconds", "Time in batched predict forward passes",
                               value=model["inference_s"])
+    yield CounterMetricFamily("worldstate_predict_memo_hits", "Predict queries answered from the memo, no forward pass",
+                              value=model["memo"]["hits"])

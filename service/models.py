@@ -80,12 +80,14 @@ def check_manifest(doc: Any, checkpoint_dir: str) -> dict[str, Any]:
 
 class ModelHost:
     def __init__(self, cp: CPStore, checkpoint_dir: str, device: str = "auto",
-                 max_batch: int = 32, max_wait_ms: float = 0.0, torch_threads: int = 1) -> None:
+                 max_batch: int = 32, max_wait_ms: float = 0.0, torch_threads: int = 1,
+                 predict_memo: int = 256) -> None:
         self.cp = cp
         self.checkpoint_dir = checkpoint_dir
         self.device = device
         self.max_batch = max_batch
         self.max_wait_ms = max_wait_ms
+        self.predict_memo = predict_memo  # answers kept per model for queries asked again (0: none)
         self.torch_threads = torch_threads  # as configured; 0: one per CPU
         self.torch_threads_used: int | None = None  # as applied, at the first load
         self.serving: Serving | None = None
@@ -136,7 +138,8 @@ class ModelHost:
                 "loaded_at": s.loaded_at, "error": self.last_error,
                 "batches": s.batcher.stats.batches, "queries": s.batcher.stats.queries,
                 "batch_sizes": dict(s.batcher.stats.sizes), "inference_s": s.batcher.stats.inference_s,
-                "queue_depth": s.batcher.depth(), "torch_threads": self.torch_threads_used}
+                "queue_depth": s.batcher.depth(), "torch_threads": self.torch_threads_used,
+                "memo": {"size": s.batcher.memo.size, "held": len(s.batcher.memo), "hits": s.batcher.memo.hits}}
 
     async def _follow(self) -> None:
         """Load the current manifest, then every change to it; survive CP outages."""
@@ -172,7 +175,7 @@ class ModelHost:
             self.last_error = f"manifest revision {revision} refused: {e}"
             log.error(self.last_error)
             return False
-        batcher = MicroBatcher(model, self.max_batch, self.max_wait_ms)
+        batcher = MicroBatcher(model, self.max_batch, self.max_wait_ms, memo_size=self.predict_memo)
         old, self.serving = self.serving, Serving(model, batcher, manifest, revision, time.time())
         self.last_error = ""
         if old is not None:

@@ -69,7 +69,7 @@ class Node:
                                          self.quotas, self.metrics)
         self.subscriptions = Subscriptions(s, self.ap, self.worlds)
         self.models = ModelHost(self.cp, s.checkpoint_dir, s.device, s.predict_max_batch, s.predict_max_wait_ms,
-                                s.torch_threads)
+                                s.torch_threads, s.predict_memo)
         self.queries = ModelQueries(self.cp, self.ap, self.models, self.quotas)
         self.keys = Keys(self.cp)
         self.keyring = KeyRing(self.cp) if s.auth == "keys" else None

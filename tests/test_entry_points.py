@@ -123,7 +123,9 @@ def test_edge_benchmark_runs_as_the_readme_shows(tmp_path: Path) -> None:
     assert doc["edges"] == 2 and fanout["never_arrived"] == 0 and fanout["arrived_by_ms"]["n"] == 2 * 4, fanout
     assert sum(n for _, n in fanout["held"].values()) == 2 * 4  # every (edge, change) pair looked at once
     assert fanout["applied_ms"]["n"] == 2 * 4  # and each edge recorded when it applied each change
-    assert all(row["failed"] == 0 and row["n"] > 0 for rows in doc["predict"].values() for row in rows.values())
+    assert set(doc["predict"]) == {"new", "again"}
+    assert all(row["failed"] == 0 and row["n"] > 0 for by_clients in doc["predict"].values()
+               for rows in by_clients.values() for row in rows.values())
     assert doc["memory_model"][0]["rss"] > doc["memory_no_model"][0]["rss"] > 0
 
 

@@ -95,7 +95,8 @@ def batching_node(cluster: Deployment, published: dict) -> Iterator[str]:
     or BATCH_WAIT_S: a node with the default 2 ms wait batches only what happens to arrive together."""
     port = free_port()
     env = {**(cluster.api["r1"].env or {}), "WORLDSTATE_NODE_ID": "api-r1-batching", "WORLDSTATE_PEERS": "",
-           "WORLDSTATE_PREDICT_MAX_BATCH": str(BATCH), "WORLDSTATE_PREDICT_MAX_WAIT_MS": str(BATCH_WAIT_S * 1000)}
+           "WORLDSTATE_PREDICT_MAX_BATCH": str(BATCH), "WORLDSTATE_PREDICT_MAX_WAIT_MS": str(BATCH_WAIT_S * 1000),
+           "WORLDSTATE_PREDICT_MEMO": "0"}  # the same query 16 times: each must reach a batch
     node = ApiNode("r1", port, [sys.executable, "-m", "deploy", *api_args("127.0.0.1", port)],
                    cluster.run_dir / "logs" / "api-r1-batching.log", env)
     node.start()

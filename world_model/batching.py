@@ -13,7 +13,8 @@ query in a batch than alone.
 Every forward pass runs on the batcher's one thread, so two never run at
 once; `call` runs other model work (plan, surprise) on that same thread,
 between batches. Answers equal the one-by-one answers (padding is masked;
-see WorldModel.predict_prepared).
+see WorldModel.predict_prepared). With `memo_size` > 0, a query whose inputs equal those of a
+recent one gets that answer without queueing (world_model/memo.py).
 """
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ from typing import Any, TypeVar
 from .config import Physics
 from .errors import BatcherClosed, Overloaded
 from .inference import Prediction, PreparedPredict, WorldModel
+from .memo import PredictionMemo, memo_key
 
 T = TypeVar("T")
 _Item = tuple[PreparedPredict, "asyncio.Future[Prediction]"]
@@ -70,7 +72,7 @@ def set_torch_threads(n: int) -> int:
 
 class MicroBatcher:
     def __init__(self, model: WorldModel, max_batch_size: int = 32, max_wait_ms: float = 0.0,
-                 max_queue: int = 4096):
+                 max_queue: int = 4096, memo_size: int = 0):
         if max_batch_size < 1 or max_wait_ms < 0:
             raise ValueError("max_batch_size >= 1 and max_wait_ms >= 0")
         self.model = model
@@ -78,6 +80,7 @@ class MicroBatcher:
         self.max_wait = max_wait_ms / 1000.0
         self.max_queue = max_queue
         self.stats = BatcherStats()
+        self.memo = PredictionMemo(memo_size)
         self._queue: asyncio.Queue[_Item] | None = None
         self._worker: asyncio.Task[None] | None = None
         self._closed = False
@@ -119,6 +122,10 @@ class MicroBatcher:
         """Same contract as WorldModel.predict, batched with concurrent callers."""
         if self._closed:
             raise BatcherClosed("batcher is closed")
+        key = memo_key(states, physics, horizon, actions) if self.memo.size else None
+        known = self.memo.get(key)
+        if known is not None:
+            return known
         req = self.model.prepare_predict(states, physics, horizon, actions)  # raises InvalidInput here
         self.start()
         assert self._queue is not None
@@ -126,7 +133,9 @@ class MicroBatcher:
             raise Overloaded(f"more than {self.max_queue} queries waiting")
         fut: asyncio.Future[Prediction] = asyncio.get_running_loop().create_future()
         self._queue.put_nowait((req, fut))
-        return await fut
+        answer = await fut
+        self.memo.put(key, answer)
+        return answer
 
     async def call(self, fn: Callable[..., T], *args: Any) -> T:
         """Run fn(*args) on the model thread, between batches (plan, surprise): model work never runs
