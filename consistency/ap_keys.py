@@ -30,6 +30,8 @@ per region, so keys need not be declared to the script).
     ws:w:{world}              ZSET  entity ids, for paging
     ws:worlds                 SET   worlds with observations
     ws:quota:<key id>:<kind>  STRING a rate quota's theoretical arrival time (us), expiring when idle
+    ws:fed:{world}            HASH  federated updates announced by this region's learners: update hash -> JSON
+                                    record (learn/updates.py); local, never shipped, never trimmed
 """
 
 from __future__ import annotations

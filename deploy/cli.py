@@ -138,6 +138,12 @@ def _learn(args: argparse.Namespace) -> int:
     return learner.main(args.rest)
 
 
+def _aggregate(args: argparse.Namespace) -> int:
+    from learn import federated
+
+    return federated.main(args.rest)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="worldstate", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -177,7 +183,9 @@ def build_parser() -> argparse.ArgumentParser:
     for name, func, text in (("train", _train, "train the JEPA world model"),
                              ("eval", _eval, "evaluate a trained world model"),
                              ("learn", _learn, "fine-tune the serving model on a world's trajectories; "
-                                               "publish only if the gate says yes")):
+                                               "publish only if the gate says yes"),
+                             ("aggregate", _aggregate, "combine the regions' updates of a world (federated round); "
+                                                       "publish only if the gate says yes")):
         sp = sub.add_parser(name, help=text, add_help=False)
         sp.add_argument("rest", nargs=argparse.REMAINDER)
         sp.set_defaults(func=func)
@@ -186,7 +194,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] in (["train"], ["eval"], ["learn"]):  # argparse would eat options meant for their own parsers
+    # argparse would eat options meant for their own parsers
+    if argv[:1] in (["train"], ["eval"], ["learn"], ["aggregate"]):
         return int(build_parser().parse_args(argv[:1]).func(argparse.Namespace(rest=argv[1:])))
     args = build_parser().parse_args(argv)
     return int(args.func(args))

@@ -6,7 +6,8 @@ and publish it by compare-and-swap when the gate says yes.
 
 The world's trajectories come from `load_world(world, args)`: the seam for the observation log
 (learn/shards.py's load_rollouts). Until that is wired, `--rollouts FILE` reads a file written by
-`save_rollouts`. Exit status: 0 published (or --dry-run and the gate said yes), 3 the gate said
+`save_rollouts`. Exit status: 0 published (or --dry-run and the gate said yes, or --publish update
+and the update announced: learn/updates.py), 3 the gate said
 no, 4 someone published first (the manifest moved since the learner read it), 2 bad usage.
 """
 from __future__ import annotations
@@ -30,7 +31,7 @@ from .gate import GateConfig, gate, split
 from .publish import LOST_RACE, PUBLISHED, finite, publish
 
 LoadWorld = Callable[[str, argparse.Namespace], Rollouts]
-EXIT = {PUBLISHED: 0, "accepted": 0, "refused-by-gate": 3, LOST_RACE: 4}
+EXIT = {PUBLISHED: 0, "accepted": 0, "announced": 0, "refused-by-gate": 3, LOST_RACE: 4}
 
 
 def save_rollouts(path: str | os.PathLike[str], data: Rollouts, groups: list[str] | None = None) -> None:
@@ -70,7 +71,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--world-fraction", type=float, default=d.world_fraction,
                    help=f"share of each batch from the world; the rest is simulator replay (default {d.world_fraction})")
     p.add_argument("--lr", type=float, default=d.lr)
-    p.add_argument("--trainable", choices=["contact", "all"], default=d.trainable)
+    p.add_argument("--trainable", choices=["adapt", "contact", "all"], default=d.trainable)
     p.add_argument("--replay-rollouts", type=int, default=d.replay_rollouts,
                    help="simulator rollouts the replay half of each batch is drawn from")
     p.add_argument("--no-calibrate", action="store_true",
@@ -87,6 +88,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--data-offsets", default="{}", help="JSON object recorded in the lineage (e.g. stream offsets)")
     p.add_argument("--learner", default=f"learner@{socket.gethostname()}", help="recorded in the lineage")
     p.add_argument("--dry-run", action="store_true", help="gate only; publish nothing")
+    p.add_argument("--publish", choices=["manifest", "update"], default="manifest", help="update: store the "
+                   "difference from the base and announce it for `worldstate aggregate` (learn/updates.py)")
+    p.add_argument("--announce", metavar="REDIS_URL", help="the region's Redis an update is announced in "
+                   "(default: --from-log's)")
     return p
 
 
@@ -156,6 +161,12 @@ def run(args: argparse.Namespace, load_world: LoadWorld = _from_file) -> dict[st
         if args.dry_run:
             report["status"] = "accepted" if verdict.accept else "refused-by-gate"
             return report
+        if args.publish == "update":
+            from .updates import offer
+            return report | offer(ws, base_blob, candidate.blob, world=args.world, base_revision=current.revision,
+                                  redis_url=args.announce or getattr(args, "from_log", None), region=args.region,
+                                  samples=report["train_samples"], checkpoint_dir=args.checkpoint_dir,
+                                  learner=args.learner, data_offsets=offsets, gate=verdict.as_dict())
         out = publish(ws, candidate, verdict, base_manifest=current.manifest, base_revision=current.revision,
                       checkpoint_dir=args.checkpoint_dir, world=args.world, learner=args.learner,
                       data_offsets=offsets)
