@@ -30,6 +30,7 @@ from learn.finetune import base_config
 from learn.learner import save_rollouts
 from learn.updates import UpdateStore, announce, apply_delta, make_update, model_state
 from tests.conftest import auth_headers
+from tests.test_readme_streams import blocks, section
 from world_model import shipped
 from world_model.checkpoints import CheckpointStore, from_bytes, to_bytes
 
@@ -43,16 +44,8 @@ AGG_SMALL = ["--suite-cases", "4", "--windows", "64", "--threads", "1"]
 LENIENT = ["--min-improvement", "0.0", "--max-suite-regression", "9.0"]
 
 # The README's commands (the "Federated across regions" section), exactly as a user runs them.
-README_LEARN = """\
-for r in r1 r2 r3; do
-  .venv/bin/worldstate learn --world lab --api $API --key $WORLDSTATE_KEY --checkpoint-dir $RUN/checkpoints \\
-      --rollouts lab-$r.pt --region $r --announce "$(cat redis-$r.url)" --publish update \\
-      --steps 20 --no-calibrate --suite-cases 4 --replay-rollouts 64
-done"""
-README_AGGREGATE = """\
-.venv/bin/worldstate aggregate --world lab --api $API --key $WORLDSTATE_KEY --checkpoint-dir $RUN/checkpoints \\
-    --region-redis "r1=$(cat redis-r1.url),r2=$(cat redis-r2.url),r3=$(cat redis-r3.url)" \\
-    --rollouts lab-r1.pt --rollouts lab-r2.pt --rollouts lab-r3.pt --suite-cases 4 --dry-run"""
+README_LEARN, README_AGGREGATE = blocks(section(
+    "### Federated across regions: `worldstate learn --publish update` and `worldstate aggregate`"), "sh")[:2]
 
 
 @pytest.fixture(scope="module")
