@@ -8,6 +8,7 @@ import argparse
 import json
 import math
 import os
+import shlex
 import signal
 import sys
 import threading
@@ -25,7 +26,9 @@ def _up(args: argparse.Namespace) -> int:
 
     topo = Topology(etcd_members=args.etcd_members, regions=args.regions, run_dir=args.run_dir,
                     cp_timeout_s=args.cp_timeout, backend_auth=args.backend_auth, edges=args.edges,
-                    edge_world=args.edge_world)
+                    edge_world=args.edge_world, learn=args.learn, learn_world=args.learn_world,
+                    learn_every_s=args.learn_every, learner_args=args.learner_args,
+                    aggregator_args=args.aggregator_args)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
@@ -46,6 +49,10 @@ def _up(args: argparse.Namespace) -> int:
             print(f"  ui      {region:<10} {url}/ui/")
         for name, e in info["edges"].items():  # type: ignore[union-attr]
             print(f"  edge    {name:<10} {e['url']}  (world {e['world']}, follows {e['region']})")
+        for name, role in info["learn"].items():  # type: ignore[union-attr]
+            what = f"region {role['region']}" if role["region"] else "every region"
+            print(f"  learn   {name:<10} world {role['world']}, {what}, every {role['every_s']:g} s; "
+                  f"log {role['log']}")
         print(f"  state   {deployment.run_dir / 'deployment.json'}")
         if deployment.admin_key:
             print(f"  admin key {deployment.admin_key}")
@@ -65,6 +72,26 @@ def _up(args: argparse.Namespace) -> int:
         deployment.stop()
     print("worldstate stopped", flush=True)
     return 0
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a number of seconds > 0, not {text!r}")
+    return value
+
+
+def _world(text: str) -> str:
+    from consistency.cp_keys import check_world
+    from consistency.errors import InvalidKey
+
+    try:
+        return check_world(text)
+    except InvalidKey as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def _publish_default(publish: Callable[[], tuple[str, dict[str, Any]]]) -> bool:
@@ -133,15 +160,15 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def _learn(args: argparse.Namespace) -> int:
-    from learn import learner
+    from learn import loop  # the one-shot learner, or with --every its long-lived role
 
-    return learner.main(args.rest)
+    return loop.main("learn", args.rest)
 
 
 def _aggregate(args: argparse.Namespace) -> int:
-    from learn import federated
+    from learn import loop
 
-    return federated.main(args.rest)
+    return loop.main("aggregate", args.rest)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -157,6 +184,14 @@ def build_parser() -> argparse.ArgumentParser:
                     help="etcd with auth on and Redis with an ACL user; passwords generated into the run dir")
     up.add_argument("--edges", type=int, default=0, help="edge nodes to start, following the regions in turn")
     up.add_argument("--edge-world", default="lab", help="the world the edges hold (default lab)")
+    up.add_argument("--learn", action="store_true", help="also start a learner per region and an aggregator "
+                    "(worldstate learn/aggregate --every), logs under the run dir")
+    up.add_argument("--learn-world", default="lab", type=_world, help="the world they learn (default lab)")
+    up.add_argument("--learn-every", type=_seconds, default=300.0, help="seconds between rounds (default 300)")
+    up.add_argument("--learner-args", type=shlex.split, default=[], metavar="'ARGS'",
+                    help="appended to each learner's command line, e.g. '--steps 20 --min-new-samples 64'")
+    up.add_argument("--aggregator-args", type=shlex.split, default=[], metavar="'ARGS'",
+                    help="appended to the aggregator's command line, e.g. '--suite-cases 4'")
     up.add_argument("--no-default-model", dest="default_model", action="store_false",
                     help="do not publish the packaged model when no model manifest exists")
     up.set_defaults(func=_up)

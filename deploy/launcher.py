@@ -19,7 +19,8 @@ from typing import Any
 from consistency.cp_store import CPStore
 from deploy import backend_auth, binaries, first_start
 from service.config import Settings
-from deploy.nodes import ApiNode, EdgeNode, EtcdMember, RedisNode
+from deploy.nodes import ApiNode, EdgeNode, EtcdMember, LearnRole, RedisNode
+from deploy.roles import DEFAULT_EVERY_S, aggregator_argv, learner_argv
 from deploy.processes import ManagedProcess, ProcessFailed, free_port, wait_until
 
 ETCD_CLUSTER_TOKEN = "worldstate"
@@ -60,6 +61,13 @@ class Topology:
     # Edge nodes (edge/), each following one region's API node (round robin), all for one world.
     edges: int = 0
     edge_world: str = "lab"
+    # The learning roles (learn/loop.py): a learner per region and one aggregator, for one world,
+    # a round every learn_every_s; *_args are appended to their command lines (e.g. a tiny fine-tune).
+    learn: bool = False
+    learn_world: str = "lab"
+    learn_every_s: float = DEFAULT_EVERY_S
+    learner_args: list[str] = field(default_factory=list)
+    aggregator_args: list[str] = field(default_factory=list)
     # link(from, to, port) -> the port `from` must dial to reach `to` on `port`.
     # jepsen_like returns the port of a TCP proxy it controls, so it can cut,
     # delay or blackhole that one link. `from` is a process name ("api-r1"), or
@@ -149,6 +157,8 @@ class Deployment:
             raise ValueError("--edges must be 0 or more")
         if topology.regions < 1:
             raise ValueError("--regions must be at least 1")
+        if not topology.learn_every_s > 0:  # also NaN
+            raise ValueError("--learn-every must be a number of seconds > 0")
         self.topology = topology
         self.run_dir = Path(topology.run_dir or tempfile.mkdtemp(prefix="worldstate-"))
         self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -156,6 +166,7 @@ class Deployment:
         self.redis: dict[str, RedisNode] = {}
         self.api: dict[str, ApiNode] = {}
         self.edges: list[EdgeNode] = []
+        self.learners: list[LearnRole] = []  # the learners, then the aggregator (worldstate up --learn)
         self.admin_key: str | None = None  # the bearer token of the admin key made at first start
         self._plan()
 
@@ -216,6 +227,32 @@ class Deployment:
                     "--world", t.edge_world, "--data-dir", str(self.run_dir / me), "--host", addr(me),
                     "--port", str(port), "--name", me, "--key-file", str(self.run_dir / "admin.key")]
             self.edges.append(EdgeNode(me, region, t.edge_world, port, wrap(me, argv), logs / f"{me}.log", addr(me)))
+        if t.learn:
+            self._plan_learning(logs, link, wrap)
+
+    def _plan_learning(self, logs: Path, link: Callable[[str, str, int], int],
+                       wrap: Callable[[str, list[str]], list[str]]) -> None:
+        t = self.topology
+
+        def api_url(me: str, region: str) -> str:
+            api = self.api[region]
+            return f"http://{api.host}:{link(me, api.name, api.port)}"
+
+        def redis_url(me: str, region: str) -> str:
+            node = self.redis[region]
+            return backend_auth.redis_url(node.host, link(me, node.name, node.port), *(node.user or ()))
+
+        for region in t.region_names():
+            me = f"learner-{region}"
+            argv = learner_argv(world=t.learn_world, region=region, api=api_url(me, region),
+                                redis_url=redis_url(me, region), run_dir=self.run_dir, every=t.learn_every_s,
+                                extra=t.learner_args)
+            self.learners.append(LearnRole(me, region, t.learn_world, wrap(me, argv), logs / f"{me}.log"))
+        me, first = "aggregator", t.region_names()[0]
+        argv = aggregator_argv(world=t.learn_world, api=api_url(me, first), run_dir=self.run_dir,
+                               redis_urls={r: redis_url(me, r) for r in t.region_names()}, every=t.learn_every_s,
+                               extra=t.aggregator_args)
+        self.learners.append(LearnRole(me, None, t.learn_world, wrap(me, argv), logs / f"{me}.log"))
 
     @property
     def etcd_endpoints(self) -> list[str]:
@@ -241,7 +278,7 @@ class Deployment:
         return None
 
     def processes(self) -> list[ManagedProcess]:
-        return [*self.etcd, *self.redis.values(), *self.api.values(), *self.edges]
+        return [*self.etcd, *self.redis.values(), *self.api.values(), *self.edges, *self.learners]
 
     def process(self, name: str) -> ManagedProcess:
         for p in self.processes():
@@ -267,6 +304,8 @@ class Deployment:
                 p.start()
             for p in self.edges:
                 p.wait_healthy(timeout)
+            for p in self.learners:  # loops that wait, round after round, for what they need
+                p.start()
         except BaseException:
             self.stop()
             raise
@@ -283,7 +322,7 @@ class Deployment:
 
     def stop(self) -> None:
         # API nodes first so they never see their backends vanish mid-request.
-        for p in [*self.edges, *self.api.values(), *self.redis.values(), *reversed(self.etcd)]:
+        for p in [*self.learners, *self.edges, *self.api.values(), *self.redis.values(), *reversed(self.etcd)]:
             p.stop()
 
     def publish_default_model(self, timeout: float = 120.0) -> tuple[str, dict[str, Any]]:
@@ -300,6 +339,8 @@ class Deployment:
             "api": {r: n.url for r, n in self.api.items()},
             "grpc": {r: n.grpc for r, n in self.api.items() if n.grpc_port},
             "edges": {e.name: {"url": e.url, "region": e.region, "world": e.world} for e in self.edges},
+            "learn": {p.name: {"region": p.region, "world": p.world, "every_s": self.topology.learn_every_s,
+                               "log": str(p.log_path)} for p in self.learners},
             "pids": {p.name: p.pid for p in self.processes()},
             # Where the passwords are, never the passwords: this goes to deployment.json and stdout.
             "backend_auth": {"etcd_user": self.credentials.etcd_user, "redis_user": self.credentials.redis_user,
@@ -320,5 +361,5 @@ class Deployment:
         self.stop()
 
 
-__all__ = ["Deployment", "Topology", "EtcdMember", "RedisNode", "ApiNode", "EdgeNode", "ProcessFailed",
+__all__ = ["Deployment", "Topology", "EtcdMember", "RedisNode", "ApiNode", "EdgeNode", "LearnRole", "ProcessFailed",
            "etcd_args", "redis_args", "api_args", "wait_until"]

@@ -105,3 +105,13 @@ class EdgeNode(ManagedProcess):
     @property
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
+
+
+class LearnRole(ManagedProcess):
+    """`worldstate learn ... --every S` (one per region) or `worldstate aggregate ... --every S` (one):
+    a loop with no port, healthy while it runs; each round is one JSON line in its log (learn/loop.py)."""
+
+    def __init__(self, name: str, region: str | None, world: str, argv: list[str], log: Path) -> None:
+        self.region = region  # None: the aggregator, which reads every region
+        self.world = world
+        super().__init__(name, argv, log, lambda: True)

@@ -219,7 +219,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         return report
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
+    """The arguments, checked before anything is read (bad ones: exit 2); learn/loop.py shares it."""
     p = parser()
     args = p.parse_args(argv)
     try:
@@ -232,6 +233,11 @@ def main(argv: list[str] | None = None) -> int:
         Rules(args.max_staleness, args.norm_factor, args.min_cosine, args.max_update_regression, args.server_lr)
     except ValueError as e:
         p.error(str(e))
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(argv)
     try:
         report = run(args)
     except SystemExit as e:  # a usage problem found once connected: exit 2, the message on stderr

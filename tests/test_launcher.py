@@ -69,7 +69,7 @@ def _waits_healthy(svc: dict[str, Any], on: set[str]) -> bool:
 def test_compose_matches_launcher_topology(tmp_path: Path) -> None:
     compose = yaml.safe_load((repo_root() / "docker-compose.yml").read_text())["services"]
     # Planned, not started; compose's backends require credentials, as `worldstate up --backend-auth`'s do.
-    d = Deployment(Topology(etcd_members=3, regions=2, run_dir=tmp_path, backend_auth=True, edges=1))
+    d = Deployment(Topology(etcd_members=3, regions=2, run_dir=tmp_path, backend_auth=True, edges=1, learn=True))
     # The launcher's processes, plus model-init (the one-shot publish `worldstate up` does last),
     # etcd-auth-init (its enabling of etcd auth) and keys-init (its first admin key).
     assert set(compose) == {p.name for p in d.processes()} | {"model-init", "etcd-auth-init", "keys-init"}
@@ -157,6 +157,8 @@ def test_compose_matches_launcher_topology(tmp_path: Path) -> None:
         assert any(v.endswith(":" + theirs["--data-dir"]) for v in svc["volumes"])
         assert _waits_healthy(svc, {f"api-{edge.region}"}), svc.get("depends_on")
 
+    _check_learning_roles(compose, d)
+
     init, apis = compose["model-init"], {f"api-{r}": compose[f"api-{r}"] for r in d.api}
     assert init["command"][:2] == ["worldstate", "publish-default"]
     # It publishes to, and waits for, every API node at the port it serves in its container.
@@ -179,6 +181,42 @@ def test_compose_matches_launcher_topology(tmp_path: Path) -> None:
     assert [v.split(":")[0] for v in keys["volumes"] if v.split(":")[1] == key_dir] == \
            [v.split(":")[0] for v in init["volumes"] if v.split(":")[1] == key_dir] != []
     assert init["depends_on"]["keys-init"] == {"condition": "service_completed_successfully"}
+
+
+def _check_learning_roles(compose: dict[str, Any], d: Deployment) -> None:
+    """learner-r1, learner-r2 and aggregator run `worldstate up --learn`'s command lines at the compose names."""
+    def redis_at(url: str, region: str) -> bool:
+        u = urllib.parse.urlsplit(_interpolate(url, WORLDSTATE_REDIS_PASSWORD="pw"))
+        port = _flags(compose[f"redis-{region}"]["command"][1:])["--port"]
+        return (u.hostname, str(u.port), u.username, u.password) == (f"redis-{region}", port, "worldstate", "pw")
+
+    ckpt = compose["api-r1"]["environment"]["WORLDSTATE_CHECKPOINT_DIR"]
+    key_file = _values(compose["keys-init"]["command"], "--out")[0]
+    assert [p.name for p in d.learners] == ["learner-r1", "learner-r2", "aggregator"]
+    for role in d.learners:
+        svc, verb = compose[role.name], ("learn" if role.region else "aggregate")
+        assert svc["command"][:2] == ["worldstate", verb]
+        ours, theirs = _flags(role.argv[role.argv.index(verb) + 1:]), _flags(svc["command"][2:])
+        assert set(ours) == set(theirs), role.name
+        for flag in ("--world", "--every", "--publish", "--region", "--learner", "--aggregator"):
+            assert ours.get(flag) == theirs.get(flag), (role.name, flag)
+        assert theirs["--checkpoint-dir"] == ckpt and theirs["--key-file"] == key_file
+        assert any(v.endswith(":" + ckpt) for v in svc["volumes"]) and any(
+            v.split(":")[1] == key_file.rpartition("/")[0] for v in svc["volumes"])
+        shard_dirs = _values(svc["command"], "--shard-dir")
+        assert all(any(v.split(":")[1] == s.rpartition("/")[0] for v in svc["volumes"]) for s in shard_dirs)
+        if role.region:  # a learner: its region's API node, Redis and shard folder
+            api = compose[f"api-{role.region}"]
+            assert theirs["--api"] == f"http://api-{role.region}:{_flags(api['command'][2:])['--port']}"
+            assert redis_at(theirs["--from-log"], role.region) and redis_at(theirs["--announce"], role.region)
+            assert shard_dirs == [f"/shards/{role.region}"]
+            assert _waits_healthy(svc, {f"api-{role.region}", f"redis-{role.region}"}), svc.get("depends_on")
+        else:  # the aggregator: every region's Redis, every learner's shards
+            urls = dict(item.split("=", 1) for item in theirs["--region-redis"].split(","))
+            assert set(urls) == set(d.redis) and all(redis_at(u, r) for r, u in urls.items())
+            learners = [compose[p.name] for p in d.learners if p.region]
+            assert sorted(shard_dirs) == sorted(_values(lc["command"], "--shard-dir")[0] for lc in learners)
+            assert _waits_healthy(svc, {"api-r1", *(f"redis-{r}" for r in d.redis)}), svc.get("depends_on")
 
 
 def test_worldstate_up_starts_everything_and_leaves_no_orphans(tmp_path: Path) -> None:
