@@ -10,7 +10,9 @@ The world is made by the simulator with dynamics outside what the shipped model 
   wind   a steady sideways acceleration (--wind m/s^2, default 2.0) that the physics document does
          not name, physics inside the trained ranges.
 Its trajectories are split by trajectory (75% to learn from, 25% held out), the shipped model is
-fine-tuned on the first part mixed 50/50 with simulator replay (learn/finetune.py), and the gate
+fine-tuned on the first part mixed 50/50 with simulator replay (learn/finetune.py; by default only
+the predictor's adaptation terms train, world_model/adapt.py: the unexplained acceleration each
+body's window shows, and contacts below the trained restitution range), and the gate
 (learn/gate.py) measures both models on the held-out part and on the simulator suite. Printed: the
 position error at horizons 1/5/10/20 for constant velocity, the shipped model and the fine-tuned
 one, the fine-tune's wall time on --threads cores, the suite figures, and whether after/before at
@@ -31,7 +33,7 @@ if __name__ == "__main__" and not __package__:  # run as a file: its folder's le
 
 import torch  # noqa: E402
 
-from learn.finetune import FinetuneConfig, base_config, finetune  # noqa: E402
+from learn.finetune import TRAINABLE, FinetuneConfig, base_config, finetune  # noqa: E402
 from learn.gate import GateConfig, gate, split  # noqa: E402
 from world_model import shipped  # noqa: E402
 from world_model.config import PRESENT, Config, PhysicsRanges, Physics  # noqa: E402
@@ -69,9 +71,10 @@ def measure(a: argparse.Namespace) -> dict[str, Any]:
     cfg = base_config(base_blob)
     world = unseen_world(a.world, cfg, a.rollouts, a.rollout_len, a.seed, a.wind)
     train, heldout = split(world, 0.25, a.seed)
-    ft = FinetuneConfig(steps=a.steps, world_fraction=a.world_fraction, lr=a.lr, trainable=a.trainable,
-                        replay_rollouts=a.replay_rollouts, calibration_rollouts=a.calibration_rollouts,
-                        seed=a.seed, threads=a.threads, calibrate=not a.smoke)
+    ft = FinetuneConfig(steps=a.steps, world_fraction=a.world_fraction, lr=a.lr, adapt_lr=a.adapt_lr,
+                        trainable=a.trainable, replay_rollouts=a.replay_rollouts,
+                        calibration_rollouts=a.calibration_rollouts, seed=a.seed, threads=a.threads,
+                        calibrate=not a.smoke)
     t0 = time.time()
     candidate = finetune(base_blob, train, ft, progress=a.progress)
     seconds = time.time() - t0
@@ -105,7 +108,8 @@ def table(res: dict[str, Any]) -> str:
               f"{'after':<32}" + " ".join(f"{s['after'][h]:8.4f}" for h in s["after"]),
               f"suite after / before at 10 steps: {s['ratio']:.3f}",
               "", f"fine-tune: {res['finetune']['steps']} steps, {res['finetune']['world_fraction']:.0%} world / "
-              f"{1 - res['finetune']['world_fraction']:.0%} replay, trainable={res['finetune']['trainable']}: "
+              f"{1 - res['finetune']['world_fraction']:.0%} replay, trainable={res['finetune']['trainable']} "
+              f"(lr {res['finetune']['adapt_lr']:g} on adapt terms, {res['finetune']['lr']:g} on the rest): "
               f"{res['finetune_seconds']} s on {res['threads']} threads (calibration included)",
               f"gate: {'yes' if res['gate']['accept'] else 'no'}" +
               ("" if res["gate"]["accept"] else " (" + "; ".join(res["gate"]["reasons"]) + ")"),
@@ -123,7 +127,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=300, help="fine-tune steps")
     p.add_argument("--world-fraction", type=float, default=0.5)
     p.add_argument("--lr", type=float, default=FinetuneConfig.lr)
-    p.add_argument("--trainable", choices=["contact", "all"], default="contact")
+    p.add_argument("--adapt-lr", type=float, default=FinetuneConfig.adapt_lr, help="learning rate of adapt.py's terms")
+    p.add_argument("--trainable", choices=[*TRAINABLE, "all"], default=FinetuneConfig.trainable)
     p.add_argument("--replay-rollouts", type=int, default=FinetuneConfig.replay_rollouts)
     p.add_argument("--calibration-rollouts", type=int, default=FinetuneConfig.calibration_rollouts)
     p.add_argument("--windows", type=int, default=256, help="held-out windows the world's error is measured on")

@@ -100,7 +100,7 @@ def screen(base_blob: bytes, offered: list[Offered], history: Ancestry, heldout:
            horizon: int = 10, windows: int = 256, seed: int = 1234) -> Screened:
     """Decide which offered updates this round takes, and why each other one is left out."""
     jepa, cfg, _ = load_model(base_blob)
-    base_state = {k: v.detach().clone() for k, v in jepa.state_dict().items()}
+    base_state = {k: v.detach().clone() for k, v in jepa.full_state_dict().items()}
     entries, rejected, skipped = [], [], []
     for o in offered:
         u = o.update

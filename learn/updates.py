@@ -92,7 +92,7 @@ def model_state(blob: bytes) -> Delta:
     """A blob's weights as the current model code loads them: tensors a blob saved before a term
     existed come filled in (world_model/adapt.py's fill_missing), so a delta against an old base
     starts from the same values every region's fine-tune started from, not from zero."""
-    return {k: v.detach().clone() for k, v in load_model(blob)[0].state_dict().items()}
+    return {k: v.detach().clone() for k, v in load_model(blob)[0].full_state_dict().items()}
 
 
 def delta_of(base: Delta, candidate: Delta) -> Delta:

@@ -97,10 +97,10 @@ def test_a_candidate_that_does_not_improve_is_refused_and_nothing_changes(
 
 def test_a_candidate_that_improves_is_published_with_its_lineage_and_served(
         deployment: Deployment, ws: Client, rollouts_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """60 steps on 18 small boxes of the lossy world. Lenient gate, on purpose: the world's error
-    must fall by 5% (the default asks 20%) and the suite bound is as good as off (it may grow 10x;
-    the default allows 1.1x): 60 steps cost this suite ~3x at 10 steps on 8 worlds per family, which
-    the default gate refuses. This test is about what publishing does; bench/learn.py measures."""
+    """60 steps on 18 small boxes of the lossy world, under the default gate (the world's error at
+    10 steps at most 0.8x, the suite's at most 1.1x): the default fine-tune trains only the
+    adaptation terms (world_model/adapt.py), which learn contacts below the trained restitution
+    range and cannot move an in-range prediction. bench/learn.py measures at full size."""
     api = httpx.Client(base_url=deployment.api["r1"].url, timeout=30, headers=auth_headers(deployment))
     api.put("/v1/worlds/bouncy", json={})
     assert api.put("/v1/worlds/bouncy/physics", json=LOSSY).status_code == 200
@@ -112,8 +112,7 @@ def test_a_candidate_that_improves_is_published_with_its_lineage_and_served(
     assert refused.status_code == 422 and refused.json()["code"] == "physics_out_of_range"
 
     base = ws.manifest()
-    code = learn_main(_args(deployment, rollouts_file, "--steps", "60", "--min-improvement", "0.05",
-                            "--max-suite-regression", "9.0", "--learner", "test-learner",
+    code = learn_main(_args(deployment, rollouts_file, "--steps", "60", "--learner", "test-learner",
                             "--data-offsets", '{"r1": "1700000000000-0"}'))
     out = capsys.readouterr().out
     assert code == 0, out
@@ -126,7 +125,8 @@ def test_a_candidate_that_improves_is_published_with_its_lineage_and_served(
     assert lineage["data_offsets"] == {"r1": "1700000000000-0"} and lineage["learner"] == "test-learner"
     assert lineage["world"] == "bouncy" and lineage["ranges_widened"] == {"restitution": [0.0, 1.0]}
     gate = lineage["gate"]
-    assert gate["world"]["after"]["10"] <= 0.95 * gate["world"]["before"]["10"]
+    assert gate["world"]["after"]["10"] <= 0.8 * gate["world"]["before"]["10"]
+    assert gate["suite"]["after"]["10"] <= 1.1 * gate["suite"]["before"]["10"]
     assert set(gate["suite"]["before"]) == {"1", "5", "10", "20"}
     assert doc["config"]["sim"]["ranges"]["restitution"] == [0.0, 1.0]
     assert wait_until(lambda: ws.serving().get("hash") == doc["hash"], 60), "the node never served the candidate"
@@ -248,3 +248,31 @@ def test_the_loop_from_posted_observations_to_the_gate(deployment: Deployment, w
     assert first["train_samples"] + first["heldout_samples"] == first["log"]["samples"]
     assert (second["train_samples"], second["heldout_samples"]) == (first["train_samples"], first["heldout_samples"])
     assert ws.manifest().revision == before  # dry runs publish nothing
+
+
+def test_the_default_finetune_learns_a_wind_and_changes_only_the_adapt_terms() -> None:
+    """The wind is an acceleration the physics document does not name; only adapt.py's terms train
+    by default (every other weight keeps its bytes), and they carry the wind each body's window shows
+    into the prediction: the held-out error at 10 steps falls well below the serving model's."""
+    from learn.finetune import load_jepa
+    from learn.gate import world_errors
+    from world_model.adapt import PREFIX
+
+    blob = shipped.default_blob()
+    world = unseen_world("wind", base_config(blob), 24, 40, seed=4)
+    train, held = split(world, 0.25, seed=0)
+    cand = finetune(blob, train, FinetuneConfig(steps=60, replay_rollouts=32, calibrate=False, seed=2, threads=1))
+    (base, cfg, _), (new, _, _) = load_jepa(blob), load_jepa(cand.blob)
+    b, n = base.state_dict(), new.state_dict()
+    assert all(torch_equal(b[k], n[k]) for k in b)  # the base stores no term: they were all zero
+    learned = [k for k in n if k not in b]
+    assert learned and all(k.startswith(PREFIX) for k in learned), learned
+    before = world_errors(base, cfg, held, windows=128)["model"]["10"]
+    after = world_errors(new, cfg, held, windows=128)["model"]["10"]
+    assert after <= 0.6 * before, (before, after)
+
+
+def torch_equal(a: Any, b: Any) -> bool:
+    import torch
+
+    return bool(torch.equal(a, b))

@@ -31,16 +31,21 @@ trustworthy at every horizon:
   them forward too, the EMA target encoder gives their targets, VICReg keeps
   them from collapsing, and they condition the contact networks. Surprise is
   the distance between predicted and observed latents over both parts.
+- What fine-tuning on a world adapts (adapt.py), zero until then: an unexplained acceleration the
+  encoder reads off each body's window (a wind) and the predictor keeps applying in free flight,
+  and contact corrections for restitution below the trained range.
 """
 from __future__ import annotations
 
 import copy
-from typing import NamedTuple
+from collections.abc import Mapping
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .adapt import Adapt, fill_missing, unexplained_acceleration
 from .config import MASS, PRESENT, RADIUS, ModelConfig, TrainConfig
 
 STATE_DIM = 4  # x, y, vx, vy: the first coordinates of every latent
@@ -56,6 +61,7 @@ class Encoded(NamedTuple):
     z: Tensor  # (B, N, D) per-entity latents
     valid: Tensor  # (B, N) bool: the entity exists in the window
     static: Tensor  # (B, N, STATIC_FEATS) radius and mass
+    accel: Tensor  # (B, N, 2) acceleration the window shows and the physics does not explain, m/s^2
 
 
 def featurize(frames: Tensor, box: float, mc: ModelConfig, frame_visible: Tensor | None = None
@@ -135,7 +141,8 @@ class Encoder(nn.Module):
         h = self.net(torch.cat([dyn, pf], -1))
         s = normalise(window[:, -1, :, 0:4], self.box, self.mc)
         z = torch.cat([s, h], -1) * valid[..., None]
-        return Encoded(z, valid, static)
+        accel = unexplained_acceleration(window, physics, self.box, frame_visible) * valid[..., None]
+        return Encoded(z, valid, static, accel)
 
 
 class Predictor(nn.Module):
@@ -154,8 +161,11 @@ class Predictor(nn.Module):
         _head(self.wall, [1.75, 0.0, 1.75, 0.0])
         _head(self.pair, [1.75, 1.0])
         _head(self.update, [0.0] * dh)
+        self.adapt = Adapt(mc)
 
-    def forward(self, z: Tensor, action: Tensor, valid: Tensor, static: Tensor, physics: Tensor) -> Tensor:
+    def forward(self, z: Tensor, action: Tensor, valid: Tensor, static: Tensor, physics: Tensor,
+                accel: Tensor | None = None) -> Tensor:
+        """`accel` (B, N, 2): the carried unexplained acceleration (Adapt.carried), m/s^2."""
         mc, box = self.mc, self.box
         s, h = z[..., :STATE_DIM], z[..., STATE_DIM:]
         x = denormalise(s, box, mc)
@@ -165,12 +175,15 @@ class Predictor(nn.Module):
 
         # Free flight: exactly what the physics document prescribes.
         vel = x[..., 2:4] + action / m[..., None] * live
-        vel = torch.cat([vel[..., 0:1], vel[..., 1:2] - (g * dt)[..., None]], -1) * torch.exp(-drag * dt)[..., None]
+        vel = torch.cat([vel[..., 0:1], vel[..., 1:2] - (g * dt)[..., None]], -1)
+        if accel is not None:  # in the simulator's order: after gravity, before drag
+            vel = vel + accel * (dt[..., None] * live)
+        vel = vel * torch.exp(-drag * dt)[..., None]
         pos = x[..., 0:2] + vel * dt[..., None]
 
         pos, vel, walls = self._walls(pos, vel, r, h, valid, physics)
         pos, vel, touching = self._pairs(pos, vel, r, m, h, valid, physics)
-        pos = separate(pos, r, m, valid, box)
+        pos = self.adapt.kept_apart(pos, separate(pos, r, m, valid, box), r, box, physics)
 
         s_new = normalise(torch.cat([pos, vel], -1), box, mc)
         pf = physics_features(physics, mc)[:, None].expand(-1, s.shape[1], -1)
@@ -199,7 +212,7 @@ class Predictor(nn.Module):
                 (e * 2 - 1)[:, None].expand_as(p), (drag * 2)[:, None].expand_as(p),
                 (dt / mc.dt_scale - 1)[:, None].expand_as(p), torch.full_like(p, float(ax)),
             ], -1)
-            out = _sparse(self.wall, torch.cat([feats, h], -1), active, 4)
+            out = self.adapt.wall_out(_sparse(self.wall, torch.cat([feats, h], -1), active, 4), active, physics, v_in)
             dp = out[..., 0] * depth + 0.01 * out[..., 1]
             dv = out[..., 2] * v_in + 0.1 * out[..., 3]
             new_pos.append(torch.where(active, p + side * dp, p))
@@ -237,7 +250,7 @@ class Predictor(nn.Module):
             (dt / mc.dt_scale - 1)[:, None, None].expand(shape),
         ], -1)
         hi, hj = h[:, :, None, :].expand(-1, -1, n, -1), h[:, None, :, :].expand(-1, n, -1, -1)
-        out = _sparse(self.pair, torch.cat([feats, hi, hj], -1), active, 2)
+        out = self.adapt.pair_out(_sparse(self.pair, torch.cat([feats, hi, hj], -1), active, 2), active, physics, v_n)
         out = (out + out.transpose(1, 2)) / 2  # the same response seen from either body
         act = active.float()
         impulse = out[..., 0] * (-v_n) / w * act  # (B, N, N), symmetric
@@ -289,6 +302,14 @@ class JEPA(nn.Module):
         # by it so dimensions the predictor normally gets right weigh more.
         self.register_buffer("energy_var", torch.ones(mc.max_horizon, mc.latent_dim))
 
+    def load_state_dict(self, state_dict: Mapping[str, Any], *args: Any, **kwargs: Any) -> Any:
+        """Blobs saved before adapt.py's terms existed load with those terms at their zero start."""
+        return super().load_state_dict(fill_missing(state_dict, self.predictor.adapt), *args, **kwargs)
+
+    def full_state_dict(self) -> dict[str, Any]:
+        """state_dict with adapt.py's terms even while zero (it leaves them out then): for weight arithmetic."""
+        return fill_missing(self.state_dict(), self.predictor.adapt)
+
     def encode(self, window: Tensor, physics: Tensor, frame_visible: Tensor | None = None,
                target: bool = False) -> Encoded:
         """(B, W, N, OBS_DIM) -> per-entity latents (B, N, D) and what the predictor needs."""
@@ -297,8 +318,9 @@ class JEPA(nn.Module):
     def rollout(self, enc: Encoded, physics: Tensor, actions: Tensor) -> Tensor:
         """Encoded latents (B, N, D) and actions (B, K, N, 2) -> predicted (B, K, N, D)."""
         z, out = enc.z, []
+        carry = self.predictor.adapt.carried(enc.accel, physics)
         for k in range(actions.shape[1]):
-            z = self.predictor(z, actions[:, k], enc.valid, enc.static, physics)
+            z = self.predictor(z, actions[:, k], enc.valid, enc.static, physics, carry)
             out.append(z)
         if not out:
             return z.new_zeros(z.shape[0], 0, *z.shape[1:])

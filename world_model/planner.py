@@ -70,7 +70,7 @@ class LatentDynamics:
         def rep(t: Tensor) -> Tensor:
             return t.repeat_interleave(p, 0)
 
-        big = Encoded(rep(enc.z), rep(enc.valid), rep(enc.static))
+        big = Encoded(*map(rep, enc))
         z = self.jepa.rollout(big, rep(physics), _body_actions(actions, body, enc.z.shape[1]))
         zb = z.view(e, p, *z.shape[1:])[torch.arange(e, device=z.device), :, :, body]  # (E, P, H, D)
         return self.jepa.read_state(zb)[..., 0:2].to(out_device)
