@@ -46,7 +46,7 @@ class NodeView:
 
 
 def cluster_args(port: int, bus_port: int, data_dir: str, node_timeout_ms: int = NODE_TIMEOUT_MS,
-                 appendfsync: str = "everysec", maxmemory: str = REDIS_MAXMEMORY) -> list[str]:
+                 appendfsync: str = "always", maxmemory: str = REDIS_MAXMEMORY) -> list[str]:
     """The single-Redis flags (AOF, no RDB, noeviction) plus cluster mode.
 
     The bus port is chosen, not port+10000: that would land in the kernel's ephemeral
@@ -129,7 +129,7 @@ class RedisCluster:
     RedisCluster on the same directory restarts the same nodes (their nodes.conf names them)."""
 
     def __init__(self, region: str, run_dir: Path, masters: int = 3, replicas: int = 0,
-                 node_timeout_ms: int = NODE_TIMEOUT_MS, appendfsync: str = "everysec",
+                 node_timeout_ms: int = NODE_TIMEOUT_MS, appendfsync: str = "always",
                  maxmemory: str = REDIS_MAXMEMORY) -> None:
         if masters < 1 or replicas < 0:
             raise ValueError("a cluster needs at least one master and a non-negative replica count")
