@@ -21,7 +21,7 @@ def test_every_setting_away_from_its_default_round_trips() -> None:
                    redis_url="redis://h:9/1", peers={"us": "redis://h:8/0"}, max_body_bytes=4096, max_connections=64,
                    header_timeout_s=2.5, body_timeout_s=7.5, keep_alive_s=1.5, max_header_bytes=1024, max_batch=3,
                    max_drift_ms=5000, dedup_window_s=60.0, dedup_max=10, stream_maxlen=100, read_wait_s=3.5,
-                   checkpoint_dir="/ck", device="cpu", predict_max_batch=4, predict_max_wait_ms=0.5, torch_threads=2,
+                   checkpoint_dir="/ck", device="cpu", predict_max_batch=4, predict_max_wait_ms=0.5, predict_memo=7, torch_threads=2,
                    telemetry=True, faults=True, sabotage=frozenset({"no-dedup"}), auth="off",
                    allowed_hosts=["api-r1", "localhost"], etcd_username="u", etcd_password="p", sse_heartbeat_s=0.5,
                    grpc_port=50051, grpc_host="0.0.0.0", changes_maxlen=500, subscribe_max_lag=50,
