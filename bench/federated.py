@@ -36,9 +36,9 @@ import torch  # noqa: E402
 
 from bench.learn import unseen_world  # noqa: E402
 from learn.aggregate import Rules  # noqa: E402
-from learn.finetune import FinetuneConfig, base_config, finetune  # noqa: E402
+from learn.finetune import FinetuneConfig, base_config, finetune, load_jepa  # noqa: E402
 from learn.gate import GateConfig, split, world_errors  # noqa: E402
-from learn.rounds import Ancestry, Offered, build_blob, load_model, screen  # noqa: E402
+from learn.rounds import Ancestry, Offered, build_blob, screen  # noqa: E402
 from learn.updates import Update, delta_norm, delta_of, model_state  # noqa: E402
 from world_model import shipped  # noqa: E402
 from world_model.checkpoints import from_bytes, sha256_hex  # noqa: E402
@@ -83,7 +83,7 @@ def concat(parts: list[Rollouts]) -> Rollouts:
 
 def errors_of(blob: bytes, heldout: Rollouts, windows: int) -> dict[str, float]:
     """On the gate's own seeded windows, as the aggregator measures each update alone."""
-    jepa, cfg, _ = load_model(blob)
+    jepa, cfg, _ = load_jepa(blob)
     return world_errors(jepa, cfg, heldout, windows, GateConfig().seed)["model"]  # type: ignore[arg-type]
 
 

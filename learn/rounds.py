@@ -25,7 +25,8 @@ from world_model.config import Config
 from world_model.simulator import Rollouts
 
 from .aggregate import Delta, Entry, Rejection, Rules, combine, screen_direction, screen_norm
-from .updates import Update, load_model, model_state
+from .finetune import load_jepa
+from .updates import Update, model_state
 
 __all__ = ["Ancestry", "Offered", "Screened", "ancestry", "build_blob", "heldout_error", "screen", "weights_sha256"]
 
@@ -99,7 +100,7 @@ def _unfit(delta: Delta, base: Delta) -> str | None:
 def screen(base_blob: bytes, offered: list[Offered], history: Ancestry, heldout: Rollouts, rules: Rules,
            horizon: int = 10, windows: int = 256, seed: int = 1234) -> Screened:
     """Decide which offered updates this round takes, and why each other one is left out."""
-    jepa, cfg, _ = load_model(base_blob)
+    jepa, cfg, _ = load_jepa(base_blob)
     base_state = {k: v.detach().clone() for k, v in jepa.full_state_dict().items()}
     entries, rejected, skipped = [], [], []
     for o in offered:

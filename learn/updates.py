@@ -33,10 +33,11 @@ import torch
 
 from consistency.cp_keys import check_world
 from world_model.checkpoints import CheckpointStore, from_bytes, to_bytes
-from world_model.config import Config
+
+from .finetune import load_jepa
 
 __all__ = ["KIND", "Update", "UpdateStore", "announce", "announced", "apply_delta", "delta_norm", "delta_of",
-           "fed_key", "load_model", "make_update",
+           "fed_key", "make_update",
            "model_state", "offer"]
 
 KIND = "worldstate-update"
@@ -76,23 +77,11 @@ class Update:
         return {"hash": self.hash, "region": self.region, "samples": self.samples, "base": self.base}
 
 
-def load_model(blob: bytes) -> tuple[torch.nn.Module, Config, dict[str, Any]]:
-    """The blob's JEPA (eval mode), its config and the whole stored document."""
-    from world_model.model import JEPA
-
-    state = from_bytes(blob)
-    cfg = Config.from_dict(state["config"])
-    jepa = JEPA(cfg.model, cfg.sim.box)
-    jepa.load_state_dict(state["jepa"])
-    jepa.eval()
-    return jepa, cfg, state
-
-
 def model_state(blob: bytes) -> Delta:
     """A blob's weights as the current model code loads them: tensors a blob saved before a term
     existed come filled in (world_model/adapt.py's fill_missing), so a delta against an old base
     starts from the same values every region's fine-tune started from, not from zero."""
-    return {k: v.detach().clone() for k, v in load_model(blob)[0].full_state_dict().items()}
+    return {k: v.detach().clone() for k, v in load_jepa(blob)[0].full_state_dict().items()}
 
 
 def delta_of(base: Delta, candidate: Delta) -> Delta:

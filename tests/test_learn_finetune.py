@@ -27,6 +27,7 @@ from learn.gate import Verdict, split
 from learn.learner import main as learn_main, save_rollouts
 from learn.publish import LOST_RACE, publish
 from tests.conftest import auth_headers
+from tests.learn_helpers import as_observations
 from world_model import shipped
 from world_model.checkpoints import CheckpointStore
 
@@ -210,25 +211,13 @@ def test_the_loop_from_posted_observations_to_the_gate(deployment: Deployment, w
     import json as _json
     import time
 
-    from world_model.config import MASS, PRESENT, RADIUS, VX, VY, X, Y
-
     cfg = base_config(shipped.default_blob())
     world = unseen_world("lossy", cfg, 4, 40, seed=11)
     p = dict(zip(("gravity", "restitution", "drag", "time_step"), world.physics[0].tolist()))
     with httpx.Client(base_url=deployment.api["r1"].url, headers=auth_headers(deployment), timeout=60) as api:
         api.put("/v1/worlds/lossy-log", json={}).raise_for_status()
         api.put("/v1/worlds/lossy-log/physics", json=p).raise_for_status()
-        t0 = time.time() - 60
-        batch = []
-        for b in range(world.frames.shape[0]):
-            for t in range(world.frames.shape[1]):
-                for k in range(world.frames.shape[2]):
-                    f = world.frames[b, t, k].tolist()
-                    if f[PRESENT] > 0.5:
-                        batch.append({"event_id": f"lossy-{b}-{k}-{t}", "entity": f"box{b}-body{k}", "source": "cam",
-                                      "observed_at": t0 + t * p["time_step"],
-                                      "fields": {"x": f[X], "y": f[Y], "vx": f[VX], "vy": f[VY],
-                                                 "radius": f[RADIUS], "mass": f[MASS]}})
+        batch = as_observations(world, p["time_step"], "lossy", time.time() - 60)
         for i in range(0, len(batch), 500):
             api.post("/v1/worlds/lossy-log/observations", json=batch[i:i + 500]).raise_for_status()
     before = ws.manifest().revision

@@ -25,10 +25,10 @@ from bench.learn import unseen_world
 from learn.finetune import base_config
 from learn.updates import announced
 from tests.conftest import repo_root
+from tests.learn_helpers import as_observations
 from tests.test_readme_streams import blocks, section
 from tests.up_output import auth, until_up
 from world_model import shipped
-from world_model.config import MASS, PRESENT, RADIUS, VX, VY, X, Y
 
 WORLDSTATE = str(Path(sys.executable).parent / "worldstate")
 # The README's command, as a user runs it: tiny sizes so a round takes seconds on 2 busy cores
@@ -66,17 +66,7 @@ def _wait_line(log: Path, what: str, match: Any, proc: subprocess.Popen[str]) ->
 def _observations(p: dict[str, float]) -> list[dict[str, Any]]:
     """Four boxes of a lossy world, 40 steps each, as agents would post them (60 s ago)."""
     world = unseen_world("lossy", base_config(shipped.default_blob()), 4, 40, seed=5)
-    t0, batch = time.time() - 60, []
-    for b in range(world.frames.shape[0]):
-        for t in range(world.frames.shape[1]):
-            for k in range(world.frames.shape[2]):
-                f = world.frames[b, t, k].tolist()
-                if f[PRESENT] > 0.5:
-                    batch.append({"event_id": f"lab-{b}-{k}-{t}", "entity": f"box{b}-body{k}", "source": "cam",
-                                  "observed_at": t0 + t * p["time_step"],
-                                  "fields": {"x": f[X], "y": f[Y], "vx": f[VX], "vy": f[VY],
-                                             "radius": f[RADIUS], "mass": f[MASS]}})
-    return batch
+    return as_observations(world, p["time_step"], "lab", time.time() - 60)
 
 
 def test_the_readme_command_is_the_one_tested() -> None:
