@@ -37,6 +37,7 @@ per region, so keys need not be declared to the script).
 from __future__ import annotations
 
 import re
+import zlib
 
 from consistency.errors import InvalidKey
 
@@ -58,6 +59,83 @@ FIELD_RE = re.compile(r"[A-Za-z0-9._-]{1,64}")
 REGION_RE = re.compile(r"[a-z0-9-]{1,32}")
 CONSUMER_RE = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 STREAM_ID_RE = re.compile(r"[0-9]{1,20}-[0-9]{1,20}")
+
+
+# The partitioned layout (docs/ap-cluster.md §2): every key of partition p begins with tag(p), so on a
+# Redis Cluster all of them hash to one slot and one script call may touch them together.
+# Never change PARTITIONS or partition(): every region must put an entity in the same partition
+# (replication pairs partition with partition), and a replica records P in LAYOUT at first start.
+PARTITIONS = 64
+BUCKETS_PER_PARTITION = 16  # anti-entropy buckets: first hex digit of sha1 of the entity key
+LAYOUT = "ws:layout"  # STRING {"partitions": P, "version": 2}, its own slot
+LAYOUT_VERSION = 2
+
+
+def partition(world: str, entity: str) -> int:
+    """The partition of an entity: crc32, not hash(), so every process and region agrees."""
+    return zlib.crc32(f"{world}\n{entity}".encode()) % PARTITIONS
+
+
+def tag(p: int) -> str:
+    """The prefix of every key of partition `p`, e.g. `ws:{p07}`: the braces are the cluster hash tag.
+    No user string can hold `{` or `}` (ENTITY_RE, EVENT_RE, SOURCE_RE, FIELD_RE, world names)."""
+    return f"ws:{{p{p:02x}}}"
+
+
+def stream(p: int) -> str:
+    return f"{tag(p)}:stream"
+
+
+def trimmed(p: int) -> str:
+    return f"{tag(p)}:stream:trimmed"
+
+
+def consumers(p: int) -> str:
+    return f"{tag(p)}:consumers"
+
+
+def changes(p: int) -> str:
+    return f"{tag(p)}:changes"
+
+
+def changes_maxlen(p: int) -> str:
+    return f"{tag(p)}:changes:maxlen"
+
+
+def applied(p: int) -> str:
+    return f"{tag(p)}:applied"
+
+
+def acked(p: int) -> str:
+    return f"{tag(p)}:acked"
+
+
+def clock(p: int) -> str:
+    return f"{tag(p)}:clock"
+
+
+def dedup_minutes(p: int) -> str:
+    return f"{tag(p)}:dedup:minutes"
+
+
+def worlds(p: int) -> str:
+    return f"{tag(p)}:worlds"
+
+
+def entity_key_in(p: int, world: str, entity: str) -> str:
+    return f"{tag(p)}:e:{world}:{entity}"
+
+
+def seen_key_in(p: int, world: str, entity: str) -> str:
+    return f"{tag(p)}:s:{world}:{entity}"
+
+
+def bucket_key_in(p: int, bucket: int) -> str:
+    return f"{tag(p)}:b:{bucket:x}"
+
+
+def world_index_in(p: int, world: str) -> str:
+    return f"{tag(p)}:w:{world}"
 
 
 def check(pattern: re.Pattern[str], what: str, value: str) -> str:
