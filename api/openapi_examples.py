@@ -44,11 +44,11 @@ EXAMPLES: dict[str, tuple[Any, str, Any]] = {
     "watch": (None, "200", 'id: 42\nevent: put\ndata: {"key": "physics/constants", "value": {"gravity": 9.81}, '
                            '"revision": 42}\n\n'),
     "post_observations": ([_OBS], "202", {"replica": "r1", "accepted": 1, "duplicate": 0, "duplicates": [],
-                                          "hlc": "0193a7c2d4e8-0000", "token": "r1:1732170000000-0", "behind": []}),
+                                          "hlc": "0193a7c2d4e8-0000", "token": "r1:v2.7-1732170000000-0", "behind": []}),
     "get_entity": (None, "200", {"world": "lab", **_ENTITY, **_REFLECTS}),
-    "delete_entity": (None, "202", {"replica": "r1", "hlc": "0193a7c2d4e8-0000", "token": "r1:1732170000000-0",
+    "delete_entity": (None, "202", {"replica": "r1", "hlc": "0193a7c2d4e8-0000", "token": "r1:v2.7-1732170000000-0",
                                     "duplicate": False}),
-    "stream_entities": (None, "200", 'id: 1732170000000-0\nevent: change\ndata: {"entity": "ball-1", "fields": '
+    "stream_entities": (None, "200", 'id: v2.7-1732170000000-0\nevent: change\ndata: {"entity": "ball-1", "fields": '
                                      '{"x": 1.5}, "deleted": false, "hlc": "0193a7c2d4e8-0000", "node": "api-r1", '
                                      '"origin": "r1"}\n\n'),
     "list_entities": (None, "200", {"world": "lab", "items": [_ENTITY], "next": None, **_REFLECTS}),
@@ -60,7 +60,8 @@ EXAMPLES: dict[str, tuple[Any, str, Any]] = {
                                     "work": {"admitted": 0, "max_waiting": 8, "done": 5, "refused": 0,
                                              "cancelled": 0}}),
     "get_blob": (None, "200", "<the blob's bytes: a torch.save of the model, whose sha256 is its name>"),
-    "get_positions": (None, "200", {"world": "lab", "region": "r1", "cp_revision": 57, "changes": "1732170000000-0",
+    "get_positions": (None, "200", {"world": "lab", "region": "r1", "cp_revision": 57,
+                                    "changes": "v2.7-1732170000000-0.33-1732170000012-0",
                                     "manifest": {"hash": _H, "version": 1, "revision": 42}}),
     "predict": ({"horizon": 2, "entities": ["ball-1"], "actions": {"ball-1": [[0.1, 0.0]]}}, "200",
                 {"world": "lab", "horizon": 2, "time_step": 0.05,

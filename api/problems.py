@@ -92,7 +92,9 @@ PROBLEMS = {p.slug: p for p in [
     ProblemType("batch-too-large", 413, "Batch too large", "A batch holds more observations than the node's limit."),
     ProblemType("clock-drift", 422, "Timestamp too far ahead",
                 "observed_at is further ahead of this node's clock than the configured max drift."),
-    ProblemType("invalid-token", 400, "Malformed causal token", "A causal token looks like r1:1732170000000-0."),
+    ProblemType("invalid-token", 400, "Malformed causal token",
+                "A causal token looks like r1:v2.7-1732170000000-0: the region, then partition-ms-seq for each "
+                "partition the write touched. The older r1:1732170000000-0 is refused."),
     ProblemType("token-unknown", 409, "Causal token from an unknown replica",
                 "This replica does not replicate from the region the token names, so it can never honour it."),
     ProblemType("not-yet-consistent", 504, "Write not replicated yet",

@@ -32,7 +32,8 @@ import redis.asyncio as aioredis  # noqa: E402
 
 from bench.rawhttp import Connection  # noqa: E402
 from consistency import ap_keys as K  # noqa: E402
-from consistency.ap_store import Observation, ReplicaStore, pack_observation, stream_id  # noqa: E402
+from consistency.ap_positions import at_least, parse_vector  # noqa: E402
+from consistency.ap_store import ALL, Observation, ReplicaStore, pack_observation  # noqa: E402
 from consistency.replication import Replicator  # noqa: E402
 from deploy.launcher import Deployment, Topology  # noqa: E402
 
@@ -83,14 +84,16 @@ async def raw_rate(url: str, per_call: int, pipeline: int, seconds: float, conne
     store = ReplicaStore(url, "r1", "raw-bench")
     script = store._scripts["ingest"]
     await script.registered_client.script_load(script.script)
-    calls = []
+    calls: list[list[tuple[str, list[object]]]] = []  # per call of the old layout: its per-partition calls
     for _ in range(int(seconds * 120_000 / per_call) + 1):  # more than Redis can take in `seconds`
-        args: list[object] = ["r1", int(time.time() * 1000)]
+        # a script call carries one partition's observations, as ReplicaStore.ingest sends them
+        groups: dict[int, list[object]] = {}
         for j in range(per_call):
             o = observation(j)
             ob = Observation(WORLD, str(o["entity"]), str(o["event_id"]), "cam", o["fields"])  # type: ignore[arg-type]
-            args.append(pack_observation(ob, f"{store.hlc.now().to_string()}|raw-bench"))
-        calls.append(args)
+            groups.setdefault(K.partition(WORLD, ob.entity), ["r1", int(time.time() * 1000)]).append(
+                pack_observation(ob, f"{store.hlc.now().to_string()}|raw-bench"))
+        calls.append([(K.stream(p), args) for p, args in groups.items()])
     clients = [aioredis.Redis.from_url(url) for _ in range(connections)]
     done = 0
     deadline = time.perf_counter() + seconds
@@ -100,7 +103,8 @@ async def raw_rate(url: str, per_call: int, pipeline: int, seconds: float, conne
         while time.perf_counter() < deadline and calls:
             async with r.pipeline(transaction=False) as pipe:
                 for _ in range(min(pipeline, len(calls))):
-                    pipe.evalsha(script.sha, 1, K.STREAM, *calls.pop())
+                    for key, args in calls.pop():
+                        pipe.evalsha(script.sha, 1, key, *args)
                     done += per_call
                 await pipe.execute()
 
@@ -114,30 +118,27 @@ async def raw_rate(url: str, per_call: int, pipeline: int, seconds: float, conne
 
 
 async def drain(d: Deployment) -> float:
-    """Wait until r2 has applied all of r1's stream (the rate phase leaves a backlog)."""
-    r1 = aioredis.Redis.from_url(d.redis["r1"].url)
+    """Wait until r2 has applied all of r1's streams (the rate phase leaves a backlog)."""
+    r1 = ReplicaStore(d.redis["r1"].url, "r1", "bench-drain")
     t0 = time.perf_counter()
-    while await r1.exists(K.STREAM):
-        info = await r1.xinfo_stream(K.STREAM)
-        if (await r1.hget(K.ACKED, "r2") or b"").decode() == info["last-generated-id"].decode():
-            break
+    while not at_least(await r1.acked("r2"), await r1.last_ids()):
         await asyncio.sleep(0.05)
-    await r1.aclose()
+    await r1.close()
     return time.perf_counter() - t0
 
 
 async def replication_lag(d: Deployment, rate: int, seconds: float) -> list[float]:
     host, port = "127.0.0.1", d.api["r1"].port
     await drain(d)
-    r2 = aioredis.Redis.from_url(d.redis["r2"].url)
+    r2 = ReplicaStore(d.redis["r2"].url, "r2", "bench-lag")
     conn = Connection(host, port)
     lags: list[float] = []
     pending: list[asyncio.Task[None]] = []
 
-    async def watch(sid: str, t_ack: float) -> None:
+    async def watch(token: str, t_ack: float) -> None:
+        target = parse_vector(token.split(":", 1)[1])
         while True:
-            applied = await r2.hget(K.APPLIED, "r1")
-            if applied and stream_id(applied.decode()) >= stream_id(sid):
+            if at_least((await r2.applied("r1")).get("r1", {}), target):
                 lags.append((time.perf_counter() - t_ack) * 1000)
                 return
             await asyncio.sleep(0.001)
@@ -149,11 +150,11 @@ async def replication_lag(d: Deployment, rate: int, seconds: float) -> list[floa
         status, _, resp = await conn.request("POST", f"/v1/worlds/{WORLD}/observations",
                                              [observation(i) for i in range(batch)], api_headers(d))
         assert status == 202
-        pending.append(asyncio.create_task(watch(resp["token"].split(":", 1)[1], time.perf_counter())))
+        pending.append(asyncio.create_task(watch(resp["token"], time.perf_counter())))
         await asyncio.sleep(max(0.0, t_next - time.perf_counter()))
     await asyncio.wait_for(asyncio.gather(*pending), 30)
     await conn.close()
-    await r2.aclose()
+    await r2.close()
     return lags
 
 
@@ -174,21 +175,20 @@ async def convergence(entities: int) -> tuple[float, int]:
         for rep in reps.values():
             for s in rep.shippers.values():
                 s.resume()
-        r1, r2 = (aioredis.Redis.from_url(d.redis[r].url) for r in ("r1", "r2"))
         while True:
-            a1, a2 = await r1.hget(K.APPLIED, "r2"), await r2.hget(K.APPLIED, "r1")
-            if a1 and a2 and a1 == (await stores["r2"].last_id()).encode() \
-                    and a2 == (await stores["r1"].last_id()).encode():
+            a1, a2 = await stores["r1"].applied("r2"), await stores["r2"].applied("r1")
+            if at_least(a1.get("r2", {}), await stores["r2"].last_ids()) \
+                    and at_least(a2.get("r1", {}), await stores["r1"].last_ids()):
                 break
             await asyncio.sleep(0.005)
         elapsed = time.perf_counter() - t0
-        d1, d2 = await stores["r1"].digests(), await stores["r2"].digests()
-        assert d1 == d2, "replicas did not converge"
-        n = await r1.zcard(K.world_index(WORLD))
+        for p in ALL:
+            assert await stores["r1"].digests(p) == await stores["r2"].digests(p), "replicas did not converge"
+        r1 = aioredis.Redis.from_url(d.redis["r1"].url)
+        n = sum([await r1.zcard(K.world_index_in(p, WORLD)) for p in ALL])
         for rep in reps.values():
             await rep.stop()
         await r1.aclose()
-        await r2.aclose()
         for s in stores.values():
             await s.close()
         return elapsed, n
@@ -214,7 +214,7 @@ def main() -> None:
                 rows.append((f"API POST batch={batch} concurrency={conc}",
                              await api_rate("127.0.0.1", port, api_headers(d), batch, conc, args.seconds)))
             for per_call, pipe in ((1, 1000), (100, 10), (1000, 1)):
-                rows.append((f"raw script, {per_call}/call, {pipe} calls/pipeline, 2 conns",
+                rows.append((f"raw script, {per_call}/call by partition, {pipe}/pipeline",
                              await raw_rate(d.redis["r1"].url, per_call, pipe, args.seconds)))
 
         asyncio.run(rates())

@@ -24,6 +24,7 @@ import httpx
 
 from client import _calls as calls
 from client._sse import EntityStream, ParamWatch
+from client._tokens import merged_token
 from client._transport import Call, Flow, auth_headers, connection_error, drive_async, raise_for, resolve
 from client.observer import AsyncObserver
 from client.types import (DeleteReceipt, Entity, EntityChange, Manifest, Param, ParamChange, ParamList, Physics, Plan,
@@ -112,7 +113,7 @@ class AsyncClient:
 
     async def _observe(self, world: str, batch: list[dict[str, Any]], attempts: int) -> Receipt:
         receipt = await self._run(calls.observe(world, batch, attempts))
-        self.token = receipt.token
+        self.token = merged_token(self.token, receipt.token)
         return receipt
 
     def observer(self, world: str, batch: int = 500, source: str | None = None, *,
@@ -129,7 +130,7 @@ class AsyncClient:
     async def delete_entity(self, world: str, entity: str, *, event_id: str | None = None,
                             attempts: int = 5) -> DeleteReceipt:
         receipt = await self._run(calls.delete_entity(world, entity, event_id or uuid.uuid4().hex, attempts))
-        self.token = receipt.token
+        self.token = merged_token(self.token, receipt.token)
         return receipt
 
     def subscribe(self, world: str, entity: str | None = None, prefix: str | None = None, after: str | None = None,

@@ -26,6 +26,7 @@ import httpx
 
 from client import _calls as calls
 from client._sse import EntityStream, ParamWatch
+from client._tokens import merged_token
 from client._transport import Call, Flow, auth_headers, connection_error, drive_sync, raise_for, resolve
 from client.observer import Observer
 from client.types import (DeleteReceipt, Entity, EntityChange, Manifest, Param, ParamChange, ParamList, Physics, Plan,
@@ -37,7 +38,7 @@ T = TypeVar("T")
 
 
 class Client:
-    """A session with one node: its HTTP connections and its last write's causal token."""
+    """A session with one node: its HTTP connections and its writes' causal token (client/_tokens.py)."""
 
     def __init__(self, url: str | None = None, key: str | None = None, *, timeout: float = 30.0,
                  source: str | None = None, transport: httpx.BaseTransport | None = None) -> None:
@@ -47,7 +48,7 @@ class Client:
         url, key = resolve(url, key)
         self.http = httpx.Client(base_url=url, headers=auth_headers(key), timeout=timeout, transport=transport)
         self.source = source or f"sdk-{uuid.uuid4().hex[:12]}"
-        self.token: str | None = None  # the last write's causal token, sent with reads
+        self.token: str | None = None  # the session's writes' causal token, merged, sent with reads
 
     def __enter__(self) -> "Client":
         return self
@@ -146,7 +147,7 @@ class Client:
 
     def _observe(self, world: str, batch: list[dict[str, Any]], attempts: int) -> Receipt:
         receipt = self._run(calls.observe(world, batch, attempts))
-        self.token = receipt.token
+        self.token = merged_token(self.token, receipt.token)
         return receipt
 
     def observer(self, world: str, batch: int = 500, source: str | None = None, *, attempts: int = 5) -> Observer:
@@ -172,7 +173,7 @@ class Client:
         """Delete an entity: a tombstone that merges like a write. Its event id is assigned
         once, so a resend (after 429, 503, 504) finds a duplicate rather than deleting twice."""
         receipt = self._run(calls.delete_entity(world, entity, event_id or uuid.uuid4().hex, attempts))
-        self.token = receipt.token
+        self.token = merged_token(self.token, receipt.token)
         return receipt
 
     def subscribe(self, world: str, entity: str | None = None, prefix: str | None = None, after: str | None = None,

@@ -1,37 +1,45 @@
-"""The AP tier's key layout in each region's Redis.
+"""The AP tier's key layout in each region's Redis: P partitions (docs/ap-cluster.md §2).
 
-The Lua scripts in consistency/lua/ derive the same names (single-instance Redis
-per region, so keys need not be declared to the script).
+An entity lives in partition `partition(world, entity)`; every key of partition p begins with
+`tag(p)` = `ws:{pXX}` (XX: p in two hex digits), written T below, so on a Redis Cluster all of a
+partition's keys share one slot. The Lua scripts in consistency/lua/ derive the names of their
+partition from KEYS[1]'s tag. Per partition:
 
-    ws:stream                 this replica's delta log (entries it originated): d = the observation
-                              as msgpack [world, entity, event id, source, field, order key, register, ...]
-                              with p = its counter slot's total; or c = [world, entity, source] with
-                              n = a compensation total
-    ws:stream:trimmed         newest stream id removed by trimming
-    ws:consumers              registered consumer of ws:stream (a learner, learn/log.py) -> last id it
-                              consumed; trimming below the peers' floor never passes the smallest
-                              (consistency/ap_consumers.py, lua/trim.lua), the cap still may
-    ws:changes                this replica's changes log (consistency/ap_changes.py), local, never shipped:
-                              one entry per merge that changed what readers see, w = world, e = entity,
-                              k = order key, o = origin region, then f:<field> = register per visible
-                              winning field (f:~deleted for a tombstone); capped by XADD MAXLEN ~
-    ws:changes:maxlen         STRING the cap of ws:changes (WORLDSTATE_CHANGES_MAXLEN, set by the node)
-    ws:applied                origin region -> last stream id applied from it
-    ws:acked                  peer region -> last id of ws:stream the peer applied
-    ws:clock                  the greatest order key merged here; a node starts its HLC past it
-    ws:dedup:<minute>         LIST "<seen key>\\n<event id>" first seen in that minute (the dedup window)
-    ws:dedup:minutes          ZSET the minutes that have a list
-    ws:e:{world}:{entity}     HASH  t:<field> order key "<hlc>|<node>" (compared as bytes),
+    T:stream                  the partition's delta log (entries this replica originated): d = the
+                              observation as msgpack [world, entity, event id, source, field, order key,
+                              register, ...] with p = its counter slot's total; or c = [world, entity,
+                              source] with n = a compensation total
+    T:stream:trimmed          newest id removed from T:stream by trimming
+    T:consumers               registered consumer of the streams (a learner, learn/log.py) -> last id of
+                              T:stream it consumed; trimming below the peers' floor never passes the
+                              smallest (consistency/ap_consumers.py, lua/trim.lua), the cap still may
+    T:changes                 the partition's changes log (consistency/ap_changes.py), local, never
+                              shipped: one entry per merge that changed what readers see, w = world,
+                              e = entity, k = order key, o = origin region, then f:<field> = register
+                              per visible winning field (f:~deleted for a tombstone); capped by XADD MAXLEN ~
+    T:changes:maxlen          STRING the cap of T:changes (WORLDSTATE_CHANGES_MAXLEN, set by the node)
+    T:applied                 origin region -> last id of *its* T:stream applied here
+    T:acked                   peer region -> last id of T:stream the peer applied
+    T:clock                   the greatest order key merged in the partition; a node starts its HLC past
+                              the greatest of all partitions'
+    T:dedup:<minute>          LIST "<seen key>\\n<event id>" first seen in that minute (the dedup window)
+    T:dedup:minutes           ZSET the minutes that have a list
+    T:e:{world}:{entity}      HASH  t:<field> order key "<hlc>|<node>" (compared as bytes),
                                     f:<field> msgpack [value, source, event_id, observed_at_ms],
                                     (t:~deleted / f:~deleted: the tombstone of a delete, consistency/ap_entity.py)
                                     p:<source>@<region> / n:<source>@<region> counter slots
-    ws:s:{world}:{entity}     HASH  event id -> "<region that accepted it>|<source>" ("!" appended once compensated)
-    ws:b:<bucket>             SET   entity keys in one of 256 buckets (first byte of sha1 of the key)
-    ws:w:{world}              ZSET  entity ids, for paging
-    ws:worlds                 SET   worlds with observations
+    T:s:{world}:{entity}      HASH  event id -> "<region that accepted it>|<source>" ("!" appended once compensated)
+    T:b:<x>                   SET   entity keys in one of 16 buckets (first hex digit of sha1 of the key)
+    T:w:{world}               ZSET  entity ids, for paging (a listing merges the P of them)
+    T:worlds                  SET   worlds with observations in the partition
+
+Outside the partitions, each its own slot:
+
+    ws:layout                 STRING {"partitions": P, "version": 2}, written at first start; a node refuses
+                              a Redis with another, or with the old unpartitioned keys (ws:stream)
     ws:quota:<key id>:<kind>  STRING a rate quota's theoretical arrival time (us), expiring when idle
     ws:fed:{world}            HASH  federated updates announced by this region's learners: update hash -> JSON
-                                    record (learn/updates.py); local, never shipped, never trimmed
+                              record (learn/updates.py); local, never shipped, never trimmed
 """
 
 from __future__ import annotations
@@ -40,17 +48,6 @@ import re
 import zlib
 
 from consistency.errors import InvalidKey
-
-STREAM = "ws:stream"
-TRIMMED = "ws:stream:trimmed"
-CONSUMERS = "ws:consumers"
-CHANGES = "ws:changes"
-CHANGES_MAXLEN = "ws:changes:maxlen"
-APPLIED = "ws:applied"
-ACKED = "ws:acked"
-CLOCK = "ws:clock"
-WORLDS = "ws:worlds"
-BUCKETS = 256
 
 ENTITY_RE = re.compile(r"[A-Za-z0-9._-]{1,128}")
 EVENT_RE = re.compile(r"[A-Za-z0-9._:-]{1,128}")
@@ -145,15 +142,11 @@ def check(pattern: re.Pattern[str], what: str, value: str) -> str:
 
 
 def entity_key(world: str, entity: str) -> str:
-    return f"ws:e:{world}:{entity}"
+    return entity_key_in(partition(world, entity), world, entity)
 
 
 def seen_key(world: str, entity: str) -> str:
-    return f"ws:s:{world}:{entity}"
-
-
-def bucket_key(bucket: int) -> str:
-    return f"ws:b:{bucket:02x}"
+    return seen_key_in(partition(world, entity), world, entity)
 
 
 def quota_key(bucket: str) -> str:
@@ -161,11 +154,8 @@ def quota_key(bucket: str) -> str:
     return f"ws:quota:{bucket}"
 
 
-def world_index(world: str) -> str:
-    return f"ws:w:{world}"
-
-
 def parse_entity_key(ekey: str) -> tuple[str, str]:
-    _, _, world, entity = ekey.split(":", 3)
+    """(world, entity) of an entity key `T:e:{world}:{entity}` (neither holds a colon)."""
+    _, _, _, world, entity = ekey.split(":", 4)
     return world, entity
 

@@ -1,5 +1,9 @@
 """The AP tier: one writable Redis per region, merged with CRDTs inside Redis.
 
+The replica is cut into ap_keys.PARTITIONS partitions (docs/ap-cluster.md §2): every key of
+one lives under its tag, and each script call works in one partition, so a batch is grouped by
+partition (consistency/ap_logs.py holds the per-partition logs and offsets).
+
 Every write goes through a Lua script that, atomically, refuses an event id
 it has seen, merges the fields as last-writer-wins registers ordered by
 (HLC, node), counts the event in its source's counter slot, and appends the
@@ -11,8 +15,7 @@ model, which tests/test_crdt_lua.py holds the scripts to.
 
 from __future__ import annotations
 
-import asyncio
-import time
+import json
 from dataclasses import dataclass
 from importlib import resources
 from collections.abc import Awaitable, Callable
@@ -21,20 +24,23 @@ from typing import Any, NamedTuple, TypeVar
 import msgpack
 import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import OutOfMemoryError, ResponseError
+from redis.exceptions import NoScriptError, OutOfMemoryError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from consistency import ap_keys as K
-from consistency.ap_changes import LoggedChange, LogState, parse_read
+from consistency.ap_changes import LoggedChange, LogState
 from consistency.ap_entity import DELETED, TOMBSTONE_SOURCE, EntityState, FieldState, Scalar
-from consistency.errors import OutcomeUnknown, ReplicaFull, Unavailable
+from consistency.ap_logs import ALL, PartitionLogs, StreamEntry
+from consistency.ap_positions import Vector, stream_id
+from consistency.errors import LayoutMismatch, OutcomeUnknown, ReplicaFull, Unavailable
 from consistency.hlc import HLCTimestamp, HybridLogicalClock, LogicalOverflowError, wall_clock_ms
 
 __all__ = ["CHUNK", "DELETED", "EntityState", "FieldState", "IngestResult", "LoggedChange", "LogState",
-           "Observation", "ReplicaStore", "Scalar", "StreamEntry", "TOMBSTONE_SOURCE", "pack_observation",
+           "Observation", "ReplicaStore", "Scalar", "StreamEntry", "TOMBSTONE_SOURCE", "Vector", "pack_observation",
            "stream_id", "tombstone"]
 T = TypeVar("T")
-StreamEntry = tuple[str, dict[str, bytes]]
+# What the old, unpartitioned layout left in a Redis: a node refuses to start against it.
+_OLD_LAYOUT = ("ws:stream", "ws:clock", "ws:worlds")
 # A Redis killed mid-command surfaces, under uvloop, as a RuntimeError about a closed transport.
 _UNREACHABLE = (RedisConnectionError, RedisTimeoutError, OSError, RuntimeError)
 
@@ -49,11 +55,6 @@ def _never_sent(e: BaseException) -> bool:
 
 # Entries per script call: bounds how long one call holds Redis's single thread.
 CHUNK = 1000
-
-
-def stream_id(raw: str) -> tuple[int, int]:
-    ms, _, seq = raw.partition("-")
-    return int(ms), int(seq or 0)
 
 
 def _s(b: bytes | str) -> str:
@@ -72,8 +73,17 @@ class Observation(NamedTuple):  # a NamedTuple: tens of thousands are built a se
 @dataclass(frozen=True)
 class IngestResult:
     accepted: list[bool]
-    last_id: str  # this replica's stream id of the last accepted observation ('' if none)
+    # every partition the batch touched -> this replica's stream id at or past each of its observations
+    # there (the last accepted one's, or the stream's newest when all of them were duplicates)
+    positions: Vector
     stamp: str  # the HLC stamp given to the batch's last observation
+
+    @property
+    def last_id(self) -> str:
+        """The stream id of a batch that touched one partition (a single observation's)."""
+        if len(self.positions) != 1:
+            raise ValueError(f"the batch touched {len(self.positions)} partitions")
+        return next(iter(self.positions.values()))
 
 
 # Redis's cmsgpack predates msgpack's bin type: bytes sent to Lua travel as raw strings.
@@ -103,7 +113,7 @@ def _load(name: str) -> str:
     return (lua / "common.lua").read_text() + "\n" + (lua / f"{name}.lua").read_text()
 
 
-class ReplicaStore:
+class ReplicaStore(PartitionLogs):
     def __init__(self, url: str, region: str, node_id: str, hlc: HybridLogicalClock | None = None, *,
                  dedup_window_s: float = 24 * 3600, dedup_max: int = 1_000_000,
                  stream_maxlen: int = 1_000_000, changes_maxlen: int | None = None, timeout_s: float = 2.0,
@@ -113,10 +123,12 @@ class ReplicaStore:
         self.node_id = node_id
         self.hlc = hlc or HybridLogicalClock(node_id)
         self._clock_seeded = False
+        self._layout_checked = False
         self.dedup_window_s = dedup_window_s
-        self.dedup_max = dedup_max
-        self.stream_maxlen = stream_maxlen
-        # The changes log's cap, for the home replica's node to set (None: leave it, as a peer's store does).
+        self.dedup_max = dedup_max  # over all partitions: each keeps its share (ap_logs.expire_dedup)
+        self.stream_maxlen = stream_maxlen  # per partition's stream
+        # The changes logs' cap (per partition), for the home replica's node to set (None: leave it, as a
+        # peer's store does).
         self.changes_maxlen = changes_maxlen
         self._changes_configured = changes_maxlen is None
         # A connection idle for a second is PINGed before use, so a Redis restart is
@@ -135,22 +147,87 @@ class ReplicaStore:
     async def close(self) -> None:
         await self.redis.aclose()
 
-    async def _call(self, name: str, keys: list[str], args: list[Any]) -> Any:
-        try:
-            return await self._scripts[name](keys=keys, args=args)
-        except OutOfMemoryError as e:  # Redis's "-OOM ..." answer
+    def _refused(self, e: BaseException) -> Exception:
+        """What a failed script call means to the caller."""
+        if isinstance(e, OutOfMemoryError):  # Redis's "-OOM ..." answer
             # Over maxmemory (noeviction), Redis refuses a script's write only while the script
             # has written nothing yet (script.c, scriptVerifyOOM): once one write succeeded, the
             # rest run even past the limit, so a script is refused whole or runs whole. None of
             # ours catches errors with pcall: an OOM answer means the call changed nothing.
             # tests/test_limits.py checks both halves against a real Redis.
-            raise ReplicaFull(f"redis {self.region} is at maxmemory and refused the write: {e}") from e
-        except _UNREACHABLE as e:
+            return ReplicaFull(f"redis {self.region} is at maxmemory and refused the write: {e}")
+        if isinstance(e, _UNREACHABLE):
             if _never_sent(e):
-                raise Unavailable(f"redis {self.region} unreachable: {e}") from e
+                return Unavailable(f"redis {self.region} unreachable: {e}")
             # Sent, then no answer: a paused Redis runs the script when it wakes up, so
             # "nothing changed" would be a lie. Replaying the same event ids is safe.
-            raise OutcomeUnknown(f"redis {self.region} did not answer: {e}") from e
+            return OutcomeUnknown(f"redis {self.region} did not answer: {e}")
+        return e if isinstance(e, Exception) else RuntimeError(str(e))
+
+    async def _call(self, name: str, keys: list[str], args: list[Any]) -> Any:
+        try:
+            return await self._scripts[name](keys=keys, args=args)
+        except (OutOfMemoryError, *_UNREACHABLE) as e:
+            raise self._refused(e) from e
+
+    async def _call_many(self, name: str, calls: list[tuple[list[str], list[Any]]], *, read: bool = False) -> list[Any]:
+        """Script calls (keys, args) in one pipeline, answered in order; a call Redis refused comes back as
+        its exception (ReplicaFull for OOM) unless `read`, where any refusal is raised. The calls of a
+        batch span partitions, so on one Redis they travel together: one round trip, not one each."""
+        if len(calls) == 1 and not read:
+            try:
+                return [await self._call(name, *calls[0])]
+            except ReplicaFull as e:
+                return [e]
+        script = self._scripts[name]
+        out: list[Any] = [None] * len(calls)
+        todo = list(range(len(calls)))
+        for attempt in (1, 2, 3):
+            try:
+                async with self.redis.pipeline(transaction=False) as pipe:
+                    for j in todo:
+                        keys, args = calls[j]
+                        pipe.evalsha(script.sha, len(keys), *keys, *args)
+                    answers = await pipe.execute(raise_on_error=False)
+            except _UNREACHABLE as e:
+                if read and attempt == 1:
+                    continue  # reads are idempotent: one retry on a fresh connection
+                raise (Unavailable(f"redis {self.region} unreachable: {e}") if read else self._refused(e)) from e
+            missing = [j for j, a in zip(todo, answers) if isinstance(a, NoScriptError)]
+            for j, a in zip(todo, answers):
+                out[j] = self._refused(a) if isinstance(a, Exception) else a
+            if not missing:
+                break
+            # A restarted Redis forgot the script: nothing ran for these calls, so sending them again is safe.
+            await self.redis.script_load(script.script)
+            todo = missing
+        if read:
+            for a in out:
+                if isinstance(a, Exception):
+                    raise a
+        return out
+
+    async def check_layout(self) -> None:
+        """Refuse (LayoutMismatch) a Redis holding another layout: the unpartitioned one (`ws:stream`,
+        no `ws:layout`) or another number of partitions. A fresh one is marked as ours."""
+        mine = {"partitions": K.PARTITIONS, "version": K.LAYOUT_VERSION}
+        raw = await self._read(lambda: self.redis.get(K.LAYOUT))
+        if raw is None:
+            old = await self._read(lambda: self.redis.exists(*_OLD_LAYOUT))
+            if old:
+                raise LayoutMismatch(
+                    f"redis {self.region} at {self.url} holds the unpartitioned AP layout of an older worldstate "
+                    f"(ws:stream, no {K.LAYOUT}); this version keeps {K.PARTITIONS} partitions and has no migration: "
+                    "start it on an empty Redis (a run directory is disposable: remove it)")
+            try:
+                await self._read(lambda: self.redis.set(K.LAYOUT, json.dumps(mine), nx=True))
+            except OutOfMemoryError as e:
+                raise self._refused(e) from e
+            raw = await self._read(lambda: self.redis.get(K.LAYOUT))
+        if json.loads(raw or b"{}") != mine:
+            raise LayoutMismatch(f"redis {self.region} at {self.url} holds the AP layout {_s(raw or b'')}, "
+                                 f"this node writes {json.dumps(mine)}")
+        self._layout_checked = True
 
     # -- writes ----------------------------------------------------------------
 
@@ -163,55 +240,81 @@ class ReplicaStore:
     async def ingest(self, observations: list[Observation]) -> IngestResult:
         """Merge a batch of observations; each is acknowledged only once Redis applied it."""
         if not observations:
-            return IngestResult([], "", "")
+            return IngestResult([], {}, "")
+        if not self._layout_checked:
+            await self.check_layout()
         if not self._clock_seeded:
             await self.seed_clock()
             self._clock_seeded = True
         await self.configure_changes()
         try:
-            # Every stamp of the batch before any chunk is sent: a refusal here changes nothing.
+            # Every stamp of the batch before any call is sent: a refusal here changes nothing.
             first = self.hlc.reserve(len(observations))
         except LogicalOverflowError as e:
             # The HLC runs ahead of this node's wall clock (it followed a faster clock) and has
             # used up that millisecond's logical counter: stamps come back once time reaches it.
             raise Unavailable(f"this node's clock has no timestamps left before {e.wall_ms} ms",
                               retry_after_s=max(1.0, (e.wall_ms - wall_clock_ms()) / 1000)) from e
-        accepted: list[bool] = []
-        last_id, stamp = "", ""
-        for start in range(0, len(observations), CHUNK):
-            chunk = observations[start:start + CHUNK]
-            args: list[Any] = [self.region, wall_clock_ms()]
-            for i, ob in enumerate(chunk, start):
-                stamp = f"{first.wall_ms:012x}-{first.logical + i:04x}"  # HLCTimestamp.to_string, inlined
-                args.append(pack_observation(ob, f"{stamp}|{self.node_id}"))
-            try:
-                statuses, lid = await self._call("ingest", [K.STREAM], args)
-            except ReplicaFull as e:
-                if accepted:  # earlier chunks are applied; their event ids come back as duplicates
-                    raise ReplicaFull(f"{e}; the first {len(accepted)} observations of the batch were applied, "
-                                      "posting the batch again is safe") from e
-                raise
-            accepted += [bool(x) for x in statuses]
-            last_id = _s(lid) or last_id
-        return IngestResult(accepted, last_id, stamp)
+        by_partition: dict[int, list[int]] = {}
+        for i, ob in enumerate(observations):
+            by_partition.setdefault(K.partition(ob.world, ob.entity), []).append(i)
+        now, node = wall_clock_ms(), self.node_id
+        calls: list[tuple[int, list[int], list[Any]]] = []
+        for p, positions in by_partition.items():
+            for start in range(0, len(positions), CHUNK):
+                part = positions[start:start + CHUNK]
+                args: list[Any] = [self.region, now]
+                for i in part:  # each keeps the stamp of its place in the batch: order per entity holds
+                    stamp = f"{first.wall_ms:012x}-{first.logical + i:04x}"  # HLCTimestamp.to_string, inlined
+                    args.append(pack_observation(observations[i], f"{stamp}|{node}"))
+                calls.append((p, part, args))
+        answers = await self._call_many("ingest", [([K.stream(p)], args) for p, _, args in calls])
+        accepted = [False] * len(observations)
+        positions_of: Vector = {}
+        refused = [a for a in answers if isinstance(a, Exception)]
+        for (p, part, _), answer in zip(calls, answers):
+            if isinstance(answer, Exception):
+                continue
+            statuses, lid = answer
+            for i, x in zip(part, statuses):
+                accepted[i] = bool(x)
+            if _s(lid):
+                positions_of[p] = _s(lid)
+        if refused:
+            e = refused[0]
+            if len(refused) < len(calls) and isinstance(e, ReplicaFull):
+                raise ReplicaFull(f"{e}; {sum(accepted)} observations of the batch were applied, posting the batch "
+                                  "again is safe") from e
+            raise e
+        stale = [p for p in by_partition if p not in positions_of]
+        if stale:  # only duplicates there: the stream's newest id covers them
+            positions_of.update(await self.last_ids(stale))
+        last = len(observations) - 1
+        return IngestResult(accepted, dict(sorted(positions_of.items())),
+                            f"{first.wall_ms:012x}-{first.logical + last:04x}")
 
-    async def apply_remote(self, origin: str, entries: list[StreamEntry]) -> None:
-        """Apply deltas read from `origin`'s stream, in order."""
-        for start in range(0, len(entries), CHUNK):
-            chunk = entries[start:start + CHUNK]
-            args: list[Any] = [self.region, wall_clock_ms(), origin, chunk[-1][0]]
-            for _, f in chunk:
-                args += ("d", f["d"], f["p"]) if "d" in f else ("c", f["c"], f["n"])
-            await self._call("apply", [K.STREAM, K.APPLIED], args)
+    async def apply_remote(self, origin: str, entries: dict[int, list[StreamEntry]]) -> None:
+        """Apply deltas read from `origin`'s streams, each partition's in order, into the same partitions."""
+        calls: list[tuple[list[str], list[Any]]] = []
+        for p, listed in entries.items():
+            for start in range(0, len(listed), CHUNK):
+                chunk = listed[start:start + CHUNK]
+                args: list[Any] = [self.region, wall_clock_ms(), origin, chunk[-1][0]]
+                for _, f in chunk:
+                    args += ("d", f["d"], f["p"]) if "d" in f else ("c", f["c"], f["n"])
+                calls.append(([K.stream(p), K.applied(p)], args))
+        for answer in await self._call_many("apply", calls):
+            if isinstance(answer, Exception):
+                raise answer
 
     async def seed_clock(self) -> None:
-        """Move this node's HLC past every stamp the replica holds; `ingest` calls it
-        before the first stamp. A fresh clock after a restart, or a wall clock stepped
+        """Move this node's HLC past every stamp the replica holds (every partition's T:clock); `ingest`
+        calls it before the first stamp. A fresh clock after a restart, or a wall clock stepped
         back, would otherwise stamp the next write lower than the last, and
         last-writer-wins would drop it."""
-        seen = await self._read(lambda: self.redis.get(K.CLOCK))
+        seen = [v for v in (await self._each(lambda pipe, p: pipe.get(K.clock(p)))).values() if isinstance(v, bytes)]
         if seen:
-            self._observe_remote(seen)
+            self._observe_remote(max(seen))
 
     def _observe_remote(self, order_key: bytes) -> None:
         self.hlc.update(HLCTimestamp.parse(_s(order_key).partition("|")[0]))
@@ -219,16 +322,20 @@ class ReplicaStore:
     async def merge_state(self, dumps: list[tuple[str, str, dict[bytes, bytes], dict[bytes, bytes]]],
                           peer: str) -> None:
         """Anti-entropy: merge whole entities (state and seen events) shipped from region `peer`."""
-        for start in range(0, len(dumps), CHUNK // 10):
-            args: list[Any] = [self.region, wall_clock_ms(), peer]
-            for world, entity, state, seen in dumps[start:start + CHUNK // 10]:
-                args += [world, entity, len(state)]
-                for k, v in state.items():
-                    args += [k, v]
-                args.append(len(seen))
-                for k, v in seen.items():
-                    args += [k, v]
-            await self._call("merge_state", [K.STREAM], args)
+        by_partition: dict[int, list[tuple[str, str, dict[bytes, bytes], dict[bytes, bytes]]]] = {}
+        for d in dumps:
+            by_partition.setdefault(K.partition(d[0], d[1]), []).append(d)
+        for p, listed in by_partition.items():
+            for start in range(0, len(listed), CHUNK // 10):
+                args: list[Any] = [self.region, wall_clock_ms(), peer]
+                for world, entity, state, seen in listed[start:start + CHUNK // 10]:
+                    args += [world, entity, len(state)]
+                    for k, v in state.items():
+                        args += [k, v]
+                    args.append(len(seen))
+                    for k, v in seen.items():
+                        args += [k, v]
+                await self._call("merge_state", [K.stream(p)], args)
 
     # -- reads -----------------------------------------------------------------
 
@@ -272,7 +379,12 @@ class ReplicaStore:
         cursor, scanned = after, 0
 
         async def page(start: str, n: int) -> tuple[list[str], list[dict[bytes, bytes]]]:
-            ids = [_s(x) for x in await self.redis.zrangebylex(K.world_index(world), start, "+", 0, n + 1)]
+            # each partition lists its own entities of the world: the page is the first n + 1 of their union
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for p in ALL:
+                    pipe.zrangebylex(K.world_index_in(p, world), start, "+", 0, n + 1)
+                pages = await pipe.execute()
+            ids = sorted(_s(x) for listed in pages for x in listed)[:n + 1]
             async with self.redis.pipeline(transaction=False) as pipe:
                 for e in ids[:n]:
                     pipe.hgetall(K.entity_key(world, e))
@@ -298,119 +410,11 @@ class ReplicaStore:
                 return states, cursor
 
     async def has_world(self, world: str) -> bool:
-        return bool(await self._read(lambda: self.redis.sismember(K.WORLDS, world)))
-
-    # -- the changes log -------------------------------------------------------------
-
-    async def configure_changes(self) -> None:
-        """Set the changes log's cap for this replica's scripts, once (a store built with one)."""
-        if not self._changes_configured:
-            await self._read(lambda: self.redis.set(K.CHANGES_MAXLEN, str(self.changes_maxlen)))
-            self._changes_configured = True
-
-    async def changes_after(self, after: str, count: int) -> tuple[LogState, list[LoggedChange]]:
-        """Up to `count` entries of the changes log after `after`, and the log's state, in one step."""
-        state, entries = parse_read(await self._read(lambda: self._scripts["changes"](args=[after, count, "read"])))
-        assert isinstance(entries, list)
-        return state, entries
-
-    async def changes_count(self, after: str, cap: int) -> tuple[LogState, int]:
-        """How many entries of the changes log follow `after` (counting stops past `cap`), and its state."""
-        state, n = parse_read(await self._read(lambda: self._scripts["changes"](args=[after, cap + 1, "count"])))
-        return state, n if isinstance(n, int) else 0
-
-    async def wait_changes(self, after: str, block_ms: int) -> str | None:
-        """Block until the changes log has an entry after `after` (its id) or `block_ms` passed (None)."""
-        resp = await self.redis.xread({K.CHANGES: after}, count=1, block=block_ms)
-        return _s(resp[0][1][0][0]) if resp else None
-
-    # -- replication bookkeeping ---------------------------------------------------
-
-    async def last_id(self) -> str:
-        """The newest id this replica's stream ever issued (still known after trimming)."""
-        try:
-            info = await self._read(lambda: self.redis.xinfo_stream(K.STREAM))
-        except ResponseError:
-            return "0-0"  # no stream yet
-        return _s(info["last-generated-id"])
-
-    async def lengths(self) -> tuple[int, int]:
-        """Entries held now in this replica's delta stream and in its changes log."""
-        n = await self._read(lambda: self.redis.pipeline(transaction=False).xlen(K.STREAM).xlen(K.CHANGES).execute())
-        return int(n[0]), int(n[1])
-
-    async def read_after(self, after: str, count: int, block_ms: int | None = None) -> list[StreamEntry]:
-        resp = await self.redis.xread({K.STREAM: after}, count=count, block=block_ms)
-        if not resp:
-            return []
-        return [(_s(i), {_s(k): v for k, v in f.items()}) for i, f in resp[0][1]]
-
-    async def acked(self, peer: str) -> str:
-        return _s(await self.redis.hget(K.ACKED, peer) or b"0-0")
-
-    async def set_acked(self, peer: str, sid: str) -> None:
-        await self.redis.hset(K.ACKED, peer, sid)
-
-    async def all_acked(self) -> dict[str, str]:
-        return {_s(k): _s(v) for k, v in (await self.redis.hgetall(K.ACKED)).items()}
-
-    async def watermark(self) -> dict[str, str]:
-        """What this replica reflects: the last stream id applied from each region, its own included."""
-        applied = await self.applied()
-        applied[self.region] = await self.last_id()
-        return dict(sorted(applied.items()))
-
-    async def applied(self) -> dict[str, str]:
-        return {_s(k): _s(v) for k, v in (await self._read(lambda: self.redis.hgetall(K.APPLIED))).items()}
-
-    async def trimmed(self) -> str:
-        return _s(await self.redis.get(K.TRIMMED) or b"0-0")
-
-    async def trim(self, maxlen: int | None = None, acked_by_all: str = "") -> str:
-        maxlen = self.stream_maxlen if maxlen is None else maxlen
-        # K.CONSUMERS: registered consumers hold the floor down too (consistency/ap_consumers.py)
-        return _s(await self._call("trim", [K.STREAM, K.TRIMMED, K.CONSUMERS], [maxlen, acked_by_all]))
-
-    async def expire_dedup(self) -> int:
-        """Forget event ids older than the window (whole minutes) or beyond the cap; a bounded step."""
-        oldest_minute = (wall_clock_ms() - int(self.dedup_window_s * 1000)) // 60000
-        return int(await self._call("expire_dedup", [], [oldest_minute, self.dedup_max]))
-
-    async def digests(self) -> list[str]:
-        return [_s(d) for d in await self._call("digests", [], [K.BUCKETS])]
-
-    async def dump_bucket(self, bucket: int) -> list[tuple[str, str, dict[bytes, bytes], dict[bytes, bytes]]]:
-        members = sorted(_s(m) for m in await self.redis.smembers(K.bucket_key(bucket)))
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for ekey in members:
-                world, entity = K.parse_entity_key(ekey)
-                pipe.hgetall(ekey)
-                pipe.hgetall(K.seen_key(world, entity))
-            raws = await pipe.execute()
-        out = []
-        for i, ekey in enumerate(members):
-            world, entity = K.parse_entity_key(ekey)
-            out.append((world, entity, raws[2 * i], raws[2 * i + 1]))
-        return out
-
-    async def wait_applied(self, origin: str, sid: str, timeout_s: float) -> bool:
-        """Wait until this replica has applied `origin`'s stream up to `sid`."""
-        deadline = time.monotonic() + timeout_s
-        target = stream_id(sid)
-        while True:
-            if origin == self.region:
-                current = await self.last_id()
-            else:
-                current = _s(await self.redis.hget(K.APPLIED, origin) or b"0-0")
-            if stream_id(current) >= target:
-                return True
-            if time.monotonic() >= deadline:
-                return False
-            await asyncio.sleep(0.02)
+        found = await self._each(lambda pipe, p: pipe.sismember(K.worlds(p), world))
+        return any(v is True or v == 1 for v in found.values())
 
     async def ping(self) -> bool:
         try:
             return bool(await self.redis.ping())
         except _UNREACHABLE:
             return False
-

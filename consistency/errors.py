@@ -70,3 +70,8 @@ class ReplicaFull(Unavailable):
     def __init__(self, message: str, retry_after_s: float = 5.0) -> None:
         super().__init__(message, retry_after_s)
 
+
+
+class LayoutMismatch(StoreError):
+    """A replica's Redis holds another AP key layout than this node writes (the unpartitioned
+    one of an older version, or another number of partitions): the node refuses to start."""

@@ -1,20 +1,23 @@
-"""Replication: each node ships its home replica's stream to every peer replica.
+"""Replication: each node ships its home replica's streams to every peer replica.
 
-The acknowledged offset per peer lives in the source replica (ws:acked), so a
-restarted node resumes where the peer left off. When the stream has been
-trimmed past that offset, the shipper falls back to anti-entropy: it compares
-per-bucket digests of the two replicas and ships the divergent buckets whole.
+A replica has one stream per partition (consistency/ap_keys.py), and partition p of one region
+ships into partition p of every other. The acknowledged offset per (peer, partition) lives in
+the source replica (T:acked), so a restarted node resumes where the peer left off. When a
+partition's stream has been trimmed past that offset, the shipper falls back to anti-entropy
+for that partition: it compares per-bucket digests of the two replicas' partition and ships the
+divergent buckets whole.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from redis.exceptions import RedisError
 
-from consistency.ap_store import ReplicaStore, stream_id
+from consistency.ap_positions import ZERO, Vector, stream_id
+from consistency.ap_store import ALL, ReplicaStore
 from consistency.errors import Unavailable
 
 log = logging.getLogger("worldstate.replication")
@@ -24,26 +27,29 @@ log = logging.getLogger("worldstate.replication")
 class PeerStatus:
     peer: str
     reachable: bool = False
-    acked: str = "0-0"
-    lag_ms: int = 0  # age gap between our newest delta and the newest the peer applied
+    acked: str = "0-0"  # the oldest offset of a partition the peer is behind in (else the newest acknowledged)
+    lag_ms: int = 0  # the largest age gap, over partitions, between our newest delta and the newest the peer applied
     behind: bool = False
+    partitions_behind: int = 0
     anti_entropy_runs: int = 0
     buckets_shipped: int = 0
     last_error: str = ""
+    offsets: Vector = field(default_factory=dict)  # partition -> what the peer acknowledged, at the last look
 
     def as_dict(self) -> dict[str, object]:
         return {"peer": self.peer, "reachable": self.reachable, "acked": self.acked, "lag_ms": self.lag_ms,
-                "behind": self.behind, "anti_entropy_runs": self.anti_entropy_runs,
+                "behind": self.behind, "partitions_behind": self.partitions_behind,
+                "anti_entropy_runs": self.anti_entropy_runs,
                 "last_error": self.last_error}
 
 
-async def anti_entropy(source: ReplicaStore, dest: ReplicaStore) -> int:
-    """Ship every bucket whose digest differs from `source` to `dest`; returns how many."""
-    ours, theirs = await asyncio.gather(source.digests(), dest.digests())
+async def anti_entropy(source: ReplicaStore, dest: ReplicaStore, p: int) -> int:
+    """Ship every bucket of partition `p` whose digest differs from `source` to `dest`; returns how many."""
+    ours, theirs = await asyncio.gather(source.digests(p), dest.digests(p))
     shipped = 0
     for bucket, (a, b) in enumerate(zip(ours, theirs)):
         if a and a != b:
-            await dest.merge_state(await source.dump_bucket(bucket), source.region)
+            await dest.merge_state(await source.dump_bucket(p, bucket), source.region)
             shipped += 1
     return shipped
 
@@ -76,30 +82,44 @@ class Shipper:
         return self._paused.is_set()
 
     async def step(self) -> int:
-        """Ship one batch (or run anti-entropy); returns the number of entries or buckets shipped."""
-        acked = await self.home.acked(self.peer.region)
-        if stream_id(acked) < stream_id(await self.home.trimmed()):
-            # The deltas the peer lacks are gone; everything after `upto` is still in the stream.
-            upto = await self.home.last_id()
-            shipped = await anti_entropy(self.home, self.peer)
+        """Ship one batch of every partition that has one (or run anti-entropy for those trimmed past
+        the peer's offset); returns the number of entries or buckets shipped. Only when no partition
+        had anything does the read block, up to `block_ms`."""
+        acked, trimmed = await asyncio.gather(self.home.acked(self.peer.region), self.home.trimmed())
+        lost = [p for p in ALL if stream_id(acked[p]) < stream_id(trimmed[p])]
+        if lost:
+            # The deltas the peer lacks are gone; everything after `upto` is still in the streams.
+            upto = await self.home.last_ids(lost)
+            shipped = 0
+            for p in lost:
+                shipped += await anti_entropy(self.home, self.peer, p)
             await self.home.set_acked(self.peer.region, upto)
             self.status.anti_entropy_runs += 1
             self.status.buckets_shipped += shipped
-            log.info("anti-entropy %s -> %s: %d buckets", self.home.region, self.peer.region, shipped)
+            log.info("anti-entropy %s -> %s: %d partitions, %d buckets", self.home.region, self.peer.region,
+                     len(lost), shipped)
             return shipped
-        entries = await self.home.read_after(acked, self.batch, self.block_ms)
+        entries = await self.home.read_partitions(acked, self.batch, self.block_ms)
         if entries:
             await self.peer.apply_remote(self.home.region, entries)
-            acked = entries[-1][0]
-            await self.home.set_acked(self.peer.region, acked)
+            shipped_to = {p: listed[-1][0] for p, listed in entries.items()}
+            await self.home.set_acked(self.peer.region, shipped_to)
+            acked.update(shipped_to)
         await self._measure(acked)
-        return len(entries)
+        return sum(len(listed) for listed in entries.values())
 
-    async def _measure(self, acked: str) -> None:
-        last = await self.home.last_id()
-        self.status.acked = acked
-        self.status.behind = stream_id(acked) < stream_id(last)
-        self.status.lag_ms = max(0, stream_id(last)[0] - stream_id(acked)[0]) if self.status.behind else 0
+    async def _measure(self, acked: Vector) -> None:
+        last = await self.home.last_ids()
+        behind = {p: acked.get(p, ZERO) for p in ALL if stream_id(acked.get(p, ZERO)) < stream_id(last[p])}
+        self.status.offsets = acked
+        self.status.partitions_behind = len(behind)
+        self.status.behind = bool(behind)
+        if behind:
+            self.status.acked = min(behind.values(), key=stream_id)
+            self.status.lag_ms = max(max(0, stream_id(last[p])[0] - stream_id(a)[0]) for p, a in behind.items())
+        else:
+            self.status.acked = max(acked.values(), key=stream_id, default=ZERO)
+            self.status.lag_ms = 0
 
     async def run(self) -> None:
         backoff = 0.05
@@ -157,14 +177,16 @@ class Replicator:
                 log.warning("housekeeping of %s failed: %s", self.home.region, e)
 
     async def housekeep(self) -> None:
-        """Trim what every peer has applied (and anything over the cap); forget old event ids.
-        Never past a registered consumer's offset either (ws:consumers, a learner): trim.lua
-        lowers the peers' floor to the slowest consumer atomically with the trim."""
+        """Per partition: trim what every peer has applied (and anything over the cap); forget old
+        event ids. Never past a registered consumer's offset either (T:consumers, a learner):
+        trim.lua lowers the peers' floor to the slowest consumer atomically with the trim."""
         acked = await self.home.all_acked()
         peers = list(self.shippers)
-        floor = min((acked[p] for p in peers), key=stream_id) if peers and all(p in acked for p in peers) else ""
-        await self.home.trim(acked_by_all=floor)
-        await self.home.expire_dedup()
+        for p in ALL:
+            mine = acked.get(p, {})
+            floor = min((mine[q] for q in peers), key=stream_id) if peers and all(q in mine for q in peers) else ""
+            await self.home.trim(p, acked_by_all=floor)
+            await self.home.expire_dedup(p)
 
     def status(self) -> dict[str, dict[str, object]]:
         return {r: s.status.as_dict() for r, s in self.shippers.items()}

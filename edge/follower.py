@@ -25,7 +25,7 @@ from client._sse import Event, Parser
 from consistency.ap_entity import FieldState
 from edge.config import EdgeConfig
 from edge.core import Core
-from edge.freshness import Freshness, Probe
+from edge.freshness import Freshness, Probe, positions_of
 from edge.models import EdgeModels
 from edge.store import Entity, EdgeStore
 
@@ -209,7 +209,7 @@ class Follower:
             self.store.set_meta("newest_event_ms", ms)
 
     async def _follow_entities(self) -> None:
-        position = self.store.meta.get("changes")
+        position = positions_of(self.store.meta.get("changes"))
         region = self.store.meta.get("region")
         if position is None or region is None or self.resync_entities.is_set() or \
                 (self.fresh.region is not None and region != self.fresh.region):

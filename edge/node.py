@@ -12,7 +12,7 @@ from typing import Any
 from edge import sabotage
 from edge.config import EdgeConfig
 from edge.core import Core
-from edge.freshness import Freshness
+from edge.freshness import Freshness, positions_of
 from edge.models import EdgeModels
 from edge.store import EdgeStore
 from edge.views import EdgeAP, EdgeCP
@@ -32,7 +32,7 @@ class Edge:
         meta = self.store.meta
         # What the disk says the edge reflected when it stopped: it answers from that at once.
         self.fresh = Freshness(as_of=meta.get("as_of"), cp_applied=meta.get("cp_revision") or 0,
-                               changes_applied=meta.get("changes"),
+                               changes_applied=positions_of(meta.get("changes")),
                                manifest_applied=(meta.get("manifest") or {}).get("revision", 0),
                                region=meta.get("region"))
         self.core = Core(cfg)

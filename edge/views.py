@@ -51,4 +51,4 @@ class EdgeAP:
         return [self.store.entities[n].state(world, n) for n in page], start + limit < len(names)
 
     async def watermark(self) -> dict[str, str]:
-        return {self.region: self.fresh.changes_applied or "0-0"}
+        return {self.region: self.fresh.changes_applied or "v2"}

@@ -1,16 +1,20 @@
-"""A learner's reading of its region's delta stream (ws:stream): the log as training data.
+"""A learner's reading of its region's delta streams (T:stream, one per partition): the log as training data.
 
 `consume` reads the observations the region's replica accepted, from a durable offset of the
 learner's own, turns one world's into per-entity trajectories at the world's time step
 (learn/trajectories.py) and writes the samples as content-addressed shards (learn/shards.py).
 
-The offset is a registered consumer of the replica (ws:consumers, consistency/ap_consumers.py):
-it survives restarts, and housekeeping never trims the stream past it, whatever the peers
-acknowledged. The stream's cap (stream_maxlen) trims regardless: a consumer that finds the
-stream trimmed past its offset lost entries it never read, and says so in its stats (`gaps`,
-each the (after, through] range lost) rather than skipping them silently, then goes on from
-the oldest entry retained. `start` replays from any offset (a gap too if it is no longer
-retained); `unregister` releases the floor.
+The offset is a registered consumer of the replica (T:consumers, consistency/ap_consumers.py), one
+stream id per partition, written out as a vector (consistency/ap_positions.py, `v2.<p>-<ms>-<seq>...`):
+it survives restarts, and housekeeping never trims a stream past it, whatever the peers
+acknowledged. The stream's cap (stream_maxlen) trims regardless: a consumer that finds a
+partition's stream trimmed past its offset lost entries it never read, and says so in its stats
+(`gaps`, each the partition and the (after, through] range lost) rather than skipping them
+silently, then goes on from the oldest entry retained. `start` replays from any offset (a vector,
+or one stream id for every partition: ids are wall-clock milliseconds, so that is "everything
+after that time"; a gap too if it is no longer retained); `unregister` releases the floor.
+Partitions are read one after the other: an entity's observations stay in their order, which is
+all the trajectories need (they are per entity).
 
 Each batch commits in this order: the shard, then the index with the learner state (one
 rename), then the consumer's offset in Redis. A learner that dies in between reads the batch
@@ -31,7 +35,8 @@ import msgpack
 
 from consistency import cp_keys
 from consistency.ap_consumers import StreamConsumers
-from consistency.ap_store import ReplicaStore, StreamEntry, stream_id
+from consistency.ap_positions import Vector, format_vector, parse_vector, stream_id
+from consistency.ap_store import ALL, ReplicaStore, StreamEntry
 from consistency.cp_store import CPStore
 from learn.shards import Index, ShardDir
 from learn.trajectories import Grid, Observed, Trajectories
@@ -45,14 +50,14 @@ class ConsumeStats:
     consumer: str
     region: str
     world: str
-    after: str  # the offset this run started after
-    through: str = ""  # the last id consumed ('' if none)
+    after: str  # the offsets this run started after (a vector, consistency/ap_positions.py)
+    through: str = ""  # the offsets after the last entry consumed ('' if none)
     entries: int = 0  # stream entries read, of every world
     observations: int = 0  # observations of the world read
     other_worlds: int = 0  # entries of other worlds (and compensations) read past
     samples: int = 0  # samples added to the shards
     shards: list[str] = field(default_factory=list)  # hashes of the shards written
-    gaps: list[dict[str, str]] = field(default_factory=list)  # {"after", "through"}: trimmed unread
+    gaps: list[dict[str, Any]] = field(default_factory=list)  # {"partition", "after", "through"}: trimmed unread
     time_step: float = 0.0
     state_discarded: bool = False  # the grid changed (time_step): open trajectories were dropped
 
@@ -115,33 +120,59 @@ async def consume_async(replica_url: str, region: str, world: str, shard_dir: st
             if index.frames != frames:
                 raise ValueError(f"the shards of {world} in {shard_dir} have {index.frames} frames a sample, "
                                  f"not {frames}")
-            offset = await consumers.register(consumer_name, start)
+            offsets = await consumers.register(consumer_name, _start(start))
             trajectories = Trajectories(grid, out.state(index))
-            stats = ConsumeStats(consumer_name, region, world, offset, time_step=physics.time_step,
+            stats = ConsumeStats(consumer_name, region, world, format_vector(offsets), time_step=physics.time_step,
                                  state_discarded=trajectories.discarded)
-            until = stream_id(await store.last_id())  # entries arriving meanwhile wait for the next run
-            while max_entries is None or stats.entries < max_entries:
-                count = batch if max_entries is None else min(batch, max_entries - stats.entries)
-                trimmed, entries = await consumers.read(offset, count)
-                if StreamConsumers.lost(offset, trimmed):
-                    stats.gaps.append({"after": offset, "through": trimmed})
-                    offset = stats.through = trimmed
-                    await consumers.commit(consumer_name, offset)  # a gap is reported once
-                    continue  # read again after the marker: no entry in between is left
-                entries = [e for e in entries if stream_id(e[0]) <= until]
-                if not entries:
-                    break
-                _take(entries, index, trajectories, out, physics, stats, offset)
-                offset = entries[-1][0]
-                await consumers.commit(consumer_name, offset)
-                stats.through = offset
+            until = await store.last_ids()  # entries arriving meanwhile wait for the next run
+            pending = [p for p in ALL if stream_id(offsets[p]) < stream_id(until[p])]
+            while pending and (max_entries is None or stats.entries < max_entries):
+                room = batch if max_entries is None else min(batch, max_entries - stats.entries)
+                after, taken, moved = format_vector(offsets), [], {}
+                for p in list(pending):
+                    if len(taken) >= room:
+                        break
+                    entries = await _read(p, offsets, until[p], room - len(taken), consumers, stats)
+                    if not entries:
+                        pending.remove(p)
+                        continue
+                    taken += entries
+                    offsets[p] = moved[p] = entries[-1][0]
+                if taken:  # one batch, one shard, whatever partitions it came from
+                    _take(taken, index, trajectories, out, physics, stats, after, format_vector(offsets))
+                    await consumers.commit(consumer_name, moved)
+                    stats.through = format_vector(offsets)
     finally:
         await store.close()
     return stats
 
 
+def _start(start: str | None) -> Vector | None:
+    """A replay's offsets: a vector, or one stream id for every partition."""
+    if start is None:
+        return None
+    if start.startswith("v2"):
+        return parse_vector(start)
+    return dict.fromkeys(ALL, start)
+
+
+async def _read(p: int, offsets: Vector, until: str, count: int, consumers: StreamConsumers,
+                stats: ConsumeStats) -> list[StreamEntry]:
+    """Up to `count` entries of partition p's stream after offsets[p], none past `until`; a trim
+    past the offset is reported as a gap (once: the offset moves past it at once)."""
+    while True:
+        trimmed, entries = await consumers.read(p, offsets[p], count)
+        if not StreamConsumers.lost(offsets[p], trimmed):
+            return [e for e in entries if stream_id(e[0]) <= stream_id(until)]
+        stats.gaps.append({"partition": p, "after": offsets[p], "through": trimmed})
+        offsets[p] = trimmed
+        stats.through = format_vector(offsets)
+        await consumers.commit(stats.consumer, {p: trimmed})  # a gap is reported once
+        # read again after the marker: no entry in between is left
+
+
 def _take(entries: list[StreamEntry], index: Index, trajectories: Trajectories, out: ShardDir,
-                physics: Physics, stats: ConsumeStats, after: str) -> None:
+                physics: Physics, stats: ConsumeStats, after: str, through: str) -> None:
     """One batch: its samples into a shard, then the index and state that name it (one commit)."""
     observed = []
     for entry in entries:
@@ -153,7 +184,6 @@ def _take(entries: list[StreamEntry], index: Index, trajectories: Trajectories, 
     stats.entries += len(entries)
     stats.observations += len(observed)
     samples = trajectories.add(observed)
-    through = entries[-1][0]
     if samples:
         provenance = {"world": stats.world, "region": stats.region, "consumer": stats.consumer,
                       "after": after, "through": through}

@@ -90,7 +90,7 @@ class _Follower(Collector):
         self.replicator = replicator
         self.model_status = model_status
         self.behind_entries: dict[str, int] = {}
-        self.lengths: tuple[int, int] | None = None
+        self.lengths: tuple[int, int, int, int] | None = None
 
     async def read(self) -> None:
         await self.count_behind()
@@ -107,7 +107,8 @@ class _Follower(Collector):
                 counts[peer] = 0  # the shipper's last look found the peer caught up: no read needed
                 continue
             try:
-                counts[peer] = len(await self.home.read_after(st.acked, BEHIND_ENTRIES_CAP))
+                unread = await self.home.read_partitions(st.offsets, BEHIND_ENTRIES_CAP)
+                counts[peer] = min(BEHIND_ENTRIES_CAP, sum(len(listed) for listed in unread.values()))
             except Exception:  # noqa: BLE001 - a scrape must answer while the home replica is down
                 continue  # no sample: unknown, rather than a made-up number
         self.behind_entries = counts
@@ -128,11 +129,17 @@ class _Follower(Collector):
         yield from self._anti_entropy()
         if self.lengths is not None:
             yield GaugeMetricFamily("worldstate_replica_stream_entries",
-                                    "Deltas held in this replica's stream (ws:stream), trimmed once every peer has "
-                                    "them", value=self.lengths[0])
+                                    "Deltas held in this replica's streams (T:stream, all partitions), trimmed once "
+                                    "every peer has them", value=self.lengths[0])
             yield GaugeMetricFamily("worldstate_changes_log_entries",
-                                    "Entries held in this replica's changes log (ws:changes), which entity "
-                                    "subscriptions read", value=self.lengths[1])
+                                    "Entries held in this replica's changes logs (T:changes, all partitions), which "
+                                    "entity subscriptions read", value=self.lengths[1])
+            yield GaugeMetricFamily("worldstate_replica_stream_partition_max_entries",
+                                    "Deltas held in this replica's largest partition stream: a hot partition shows "
+                                    "here", value=self.lengths[2])
+            yield GaugeMetricFamily("worldstate_changes_log_partition_max_entries",
+                                    "Entries held in this replica's largest partition changes log",
+                                    value=self.lengths[3])
         model = self.model_status()
         info = InfoMetricFamily("worldstate_model", "The model this node serves (state none: no model loaded)")
         info.add_metric((), {"state": str(model.get("state")), "hash": str(model.get("hash", "")),

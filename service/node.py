@@ -13,6 +13,7 @@ from typing import Any
 
 from consistency.ap_store import ReplicaStore
 from consistency.cp_store import CPStore
+from consistency.errors import Unavailable
 from consistency.hlc import HybridLogicalClock, wall_clock_ms
 from consistency.replication import Replicator
 from service import sabotage
@@ -85,6 +86,10 @@ class Node:
         self.clock_offset_ms = offset_ms
 
     async def start(self) -> None:
+        try:
+            await self.ap.check_layout()
+        except Unavailable as e:  # checked again before the first write (ReplicaStore.ingest)
+            log.warning("the AP replica is not reachable to check its key layout yet: %s", e)
         await self.cp.connect()
         if self.keyring is None:
             log.warning("AUTH IS OFF (WORLDSTATE_AUTH=off): anyone who reaches this node can change physics, "

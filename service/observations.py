@@ -5,9 +5,12 @@ A delete is a tombstone merged like an observation (consistency/ap_entity.py):
 it hides every field written before its HLC stamp, on every replica, whatever
 order the writes arrive in.
 
-A write answers a causal token `REGION:STREAM_ID`; a read given one waits,
-up to a bound, until this replica has applied that region's stream that far
-(read-your-writes across regions), or refuses with NotYetConsistent.
+A write answers a causal token `REGION:v2.<p>-<ms>-<seq>[.<p>-<ms>-<seq>...]`: the
+partitions the write touched and how far each of that region's partition streams held it
+(consistency/ap_positions.py). A read given one waits, up to a bound, until this replica has
+applied those partitions of that region's streams that far (read-your-writes across regions),
+or refuses with NotYetConsistent. The unpartitioned `REGION:STREAM_ID` of older versions is
+refused (400): tokens are short-lived, and its single id means nothing in any one partition.
 """
 
 from __future__ import annotations
@@ -19,7 +22,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from consistency import ap_keys
-from consistency.ap_store import EntityState, ReplicaStore, tombstone
+from consistency.ap_positions import format_vector, parse_vector
+from consistency.ap_store import EntityState, IngestResult, ReplicaStore, tombstone
 from consistency.errors import OutcomeUnknown, StoreError
 from consistency.hlc import HybridLogicalClock
 from consistency.replication import Replicator
@@ -31,7 +35,8 @@ from service.metrics import Metrics
 from service.quotas import Quotas
 from service.worlds import Worlds
 
-_TOKEN = re.compile(rf"({ap_keys.REGION_RE.pattern}):(\d{{1,20}}-\d{{1,20}})")
+_TOKEN = re.compile(rf"({ap_keys.REGION_RE.pattern}):(v2[0-9.-]*)")
+_OLD_TOKEN = re.compile(rf"{ap_keys.REGION_RE.pattern}:\d{{1,20}}-\d{{1,20}}")
 ENTITY_PATTERN = ap_keys.ENTITY_RE.pattern
 
 __all__ = ["ENTITY_PATTERN", "Deleted", "EntityState", "Observations", "Receipt", "Reflects"]
@@ -107,10 +112,12 @@ class Observations:
         await self.worlds.require(world)
         await self.quotas.charge("observations_per_s", len(obs))
         result = await self.ap.ingest(obs)
-        token_id = result.last_id or await self.ap.last_id()
         duplicates = [o.event_id for o, a in zip(obs, result.accepted) if not a]
-        return Receipt(s.region, len(obs) - len(duplicates), duplicates, result.stamp, f"{s.region}:{token_id}",
+        return Receipt(s.region, len(obs) - len(duplicates), duplicates, result.stamp, self._token(result),
                        self.replicator.behind())
+
+    def _token(self, result: IngestResult) -> str:
+        return f"{self.settings.region}:{format_vector(result.positions)}"
 
     async def delete(self, world: str, entity: str, event_id: str | None = None) -> Deleted:
         """Delete an entity: a tombstone stamped now hides every field written before it. Given
@@ -128,8 +135,7 @@ class Observations:
         await self.worlds.require(world)
         await self.quotas.charge("observations_per_s", 1)
         result = await self.ap.ingest([tombstone(world, entity, event_id, self.now_ms())])
-        token_id = result.last_id or await self.ap.last_id()
-        return Deleted(s.region, result.stamp, f"{s.region}:{token_id}", not result.accepted[0])
+        return Deleted(s.region, result.stamp, self._token(result), not result.accepted[0])
 
     async def get(self, world: str, entity: str, token: str | None = None,
                   wait_ms: int | None = None) -> tuple[EntityState, Reflects]:
@@ -165,13 +171,20 @@ class Observations:
         if token is None:
             return
         s = self.settings
+        if _OLD_TOKEN.fullmatch(token):
+            raise InvalidToken(f"token {token!r} is in the unpartitioned form REGION:STREAM_ID of an older version; "
+                               "this version's tokens are REGION:v2.<partition>-<ms>-<seq>...: write again for one")
         m = _TOKEN.fullmatch(token)
         if not m:
-            raise InvalidToken(f"token {token!r} is not REGION:STREAM_ID")
-        region, sid = m.groups()
+            raise InvalidToken(f"token {token!r} is not REGION:v2.<partition>-<ms>-<seq>[.<partition>-<ms>-<seq>...]")
+        region, written = m.groups()
+        try:
+            target = parse_vector(written)
+        except ValueError as e:
+            raise InvalidToken(f"token {token!r}: {e}") from e
         if region != s.region and region not in s.peers:
             raise TokenUnknown(f"this replica ({s.region}) does not replicate from {region!r}", region)
         wait_s = s.read_wait_s if wait_ms is None else min(wait_ms / 1000, s.read_wait_s)
-        if not await self.ap.wait_applied(region, sid, wait_s):
+        if not await self.ap.wait_applied(region, target, wait_s):
             raise NotYetConsistent(f"replica {s.region} has not applied {token} after {wait_s:.1f}s", token,
                                    self.replicator.behind())

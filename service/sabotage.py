@@ -72,14 +72,14 @@ class DroppingReplicaStore(ReplicaStore):
 
     _serial = itertools.count()
 
-    async def apply_remote(self, origin: str, entries: list[StreamEntry]) -> None:
-        kept = [e for e in entries if next(self._serial) % 5 != 4]
-        if kept:
-            await super().apply_remote(origin, kept)
+    async def apply_remote(self, origin: str, entries: dict[int, list[StreamEntry]]) -> None:
+        kept = {p: [e for e in listed if next(self._serial) % 5 != 4] for p, listed in entries.items()}
+        if any(kept.values()):
+            await super().apply_remote(origin, {p: listed for p, listed in kept.items() if listed})
 
 
 class FreshClockReplicaStore(ReplicaStore):
-    """fresh-hlc: the HLC is never moved past ws:clock, so a restart can stamp backwards."""
+    """fresh-hlc: the HLC is never moved past the partitions' T:clock, so a restart can stamp backwards."""
 
     async def seed_clock(self) -> None:
         pass

@@ -1,14 +1,20 @@
 """Entity subscriptions: the merged changes of a world at this replica, as they happen.
 
-Each replica's changes log (consistency/ap_changes.py) lists every merge that changed
-what readers see, local writes and those applied from peers alike, with a position
-(its stream id) a subscriber resumes after on the same replica, with no gap and no
-duplicate. Positions are the replica's own: another region's mean nothing here.
+Each partition of a replica has a changes log (consistency/ap_changes.py) listing every merge
+that changed what readers see, local writes and those applied from peers alike. A subscriber's
+position is a vector (consistency/ap_positions.py): how far it read each partition's log, written
+`v2.<p>-<ms>-<seq>...`. A subscription to one entity reads its one partition and its positions
+name only that one; a world (or prefix) subscription reads all of them and its positions name
+every partition that has moved. It resumes after a position on the same replica with no gap and
+no duplicate. Positions are the replica's own: another region's mean nothing here.
 
-A subscriber reads the log in bounded batches. One task per node blocks on the log
-and wakes the subscribers waiting for news, so a waiting subscriber holds no Redis
-connection. A subscriber whose position falls more than `subscribe_max_lag` entries
-(of every world) behind the log's head, or behind what the log's cap trimmed, gets
+Order: one entity's changes come in the order its partition's log took them; changes of
+different entities (of different partitions) have no order between them.
+
+A subscriber reads the logs in bounded batches. One task per node blocks on the logs and
+wakes the subscribers waiting for news, so a waiting subscriber holds no Redis connection. A
+subscriber whose position falls more than `subscribe_max_lag` entries (of every world, summed
+over the partitions it reads) behind the logs' heads, or behind what a log's cap trimmed, gets
 SlowConsumer and its subscription ends: nothing is buffered for it.
 """
 
@@ -20,16 +26,19 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from consistency import ap_keys
-from consistency.ap_store import LoggedChange, ReplicaStore, Scalar, stream_id
+from consistency.ap_positions import ZERO, Vector, format_vector, parse_vector, stream_id
+from consistency.ap_store import ALL, LoggedChange, ReplicaStore, Scalar
 from service.config import Settings
 from service.errors import ChangesTrimmed, InvalidInput, SlowConsumer
 from service.worlds import Worlds
 
 __all__ = ["BATCH", "EntityChange", "Progress", "Subscriptions"]
 
-BATCH = 100  # entries a subscriber reads per script call: bounds each read's time in Redis
+# entries a subscriber reads per round, shared by the partitions it reads (rounded up): bounds each
+# read's time in Redis, and how far one read can catch up before the lag is measured
+BATCH = 100
 WAIT_S = 1.0  # longest a subscriber waits for the tail's news before reading anyway
-_POSITION = re.compile(r"([0-9]{1,20})-([0-9]{1,20})")
+_OLD_POSITION = re.compile(r"[0-9]{1,20}-[0-9]{1,20}")
 _PREFIX = re.compile(r"[A-Za-z0-9._-]{0,128}")
 
 
@@ -45,12 +54,12 @@ class EntityChange:
     hlc: str
     node: str
     origin: str  # the region the write came from (the peer that shipped it, for anti-entropy)
-    id: str  # its position in this replica's changes log: resume after it
+    id: str  # the subscription's position once this change is read: resume after it
 
     @classmethod
-    def of(cls, c: LoggedChange) -> "EntityChange":
+    def of(cls, c: LoggedChange, position: str) -> "EntityChange":
         hlc, _, node = c.order_key.partition("|")
-        return cls(c.world, c.entity, c.fields, c.deleted, hlc, node, c.origin, c.id)
+        return cls(c.world, c.entity, c.fields, c.deleted, hlc, node, c.origin, position)
 
 
 @dataclass(frozen=True)
@@ -65,53 +74,63 @@ def _invalid(where: str, msg: str) -> InvalidInput:
     return InvalidInput(f"{where} {msg}", [{"loc": [where], "msg": msg, "type": "value_error"}])
 
 
-def check_position(after: str) -> str:
-    """A changes log position: a stream id "<ms>-<seq>", each part below 2^64."""
-    m = _POSITION.fullmatch(after)
-    if not m or any(int(part) >= 2**64 for part in m.groups()):
-        raise _invalid("after", "must be a position this replica sent as an event id, like 1732170000000-0")
-    return after
+def check_position(after: str) -> Vector:
+    """A subscription position: a vector `v2.<partition>-<ms>-<seq>...` (consistency/ap_positions.py)."""
+    if _OLD_POSITION.fullmatch(after):
+        raise _invalid("after", "is a position of the unpartitioned changes log of an older version; positions are "
+                                "now v2.<partition>-<ms>-<seq>...: read the entities again and subscribe from now")
+    try:
+        return parse_vector(after)
+    except ValueError as e:
+        raise _invalid("after", f"must be a position this replica sent as an event id, like "
+                                f"v2.7-1732170000000-0 ({e})") from e
 
 
-def _not_past(after: str, last_id: str) -> None:
-    if stream_id(after) > stream_id(last_id):
-        raise _invalid("after", f"is past the newest position of this replica's changes log ({last_id}): "
-                                "positions are per replica, resume on the region that sent it")
+def _not_past(after: Vector, heads: Vector) -> None:
+    for p, sid in after.items():
+        if stream_id(sid) > stream_id(heads.get(p, ZERO)):
+            raise _invalid("after", f"is past the newest position of this replica's changes log in partition {p} "
+                                    f"({heads.get(p, ZERO)}): positions are per replica, resume on the region that "
+                                    "sent it")
+
+
+def _moved(head: Vector, after: Vector) -> bool:
+    return any(stream_id(head.get(p, ZERO)) > stream_id(sid) for p, sid in after.items())
 
 
 class _Tail:
-    """One blocking read of the changes log per node, waking every subscriber that waits for news."""
+    """One blocking read of the changes logs per node, waking every subscriber that waits for news."""
 
     def __init__(self, ap: ReplicaStore) -> None:
         self.ap = ap
-        self.head = "0-0"  # the newest position the tail has seen
+        self.head: Vector = {}  # the newest position of each log the tail has seen
         self._news = asyncio.Condition()
         self._waiting = 0
         self._task: asyncio.Task[None] | None = None
 
-    async def wait(self, after: str, timeout_s: float) -> None:
-        """Return once the log holds an entry after `after`, or after `timeout_s`."""
+    async def wait(self, after: Vector, timeout_s: float) -> None:
+        """Return once a log holds an entry past `after` (in a partition it names), or after `timeout_s`."""
         if self._task is None:
             self._task = asyncio.create_task(self._run(), name="changes-tail")
         async with self._news:
             self._waiting += 1
             try:
-                await asyncio.wait_for(self._news.wait_for(lambda: stream_id(self.head) > stream_id(after)),
-                                       timeout_s)
+                await asyncio.wait_for(self._news.wait_for(lambda: _moved(self.head, after)), timeout_s)
             except asyncio.TimeoutError:
                 pass
             finally:
                 self._waiting -= 1
 
+    async def _heads(self) -> Vector:
+        return {p: state.last_id for p, state in (await self.ap.changes_heads()).items()}
+
     async def _run(self) -> None:
         try:
-            state, _ = await self.ap.changes_after("0-0", 0)
-            head = state.last_id
+            head = await self._heads()
             while self._waiting > 0:
                 # Below the store's 2 s socket timeout: a longer block would read as a dead connection.
-                if await self.ap.wait_changes(head, block_ms=500) is not None:
-                    state, _ = await self.ap.changes_after("0-0", 0)
-                    head = state.last_id
+                if await self.ap.wait_changes(head, block_ms=500):
+                    head = await self._heads()
                     async with self._news:
                         self.head = head
                         self._news.notify_all()
@@ -135,70 +154,81 @@ class Subscriptions:
             ap_keys.check(ap_keys.ENTITY_RE, "entity", entity)
         if prefix is not None and not _PREFIX.fullmatch(prefix):
             raise _invalid("prefix", f"must match {_PREFIX.pattern}")
-        if after is not None:
-            check_position(after)
+        vector = check_position(after) if after is not None else None
         await self.worlds.require(world)
-        if after is not None:
-            log, _ = await self.ap.changes_after("0-0", 0)
-            _not_past(after, log.last_id)
+        if vector is not None:
+            heads = await self.ap.changes_heads(vector)
+            _not_past(vector, {p: state.last_id for p, state in heads.items()})
 
     async def head(self) -> str:
-        """This replica's newest changes log position: `changes(after=head())` is "from now", with a
+        """This replica's newest changes log positions: `changes(after=head())` is "from now", with a
         position the caller knows before it reads (an HTTP stream says it in its first line)."""
         await self.ap.configure_changes()
-        log, _ = await self.ap.changes_after("0-0", 0)
-        return log.last_id
+        return format_vector({p: state.last_id for p, state in (await self.ap.changes_heads()).items()})
 
     async def changes(self, world: str, *, entity: str | None, prefix: str | None,
                       after: str | None, progress_s: float | None = None) -> AsyncIterator[EntityChange | Progress]:
         """Changes of `world` (only `entity`, or entities starting with `prefix`, if given) merged
         at this replica after position `after` (None: from now), until the caller stops.
-        With `progress_s`, a Progress too whenever the log was read to its end or past entries of
+        With `progress_s`, a Progress too whenever the logs were read to their end or past entries of
         other entities (at least every `progress_s` while nothing happens).
 
-        Raises ChangesTrimmed if the log no longer holds every entry after `after`, SlowConsumer
+        Raises ChangesTrimmed if a log no longer holds every entry after `after`, SlowConsumer
         when the caller falls more than `subscribe_max_lag` entries behind, InvalidInput (422)
         for a malformed argument or a position this replica never issued."""
         await self.check(world, entity=entity, prefix=prefix, after=after)
         await self.ap.configure_changes()
         max_lag = self.settings.subscribe_max_lag
-        position, index = await self._start(after, max_lag)
+        # one entity lives in one partition: its subscription reads that log alone
+        scope = [ap_keys.partition(world, entity)] if entity is not None else list(ALL)
+        position, index = await self._start(scope, None if after is None else check_position(after), max_lag)
         wait_s = WAIT_S if progress_s is None else min(WAIT_S, progress_s)
+        share = -(-BATCH // len(scope))  # the partitions read share BATCH: 2 each for a world's 64
         while True:
-            log, batch = await self.ap.changes_after(position, BATCH)
-            if index < log.removed:
-                # The cap trimmed entries this subscriber had not read: it fell a whole log behind.
-                raise SlowConsumer(position, log.added - index, max_lag)
-            if log.added - (index + len(batch)) > max_lag:
-                raise SlowConsumer(position, log.added - index, max_lag)
-            if not batch:
+            reads = await self.ap.changes_after(position, share)
+            lag = 0
+            for p, (log, batch) in reads.items():
+                if index[p] < log.removed:
+                    # The cap trimmed entries this subscriber had not read: it fell a whole log behind.
+                    raise SlowConsumer(format_vector(position), log.added - index[p], max_lag)
+                lag += log.added - (index[p] + len(batch))
+            if lag > max_lag:
+                raise SlowConsumer(format_vector(position), lag + sum(len(b) for _, b in reads.values()), max_lag)
+            if not any(batch for _, batch in reads.values()):
                 if progress_s is not None:
-                    yield Progress(position)
+                    yield Progress(format_vector(position))
                 await self._tail.wait(position, wait_s)
                 continue
             delivered = False
-            for c in batch:
-                index += 1
-                position = c.id
+            # The round's entries of all partitions in id order: ids come from one Redis clock, so
+            # this is about the order they were merged in (per entity, exactly: one partition).
+            for p, c in sorted(((p, c) for p, (_, batch) in reads.items() for c in batch),
+                               key=lambda pc: stream_id(pc[1].id)):
+                index[p] += 1
+                position[p] = c.id
                 if c.world == world and (entity is None or c.entity == entity) \
                         and (prefix is None or c.entity.startswith(prefix)):
                     delivered = True
-                    yield EntityChange.of(c)
+                    yield EntityChange.of(c, format_vector(position))
             if progress_s is not None and not delivered:
-                yield Progress(position)
+                yield Progress(format_vector(position))
 
-    async def _start(self, after: str | None, max_lag: int) -> tuple[str, int]:
-        """The position to read after, and how many entries the log had taken up to it."""
+    async def _start(self, scope: list[int], after: Vector | None, max_lag: int) -> tuple[Vector, dict[int, int]]:
+        """The position to read after in each partition of `scope`, and how many entries each log had
+        taken up to it."""
         if after is None:
-            log, _ = await self.ap.changes_after("0-0", 0)
-            return log.last_id, log.added
-        log, following = await self.ap.changes_count(after, max_lag)
-        _not_past(after, log.last_id)
-        # Trimming takes the oldest entries: if any went, and `after` is older than the oldest
-        # left, entries after it may be gone. (Also said when exactly `after` was the newest one
-        # trimmed and nothing after it went: the log cannot tell the two apart.)
-        if log.removed and stream_id(after) < stream_id(log.first_id):
-            raise ChangesTrimmed(after, log.first_id)
+            heads = await self.ap.changes_heads(scope)
+            return {p: heads[p].last_id for p in scope}, {p: heads[p].added for p in scope}
+        start = {p: after.get(p, ZERO) for p in scope}
+        counts = await self.ap.changes_count(start, max_lag)
+        _not_past(start, {p: log.last_id for p, (log, _) in counts.items()})
+        for p, (log, _) in counts.items():
+            # Trimming takes the oldest entries: if any went, and the position is older than the oldest
+            # left, entries after it may be gone. (Also said when exactly the position was the newest
+            # one trimmed and nothing after it went: the log cannot tell the two apart.)
+            if log.removed and stream_id(start[p]) < stream_id(log.first_id):
+                raise ChangesTrimmed(format_vector(after), format_vector({p: log.first_id}))
+        following = sum(n for _, n in counts.values())
         if following > max_lag:
-            raise SlowConsumer(after, following, max_lag)
-        return after, log.added - following
+            raise SlowConsumer(format_vector(start), following, max_lag)
+        return start, {p: log.added - n for p, (log, n) in counts.items()}

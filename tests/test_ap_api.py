@@ -8,6 +8,8 @@ import httpx
 import pytest
 import redis
 
+from consistency import ap_keys as K
+from consistency.ap_store import ALL
 from deploy.launcher import Deployment, wait_until
 from service.config import Settings
 from tests.ap_helpers import SETTLE_S
@@ -22,11 +24,11 @@ def ap_world(api: httpx.Client, world: str) -> str:
     return world
 
 
-def _stream_last_id(cluster: Deployment, region: str) -> str:
-    """The last id the replica's stream ever took: it moves with every entry added and, unlike
+def _stream_last_id(cluster: Deployment, region: str) -> dict[int, str]:
+    """The last id each partition's stream ever took: it moves with every entry added and, unlike
     the stream's length, not when housekeeping trims what every peer has applied (seen under load)."""
     r = redis.Redis(port=cluster.redis[region].port)
-    return r.xinfo_stream("ws:stream")["last-generated-id"].decode() if r.exists("ws:stream") else "0-0"
+    return {p: r.xinfo_stream(K.stream(p))["last-generated-id"].decode() for p in ALL if r.exists(K.stream(p))}
 
 
 def _read_with_token(client: httpx.Client, url: str, token: str) -> httpx.Response:
@@ -79,14 +81,20 @@ def test_causal_token_errors(api2: httpx.Client, ap_world: str) -> None:
     url = f"/v1/worlds/{ap_world}/entities/arm"
     bad = api2.get(url, params={"token": "not a token"})
     assert bad.status_code == 400 and bad.json()["type"] == "/problems/invalid-token"
-    unknown = api2.get(url, params={"token": "r9:1-0"})
+    old = api2.get(url, params={"token": "r1:1732170000000-0"})  # the unpartitioned form of older versions
+    assert old.status_code == 400 and old.json()["type"] == "/problems/invalid-token"
+    assert "older version" in old.json()["detail"]
+    for broken in ("r1:v2.64-1-0", "r1:v2.7-1-0.3-1-0", "r1:v2.7-1-0.7-2-0", "r1:v2.x"):  # no such partition,
+        got = api2.get(url, params={"token": broken})  # out of order, twice, not a position
+        assert got.status_code == 400 and got.json()["type"] == "/problems/invalid-token", (broken, got.text)
+    unknown = api2.get(url, params={"token": "r9:v2.0-1-0"})
     assert unknown.status_code == 409 and unknown.json()["type"] == "/problems/token-unknown"
     # A token this replica can never reach: the read waits as long as it was told, then 504.
     # What the node waited is in its answer; the wall clock only gives a lower bound, which
     # no load can break (an upper bound would be a guess at how slow the machine is).
     for asked_ms, waits_s in ((300, 0.3), (60_000, READ_WAIT_S)):  # 60 s is capped by the node
         t0 = time.monotonic()
-        future = api2.get(url, params={"token": "r1:99999999999999-0", "wait_ms": asked_ms})
+        future = api2.get(url, params={"token": "r1:v2.0-99999999999999-0", "wait_ms": asked_ms})
         waited = time.monotonic() - t0
         assert future.status_code == 504 and future.json()["type"] == "/problems/not-yet-consistent"
         assert future.json()["detail"].endswith(f"after {waits_s:.1f}s"), future.text

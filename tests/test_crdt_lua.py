@@ -29,13 +29,14 @@ from hypothesis import strategies as st
 
 from consistency import ap_keys as K
 from consistency import crdt
-from consistency.ap_store import EntityState, FieldState, Observation, ReplicaStore
+from consistency.ap_store import ALL, EntityState, FieldState, Observation, ReplicaStore, StreamEntry
 from consistency.crdt import Compensated, Delta, Observed, Register, ReplicaModel
 from consistency.hlc import HLCTimestamp, HybridLogicalClock
 from consistency.replication import anti_entropy
 from deploy import binaries
 from deploy.launcher import wait_until
 from deploy.processes import free_port
+from tests.ap_helpers import ENTITY_KEYS
 from tests.test_crdt import (BASE_MS, NODES, REGIONS, WORLD, Accepted, expected, final_syncs, operations, other,
                              strict, view)
 
@@ -114,7 +115,7 @@ def entity_state(world: str, entity: str, model: crdt.EntityModel) -> EntityStat
 async def compare(stores: dict[str, ReplicaStore], models: dict[str, ReplicaModel]) -> None:
     for region in REGIONS:
         store, model = stores[region], models[region]
-        keys = {K.parse_entity_key(k.decode()) async for k in store.redis.scan_iter(match="ws:e:*")}
+        keys = {K.parse_entity_key(k.decode()) async for k in store.redis.scan_iter(match=ENTITY_KEYS)}
         assert keys == set(model.entities), region
         for (world, entity), ent in model.entities.items():
             got = await store.get_entity(world, entity)
@@ -123,8 +124,26 @@ async def compare(stores: dict[str, ReplicaStore], models: dict[str, ReplicaMode
             assert strict(dataclasses.astuple(got)) == strict(dataclasses.astuple(want)), (region, got, want)
             seen = await store.redis.hgetall(K.seen_key(world, entity))
             assert {k.decode(): v.decode() for k, v in seen.items()} == ent.seen, region
-        stream = await store.read_after("0-0", 100_000)
-        assert strict([delta_of(f) for _, f in stream]) == strict(model.log), region
+        streams = await store.read_partitions({}, 100_000)
+        for p in ALL:  # each partition's stream holds the model's deltas of its entities, in order
+            stream = streams.get(p, [])
+            mine = [d for d in model.log if K.partition(d.world, d.entity) == p]
+            assert strict([delta_of(f) for _, f in stream]) == strict(mine), (region, p)
+
+
+async def in_model_order(store: ReplicaStore, model: ReplicaModel) -> list[tuple[int, StreamEntry]]:
+    """The store's partition streams as one list in the order of the model's log (one stream there):
+    the i-th delta of the model is the next entry of its entity's partition."""
+    streams = {p: listed for p, listed in (await store.read_partitions({}, 100_000)).items()}
+    streams.update({p: [] for p in ALL if p not in streams})
+    taken = dict.fromkeys(ALL, 0)
+    out = []
+    for d in model.log:
+        p = K.partition(d.world, d.entity)
+        out.append((p, streams[p][taken[p]]))
+        taken[p] += 1
+    assert all(taken[p] == len(streams[p]) for p in ALL)
+    return out
 
 
 async def ingest(store: ReplicaStore, model: ReplicaModel, batch: list[Any], accepted: list[Accepted]) -> None:
@@ -143,18 +162,20 @@ async def ingest(store: ReplicaStore, model: ReplicaModel, batch: list[Any], acc
 async def ship(stores: dict[str, ReplicaStore], models: dict[str, ReplicaModel], src: str,
                picks: list[int] | None) -> None:
     """Entries of src's stream to the other region: those at `picks` (mod length), or all in order."""
-    entries = await stores[src].read_after("0-0", 100_000)
+    entries = await in_model_order(stores[src], models[src])
     log = models[src].log
-    assert len(entries) == len(log)
     if not entries:
         return
     order = range(len(entries)) if picks is None else [i % len(entries) for i in picks]
-    await stores[other(src)].apply_remote(src, [entries[i] for i in order])
+    by_partition: dict[int, list[StreamEntry]] = {}
+    for i in order:  # one partition's picks stay in their order; entities of others do not interact
+        by_partition.setdefault(entries[i][0], []).append(entries[i][1])
+    await stores[other(src)].apply_remote(src, by_partition)
     models[other(src)].apply(src, [log[i] for i in order])
 
 
 async def both_anti_entropy(stores: dict[str, ReplicaStore], models: dict[str, ReplicaModel], src: str) -> None:
-    shipped = await anti_entropy(stores[src], stores[other(src)])
+    shipped = sum([await anti_entropy(stores[src], stores[other(src)], p) for p in ALL])
     assert shipped == crdt.anti_entropy(models[src], models[other(src)])
 
 
@@ -182,7 +203,7 @@ async def scenario(urls: dict[str, str], ops: list[Any], final: str) -> None:
                 else:
                     await both_anti_entropy(stores, models, src)
         await compare(stores, models)
-        hashes = [{k: await s.redis.hgetall(k) async for k in s.redis.scan_iter(match="ws:e:*")}
+        hashes = [{k: await s.redis.hgetall(k) async for k in s.redis.scan_iter(match=ENTITY_KEYS)}
                   for s in stores.values()]
         assert hashes[0] == hashes[1]  # byte-identical replicas
         assert strict(view(models[REGIONS[0]])) == strict(expected(accepted))

@@ -15,7 +15,8 @@ import httpx
 import pytest
 import redis
 
-from consistency.ap_store import ReplicaStore, tombstone
+from consistency import ap_keys as K
+from consistency.ap_store import ALL, ReplicaStore, tombstone
 from consistency.hlc import HybridLogicalClock, wall_clock_ms
 from deploy.launcher import Deployment
 from jepsen_like.proxy import RESET
@@ -132,7 +133,7 @@ def test_a_delete_and_a_concurrent_write_resolve_alike_on_both_sides(fresh: Depl
             assert (written.stamp > deleted.stamp) == (winner == "write")
             if path == "anti-entropy":
                 for r in reps:
-                    assert await reps[r].home.trim(maxlen=0) != ""
+                    assert [await reps[r].home.trim(p, maxlen=0) for p in ALL] != [""] * len(ALL)
                 await failed_across(reps, ("r1", "r2"), ("r2", "r1"))  # nothing shipped in the cut arrives after it
             heal(reps)
             await quiesce(reps)
@@ -143,7 +144,7 @@ def test_a_delete_and_a_concurrent_write_resolve_alike_on_both_sides(fresh: Depl
                         await eventually(lambda: sh.status.anti_entropy_runs >= 1, what=f"anti-entropy {r} -> {other}")
                     except AssertionError as e:  # say where the shipper stands: the path it took instead
                         raise AssertionError(f"{e}: {sh.status.as_dict()}, acked {await sh.home.acked(other)}, "
-                                             f"trimmed {await sh.home.trimmed()}, last {await sh.home.last_id()}, "
+                                             f"trimmed {await sh.home.trimmed()}, last {await sh.home.last_ids()}, "
                                              f"stream {stream_len(fresh, r)}") from None
             await eventually(lambda: state(fresh, "r1") == state(fresh, "r2"), what="identical replicas")
             for r in reps:
@@ -167,7 +168,7 @@ def test_delete_is_counted_apart_from_observations(fresh: Deployment) -> None:
         await store.ingest([ob("a", "e1", x=1), tombstone("w", "a", "d1"), ob("a", "e2", y=1)])
         got = await store.get_entity("w", "a")
         assert got is not None and got.counters == {"cam": 2} and list(got.fields) == ["y"]
-        raw = redis.Redis(port=fresh.redis["r1"].port).hgetall("ws:e:w:a")
+        raw = redis.Redis(port=fresh.redis["r1"].port).hgetall(K.entity_key("w", "a"))
         assert b"p:~delete@r1" in raw
         await store.close()
 

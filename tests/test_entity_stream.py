@@ -13,6 +13,8 @@ from typing import Any
 import httpx
 import pytest
 
+from consistency import ap_keys as K
+from consistency.ap_positions import parse_vector
 from deploy.launcher import Deployment, Topology
 from tests.ap_helpers import SETTLE_S
 from tests.conftest import auth_headers
@@ -115,8 +117,10 @@ def test_local_and_peer_changes_arrive_filtered(c1: httpx.Client, c2: httpx.Clie
         assert all(e["data"]["deleted"] is False for e in got[:2])
         assert (got[2]["data"]["entity"], got[2]["data"]["fields"], got[2]["data"]["deleted"]) == ("bot-1", {}, True)
         only = by_entity.take(1)
-        assert only[0]["data"]["entity"] == "bot-2" and only[0]["id"] == got[[e["data"]["entity"] for e in got]
-                                                                              .index("bot-2")]["id"]
+        # an entity's subscription reads its partition alone: its position is the world's in that partition
+        part = K.partition(w, "bot-2")
+        in_world = parse_vector(got[[e["data"]["entity"] for e in got].index("bot-2")]["id"])
+        assert only[0]["data"]["entity"] == "bot-2" and parse_vector(only[0]["id"]) == {part: in_world[part]}
         _post(c1, w, "bot-2", "e4", z=3.0)  # the entity stream's next event is this, nothing from bot-1
         assert by_entity.take(1)[0]["data"]["fields"] == {"z": 3.0}
 
@@ -133,7 +137,15 @@ def test_resume_with_last_event_id_has_no_gap_and_no_duplicate(c1: httpx.Client,
         rest = Sse(r)
         assert rest.subscribed() == first[-1]["id"]
         after = rest.take(7)
-        assert first + after == everything  # the same events, ids and data, in the same order
+        # The same events and data; each entity's in the same order. Entities of different partitions
+        # have no order between them (nor the same ids: a position names every partition).
+        def by_entity(events: list[dict[str, Any]]) -> dict[str, list[Any]]:
+            out: dict[str, list[Any]] = {}
+            for e in events:
+                out.setdefault(e["data"]["entity"], []).append(e["data"])
+            return out
+
+        assert by_entity(first + after) == by_entity(everything)
         _post(c1, w, "sentinel", "ev-last", s=1)
         nxt = rest.next()
         assert nxt is not None and nxt["data"]["entity"] == "sentinel"  # nothing between: no duplicate
@@ -146,7 +158,8 @@ def test_resume_after_a_trimmed_position_ends_with_an_error_event(c1: httpx.Clie
         _post(c1, w, "a", "e1", x=1.0)
         seen = s.take(1)[0]["id"]
     for n in range(3):  # more than the log keeps after `seen`
-        batch = [{"event_id": f"b{n}-{i}", "entity": f"b{i}", "source": "cam", "fields": {"x": n}} for i in range(1000)]
+        # all on `a`: its partition's log is the one that must be trimmed past `seen`
+        batch = [{"event_id": f"b{n}-{i}", "entity": "a", "source": "cam", "fields": {"x": i}} for i in range(1000)]
         assert c1.post(f"/v1/worlds/{w}/observations", json=batch).status_code == 202
     with _stream(c1, w, params={"after": seen}) as r:
         s = Sse(r)
@@ -161,9 +174,10 @@ def test_a_subscriber_too_far_behind_is_told_and_closed(c1: httpx.Client, w: str
     with _stream(c1, w) as r:
         s = Sse(r)
         position = s.subscribed()
-        # One script call appends 1000 changes at once: the subscriber's next read is 100 of them,
-        # leaving it 900 behind, more than MAX_LAG (and none trimmed: the log keeps 2000).
-        batch = [{"event_id": f"b{i}", "entity": f"b{i}", "source": "cam", "fields": {"x": 1.0}} for i in range(1000)]
+        # One script call appends 1000 changes at once (one entity: one partition, one call): the
+        # subscriber's next read is 2 of them (a world's 64 partitions share 100 a round), leaving it
+        # 998 behind, more than MAX_LAG (and none trimmed: the log keeps 2000).
+        batch = [{"event_id": f"b{i}", "entity": "b", "source": "cam", "fields": {"x": float(i)}} for i in range(1000)]
         assert c1.post(f"/v1/worlds/{w}/observations", json=batch).status_code == 202
         slow = s.next()
         assert slow is not None and slow["event"] == "slow-consumer", slow
@@ -174,7 +188,9 @@ def test_a_subscriber_too_far_behind_is_told_and_closed(c1: httpx.Client, w: str
 
 def test_bad_subscriptions_are_refused(c1: httpx.Client, w: str) -> None:
     for position in ("nonsense", "1-2-3", "-1-0", "99999999999999999999-0", "18446744073709551616-0",
-                     "9999999999999-0"):  # the last: well formed, but past anything this replica issued
+                     "9999999999999-0",  # the unpartitioned form of older versions
+                     "v2.64-1-0", "v2.3-1-0.2-1-0", "v2.0-18446744073709551616-0",
+                     "v2.0-9999999999999-0"):  # the last: well formed, but past anything this replica issued
         with _stream(c1, w, headers={"Last-Event-ID": position}) as r:
             r.read()
             assert r.status_code == 422, (position, r.text)

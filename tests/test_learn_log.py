@@ -21,7 +21,9 @@ import pytest
 import torch
 
 from consistency.ap_consumers import StreamConsumers
-from consistency.ap_store import Observation
+from consistency import ap_keys as K
+from consistency.ap_positions import format_vector
+from consistency.ap_store import ALL, Observation
 from deploy.launcher import Deployment, Topology
 from learn.log import consume, consume_async, unregister
 from learn.shards import NoShards, ShardDir, load_rollouts, load_samples
@@ -147,7 +149,7 @@ def test_trajectories_match_the_posted_states_at_the_time_step(d: Deployment, c:
     index = json.loads((tmp_path / w / "index.json").read_text())
     (shard,) = index["shards"]
     assert shard["region"] == "r1" and shard["world"] == w and shard["samples"] == 4
-    assert shard["after"] == "0-0" and shard["through"] == stats.through and shard["time_step"] == 0.05
+    assert shard["after"] == "v2" and shard["through"] == stats.through and shard["time_step"] == 0.05
     blob = tmp_path / w / "shards" / f"{shard['hash']}.pt"  # named by the sha256 of its bytes
     assert hashlib.sha256(blob.read_bytes()).hexdigest() == shard["hash"]
     events = ShardDir(tmp_path, w).load_shard(shard["hash"])["events"]
@@ -175,7 +177,7 @@ def test_replay_and_restart_add_no_duplicate_samples(d: Deployment, c: httpx.Cli
     async def move_back() -> None:
         import redis.asyncio as aioredis
         r = aioredis.Redis.from_url(url)
-        await StreamConsumers(r, "r1").commit(name, "0-0")
+        await StreamConsumers(r, "r1").commit(name, dict.fromkeys(ALL, "0-0"))
         await r.aclose()
 
     asyncio.run(move_back())
@@ -192,21 +194,22 @@ def test_consumer_holds_housekeeping_until_unregistered(fresh: Deployment, tmp_p
         async with replication(fresh) as reps:
             r1 = reps["r1"]
             consumers = StreamConsumers(r1.home.redis, "r1")
-            assert await consumers.register("learner") == "0-0"
+            assert set((await consumers.register("learner")).values()) == {"0-0"}
             ids = [(await r1.home.ingest([ob(i)])).last_id for i in range(20)]
             await quiesce(reps)
             await r1.housekeep()  # every peer has everything; the learner has read nothing
-            assert stream_len(fresh, "r1") == 20 and await r1.home.trimmed() == "0-0"
+            assert stream_len(fresh, "r1") == 20 and (await r1.home.trimmed())[PART] == "0-0"
 
             stats = await consume_async(fresh.redis["r1"].url, "r1", "w", str(tmp_path), "learner",
                                         physics=Physics(), max_entries=8)
-            assert stats.through == ids[7] and await consumers.offset("learner") == ids[7]
+            assert stats.through == format_vector({PART: ids[7]})
+            assert (await consumers.offsets("learner") or {})[PART] == ids[7]
             await r1.housekeep()  # exactly what the learner read goes
-            assert stream_len(fresh, "r1") == 12 and await r1.home.trimmed() == ids[7]
+            assert stream_len(fresh, "r1") == 12 and (await r1.home.trimmed())[PART] == ids[7]
 
             assert await unregister(fresh.redis["r1"].url, "r1", "learner")
             await r1.housekeep()
-            assert stream_len(fresh, "r1") == 0 and await r1.home.trimmed() == ids[-1]
+            assert stream_len(fresh, "r1") == 0 and (await r1.home.trimmed())[PART] == ids[-1]
 
     asyncio.run(asyncio.wait_for(scenario(), SCENARIO_S))
 
@@ -225,14 +228,17 @@ def test_a_cap_trim_past_the_consumer_is_reported_as_a_gap(fresh: Deployment, tm
 
             url = fresh.redis["r1"].url
             stats = await consume_async(url, "r1", "w", str(tmp_path), "learner", physics=Physics(), frames=4)
-            assert stats.gaps == [{"after": "0-0", "through": ids[-cap - 1]}]
-            assert stats.entries == cap and stats.through == ids[-1]
+            assert stats.gaps == [{"partition": PART, "after": "0-0", "through": ids[-cap - 1]}]
+            assert stats.entries == cap and stats.through == format_vector({PART: ids[-1]})
             again = await consume_async(url, "r1", "w", str(tmp_path), "learner", physics=Physics(), frames=4)
             assert again.gaps == [] and again.entries == 0  # reported once, not on every run
             # steps 20..29 were read: two windows of 4 (at 20 and 24); steps 0..19 were lost
             assert sorted(samples_by_key(tmp_path, "w")) == [("e", BASE_MS + 20 * DT_MS), ("e", BASE_MS + 24 * DT_MS)]
 
     asyncio.run(asyncio.wait_for(scenario(), SCENARIO_S))
+
+
+PART = K.partition("w", "e")  # every observation of these tests: one entity, one partition's stream
 
 
 def ob(step: int) -> Observation:

@@ -130,7 +130,7 @@ def test_read_wait_s(live_api: httpx.Client, world: str) -> None:
     # A token this replica has not reached (a stream id far in the future), and a
     # wait_ms far over the node's cap: the node waits its own READ_WAIT_S, then 504.
     t0 = time.monotonic()
-    r = live_api.get(f"/v1/worlds/{world}/entities/arm", params={"token": "r1:99999999999999-0", "wait_ms": 60000})
+    r = live_api.get(f"/v1/worlds/{world}/entities/arm", params={"token": "r1:v2.0-99999999999999-0", "wait_ms": 60000})
     elapsed = time.monotonic() - t0
     p = _problem(r, 504, "not-yet-consistent")
     assert f"after {SETTINGS.read_wait_s:.1f}s" in p["detail"]

@@ -1,7 +1,7 @@
 """The reference model: what the scripts in consistency/lua/ do to one replica.
 
-Pure (no I/O). It keeps the state the scripts keep per entity (`ws:e` and
-`ws:s`, see consistency/ap_keys.py) and has their operations, step for step:
+Pure (no I/O). It keeps the state the scripts keep per entity (`T:e` and
+`T:s`, see consistency/ap_keys.py) and has their operations, step for step:
 
 - `ingest` (ingest.lua): refuse an event id the entity has seen; otherwise
   merge each field as a last-writer-wins register, add one to the slot
@@ -16,7 +16,7 @@ Pure (no I/O). It keeps the state the scripts keep per entity (`ws:e` and
   seen events included, for every key bucket whose digest differs.
 
 Left out, as bookkeeping rather than merged state: the dedup window's expiry
-(expire_dedup.lua), stream trimming, ws:clock, the applied/acked offsets.
+(expire_dedup.lua), stream trimming, T:clock, the applied/acked offsets.
 
 tests/test_crdt_lua.py runs the same random operations through this model and
 through the scripts on real Redis replicas and compares the states.
@@ -29,7 +29,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import NamedTuple, Union
 
-from consistency.ap_keys import BUCKETS, entity_key, parse_entity_key
+from consistency.ap_keys import entity_key, parse_entity_key, partition
 
 Scalar = Union[None, bool, int, float, str]
 Slot = tuple[str, str, str]  # ("p" or "n", source, region): the hash field "p:<source>@<region>"
@@ -105,7 +105,7 @@ class ReplicaModel:
     def __init__(self, region: str) -> None:
         self.region = region
         self.entities: dict[tuple[str, str], EntityModel] = {}
-        self.log: list[Delta] = []  # ws:stream, in order
+        self.log: list[Delta] = []  # every partition's T:stream, merged in the order written
 
     def _entity(self, world: str, entity: str) -> EntityModel:
         return self.entities.setdefault((world, entity), EntityModel())
@@ -173,15 +173,16 @@ def _merge_slot(ent: EntityModel, slot: Slot, total: int) -> None:
         ent.slots[slot] = total
 
 
-def bucket(world: str, entity: str) -> int:
-    """The entity's anti-entropy bucket: the first byte of sha1 of its key (index_entity in common.lua)."""
-    return int(hashlib.sha1(entity_key(world, entity).encode()).hexdigest()[:2], 16) % BUCKETS
+def bucket(world: str, entity: str) -> tuple[int, int]:
+    """The entity's anti-entropy bucket: its partition, and the first hex digit of sha1 of its key
+    (index_entity in common.lua)."""
+    return partition(world, entity), int(hashlib.sha1(entity_key(world, entity).encode()).hexdigest()[:1], 16)
 
 
 def anti_entropy(source: ReplicaModel, dest: ReplicaModel) -> int:
     """replication.anti_entropy: ship each of `source`'s buckets whose digest differs, whole."""
-    def buckets(r: ReplicaModel) -> dict[int, dict[str, tuple[object, ...]]]:
-        out: dict[int, dict[str, tuple[object, ...]]] = {}
+    def buckets(r: ReplicaModel) -> dict[tuple[int, int], dict[str, tuple[object, ...]]]:
+        out: dict[tuple[int, int], dict[str, tuple[object, ...]]] = {}
         for (world, entity), ent in r.entities.items():
             out.setdefault(bucket(world, entity), {})[entity_key(world, entity)] = ent.digest()
         return out

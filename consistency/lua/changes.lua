@@ -1,10 +1,10 @@
--- A read of the changes log (ws:changes) and where the log stands, in one step, so that
+-- A read of one partition's changes log (KEYS[1], its T:changes) and where the log stands, in one step, so that
 -- nothing can be trimmed between the read and the check of what was.
 -- ARGV: after (a stream id), count (0: no read), mode ('read': the entries, 'count': how many)
 -- Returns {last generated id, entries ever added, entries held, oldest id held (the last
 -- generated id when it holds none), entries or count}
 -- (XINFO's max-deleted-entry-id would not do: trimming, unlike XDEL, leaves it alone.)
-local log = 'ws:changes'
+local log = KEYS[1]
 if redis.call('EXISTS', log) == 0 then return {'0-0', 0, 0, '0-0', {}} end
 local info = redis.call('XINFO', 'STREAM', log)
 local f = {}

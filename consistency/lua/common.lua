@@ -1,5 +1,10 @@
 -- Shared helpers, prepended to every worldstate script.
 
+-- The partition this call works in (docs/ap-cluster.md §2): KEYS[1] is one of its keys, and
+-- every name derived below starts with its tag ("ws:{p07}"), so on a Redis Cluster all of them
+-- live in KEYS[1]'s slot. nil for scripts outside the partitioned layout (quota.lua).
+local T = string.match(KEYS[1] or '', '^(.-})')
+
 -- Every string comparison of a merge is byte order, the order of the reference
 -- model (consistency/crdt, byte_lt). Not Lua's `<`: Redis calls
 -- setlocale(LC_COLLATE, "") and Lua's `<` calls strcoll, so under en_US.UTF-8
@@ -32,7 +37,7 @@ local function stream_id_lt(a, b)
 end
 
 -- The greatest order key this script call has seen; save_clock() keeps the
--- replica's maximum in ws:clock.
+-- partition's maximum in T:clock.
 local clock_max = ''
 
 -- Last-writer-wins: the register with the greater order key ("<hlc>|<node>", the HLC
@@ -71,10 +76,10 @@ local function merge_registers(ekey, t, from)
   return winners, tomb
 end
 
--- The changes log (ws:changes, read by service/subscriptions.py): one entry per merge that
+-- The partition's changes log (T:changes, read by service/subscriptions.py): one entry per merge that
 -- changed what a reader sees, with the winning fields a reader can see (not those older
 -- than the tombstone) and the tombstone itself. `winners` share one order key.
--- The cap comes from ws:changes:maxlen (set by ReplicaStore), read once per script call:
+-- The cap comes from T:changes:maxlen (set by ReplicaStore), read once per script call:
 -- ingest.lua's arguments are fixed (bench/ap.py drives it as the store does).
 local changes_cap = nil
 local function note_change(world, entity, origin, winners, tomb)
@@ -89,15 +94,15 @@ local function note_change(world, entity, origin, winners, tomb)
     end
   end
   if #entry == 8 then return end
-  if not changes_cap then changes_cap = redis.call('GET', 'ws:changes:maxlen') or '100000' end
-  redis.call('XADD', 'ws:changes', 'MAXLEN', '~', changes_cap, '*', unpack(entry))
+  if not changes_cap then changes_cap = redis.call('GET', T .. ':changes:maxlen') or '100000' end
+  redis.call('XADD', T .. ':changes', 'MAXLEN', '~', changes_cap, '*', unpack(entry))
 end
 
 -- The dedup window: seen ids are listed per minute, so forgetting old ones is
 -- a walk over whole old minutes (expire_dedup.lua) and remembering one is an RPUSH.
 local function remember(now, skey, ev)
   local minute = math.floor(tonumber(now) / 60000)
-  redis.call('RPUSH', 'ws:dedup:' .. minute, skey .. '\n' .. ev)
+  redis.call('RPUSH', T .. ':dedup:' .. minute, skey .. '\n' .. ev)
   return minute
 end
 
@@ -108,21 +113,22 @@ local function merge_slot(ekey, slot, value)
   if cur < v then redis.call('HSET', ekey, slot, value) end
 end
 
--- Key names are derived here rather than passed in KEYS: these scripts serve a
--- single-instance Redis per region, and passing 4 keys per observation through
--- the client costs more than the merge itself.
+-- Key names are derived here rather than passed in KEYS: passing 4 keys per observation
+-- through the client costs more than the merge itself. The caller sends one partition's
+-- observations per call (ReplicaStore.ingest groups a batch by ap_keys.partition), so every
+-- derived name shares KEYS[1]'s tag.
 local function entity_keys(world, entity)
-  local ekey = 'ws:e:' .. world .. ':' .. entity
-  return ekey, 'ws:s:' .. world .. ':' .. entity
+  local ekey = T .. ':e:' .. world .. ':' .. entity
+  return ekey, T .. ':s:' .. world .. ':' .. entity
 end
 
 -- Called before the first write to an entity hash: put it in its anti-entropy
 -- bucket and its world's listing.
 local function index_entity(ekey, world, entity)
   if redis.call('EXISTS', ekey) == 0 then
-    redis.call('SADD', 'ws:b:' .. string.sub(redis.sha1hex(ekey), 1, 2), ekey)
-    redis.call('ZADD', 'ws:w:' .. world, 0, entity)
-    redis.call('SADD', 'ws:worlds', world)
+    redis.call('SADD', T .. ':b:' .. string.sub(redis.sha1hex(ekey), 1, 1), ekey)
+    redis.call('ZADD', T .. ':w:' .. world, 0, entity)
+    redis.call('SADD', T .. ':worlds', world)
   end
 end
 
@@ -145,15 +151,15 @@ end
 -- Called once per script call: the minute lists that exist, for expire_dedup.lua.
 local function note_minute(now)
   local minute = math.floor(tonumber(now) / 60000)
-  redis.call('ZADD', 'ws:dedup:minutes', minute, minute)
+  redis.call('ZADD', T .. ':dedup:minutes', minute, minute)
 end
 
 -- Called once per script call that merged registers. A node starts its HLC past
--- ws:clock (ReplicaStore.ingest), so a node that restarts with a fresh clock, or
+-- every partition's T:clock (ReplicaStore.seed_clock), so a node that restarts with a fresh clock, or
 -- whose wall clock stepped back, still orders its next write after every stamp
 -- this replica holds, its own earlier ones and its peers' alike.
 local function save_clock()
   if clock_max == '' then return end
-  local cur = redis.call('GET', 'ws:clock')
-  if (not cur) or bytes_lt(cur, clock_max) then redis.call('SET', 'ws:clock', clock_max) end
+  local cur = redis.call('GET', T .. ':clock')
+  if (not cur) or bytes_lt(cur, clock_max) then redis.call('SET', T .. ':clock', clock_max) end
 end

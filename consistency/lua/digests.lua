@@ -1,9 +1,9 @@
--- One digest per key bucket of this replica's merged entity state (not its
+-- One digest per key bucket of one partition's merged entity state (not its
 -- dedup records, which differ between replicas by design).
--- ARGV: nbuckets. Reads the ws:b:* bucket sets it names (single-instance Redis).
+-- KEYS: a key of the partition (its stream). ARGV: nbuckets. Reads the partition's T:b:<x> sets.
 local out = {}
 for b = 0, tonumber(ARGV[1]) - 1 do
-  local members = redis.call('SMEMBERS', string.format('ws:b:%02x', b))
+  local members = redis.call('SMEMBERS', T .. string.format(':b:%x', b))
   if #members == 0 then
     out[#out + 1] = ''
   else

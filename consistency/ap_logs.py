@@ -1,0 +1,223 @@
+"""A replica's per-partition logs: its delta streams, their offsets, and its changes logs.
+
+Each of the P partitions (consistency/ap_keys.py) has its own delta stream (T:stream), the
+offsets peers acknowledged of it (T:acked), those it applied of each peer's same partition
+(T:applied), a trimmed marker, and a changes log (T:changes). ReplicaStore inherits these
+reads and bookkeeping steps; positions over all partitions are vectors (ap_positions.py).
+
+One Redis per region (step 3 of docs/ap-cluster.md): a read of every partition is one pipeline,
+and the blocking reads (`read_partitions`, `wait_changes`) name all P streams in one XREAD. On a
+Redis Cluster (step 4) those must become per-node pipelines of non-blocking reads: XREAD
+cannot span slots.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any, TypeVar
+
+import redis.asyncio as aioredis
+from redis.exceptions import ResponseError
+
+from consistency import ap_keys as K
+from consistency.ap_changes import LoggedChange, LogState, parse_read
+from consistency.ap_positions import ZERO, Vector, stream_id
+from consistency.hlc import wall_clock_ms
+
+__all__ = ["ALL", "PartitionLogs", "StreamEntry"]
+T = TypeVar("T")
+StreamEntry = tuple[str, dict[str, bytes]]
+ALL = range(K.PARTITIONS)
+
+
+def _s(b: bytes | str) -> str:
+    return b.decode() if isinstance(b, bytes) else b
+
+
+def _entries(raw: list[Any]) -> list[StreamEntry]:
+    return [(_s(i), {_s(k): v for k, v in f.items()}) for i, f in raw]
+
+
+class PartitionLogs:
+    """The logs half of ReplicaStore (which provides these attributes and the two helpers)."""
+
+    redis: aioredis.Redis
+    region: str
+    stream_maxlen: int
+    dedup_window_s: float
+    dedup_max: int
+    changes_maxlen: int | None
+    _changes_configured: bool
+
+    async def _read(self, fn: Callable[[], Awaitable[T]]) -> T:
+        raise NotImplementedError
+
+    async def _call(self, name: str, keys: list[str], args: list[Any]) -> Any:
+        raise NotImplementedError
+
+    async def _call_many(self, name: str, calls: list[tuple[list[str], list[Any]]], *, read: bool = False) -> list[Any]:
+        raise NotImplementedError
+
+    async def _each(self, command: Callable[[Any, int], object], parts: Iterable[int] = ALL) -> dict[int, Any]:
+        """One command per partition in one pipeline; errors come back as values."""
+        parts = list(parts)
+
+        async def run() -> list[Any]:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for p in parts:
+                    command(pipe, p)
+                return list(await pipe.execute(raise_on_error=False))
+
+        return dict(zip(parts, await self._read(run)))
+
+    # -- the changes logs ----------------------------------------------------------------
+
+    async def configure_changes(self) -> None:
+        """Set every partition's changes log cap for this replica's scripts, once (a store built with one).
+        The cap is per partition: a world's changes spread over all of them."""
+        if not self._changes_configured:
+            await self._each(lambda pipe, p: pipe.set(K.changes_maxlen(p), str(self.changes_maxlen)))
+            self._changes_configured = True
+
+    async def _changes(self, after: Vector, count: int, mode: str) -> dict[int, tuple[LogState, Any]]:
+        parts = sorted(after)
+        out = await self._call_many("changes", [([K.changes(p)], [after[p], count, mode]) for p in parts], read=True)
+        return {p: parse_read(v) for p, v in zip(parts, out)}
+
+    async def changes_after(self, after: Vector, count: int) -> dict[int, tuple[LogState, list[LoggedChange]]]:
+        """For each partition named in `after`: up to `count` entries of its changes log after its
+        position, and the log's state, each in one step (all in one round trip)."""
+        return await self._changes(after, count, "read")
+
+    async def changes_count(self, after: Vector, cap: int) -> dict[int, tuple[LogState, int]]:
+        """For each partition named in `after`: how many entries of its changes log follow its position
+        (counting stops past `cap`), and the log's state."""
+        out = await self._changes(after, cap + 1, "count")
+        return {p: (state, n if isinstance(n, int) else 0) for p, (state, n) in out.items()}
+
+    async def changes_heads(self, parts: Iterable[int] = ALL) -> dict[int, LogState]:
+        """Each partition's changes log state (its last id, entries added, held, oldest)."""
+        return {p: state for p, (state, _) in (await self._changes(dict.fromkeys(parts, ZERO), 0, "read")).items()}
+
+    async def wait_changes(self, after: Vector, block_ms: int) -> bool:
+        """Block until some partition's changes log has an entry past `after` or `block_ms` passed."""
+        resp = await self.redis.xread({K.changes(p): after.get(p, ZERO) for p in ALL}, count=1, block=block_ms)
+        return bool(resp)
+
+    # -- the delta streams -----------------------------------------------------------------
+
+    async def last_id(self, p: int) -> str:
+        """The newest id partition p's stream ever issued (still known after trimming)."""
+        try:
+            info = await self._read(lambda: self.redis.xinfo_stream(K.stream(p)))
+        except ResponseError:
+            return ZERO  # no stream yet
+        return _s(info["last-generated-id"])
+
+    async def last_ids(self, parts: Iterable[int] = ALL) -> Vector:
+        """The newest id of each partition's stream (0-0 where it has none)."""
+        out = await self._each(lambda pipe, p: pipe.xinfo_stream(K.stream(p)), parts)
+        return {p: ZERO if isinstance(v, Exception) else _s(v["last-generated-id"]) for p, v in out.items()}
+
+    async def lengths(self) -> tuple[int, int, int, int]:
+        """Entries held now in this replica's delta streams and changes logs, in all partitions and
+        in the largest one of each: (streams, changes, largest stream, largest changes log)."""
+        streams = await self._each(lambda pipe, p: pipe.xlen(K.stream(p)))
+        logs = await self._each(lambda pipe, p: pipe.xlen(K.changes(p)))
+        s, c = [int(v) for v in streams.values()], [int(v) for v in logs.values()]
+        return sum(s), sum(c), max(s), max(c)
+
+    async def read_after(self, p: int, after: str, count: int) -> list[StreamEntry]:
+        """Up to `count` entries of partition p's stream after `after`."""
+        return _entries(await self.redis.xrange(K.stream(p), f"({after}", "+", count=count))
+
+    async def read_partitions(self, after: Vector, count: int, block_ms: int | None = None) -> dict[int, list[StreamEntry]]:
+        """Up to `count` entries of each partition's stream after `after` (0-0 where absent), only the
+        partitions that have some; with `block_ms`, waiting that long for any when none has."""
+        resp = await self.redis.xread({K.stream(p): after.get(p, ZERO) for p in ALL}, count=count, block=block_ms)
+        tags = {K.stream(p): p for p in ALL}
+        return {tags[_s(name)]: _entries(entries) for name, entries in resp or [] if entries}
+
+    async def acked(self, peer: str) -> Vector:
+        """What `peer` acknowledged of each partition's stream (0-0 where nothing)."""
+        out = await self._each(lambda pipe, p: pipe.hget(K.acked(p), peer))
+        return {p: _s(v) if isinstance(v, bytes) else ZERO for p, v in out.items()}
+
+    async def set_acked(self, peer: str, offsets: Vector) -> None:
+        await self._each(lambda pipe, p: pipe.hset(K.acked(p), peer, offsets[p]), offsets)
+
+    async def all_acked(self) -> dict[int, dict[str, str]]:
+        """Per partition, peer -> the offset it acknowledged."""
+        out = await self._each(lambda pipe, p: pipe.hgetall(K.acked(p)))
+        return {p: {_s(k): _s(v) for k, v in h.items()} for p, h in out.items()}
+
+    async def trimmed(self) -> Vector:
+        """The newest id trimmed from each partition's stream (0-0 where none)."""
+        out = await self._each(lambda pipe, p: pipe.get(K.trimmed(p)))
+        return {p: _s(v) if isinstance(v, bytes) else ZERO for p, v in out.items()}
+
+    async def applied(self, origin: str | None = None) -> dict[str, Vector]:
+        """Origin region -> how far this replica applied each partition of its streams."""
+        out = await self._each(lambda pipe, p: pipe.hgetall(K.applied(p)))
+        regions: dict[str, Vector] = {}
+        for p, h in out.items():
+            for k, v in h.items():
+                if origin is None or _s(k) == origin:
+                    regions.setdefault(_s(k), {})[p] = _s(v)
+        return regions
+
+    async def watermark(self) -> dict[str, str]:
+        """What this replica reflects, per region, its own included: the *smallest* id over all partitions
+        of that region's streams it applied (a lower bound: every partition is at least that far)."""
+        marks = {r: min((v.get(p, ZERO) for p in ALL), key=stream_id) for r, v in (await self.applied()).items()}
+        marks[self.region] = min((await self.last_ids()).values(), key=stream_id)
+        return dict(sorted(marks.items()))
+
+    async def wait_applied(self, origin: str, target: Vector, timeout_s: float) -> bool:
+        """Wait until this replica has applied `origin`'s streams up to `target`, partition by partition."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            if origin == self.region:
+                current = await self.last_ids(target)
+            else:
+                current = (await self.applied(origin)).get(origin, {})
+            if all(stream_id(current.get(p, ZERO)) >= stream_id(sid) for p, sid in target.items()):
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            await asyncio.sleep(0.02)
+
+    # -- housekeeping and anti-entropy, one partition at a time -------------------------------
+
+    async def trim(self, p: int, maxlen: int | None = None, acked_by_all: str = "") -> str:
+        """Trim partition p's stream up to `acked_by_all` (never past a registered consumer) and to its cap."""
+        maxlen = self.stream_maxlen if maxlen is None else maxlen
+        # K.consumers: registered consumers hold the floor down too (consistency/ap_consumers.py)
+        return _s(await self._call("trim", [K.stream(p), K.trimmed(p), K.consumers(p)], [maxlen, acked_by_all]))
+
+    async def expire_dedup(self, p: int) -> int:
+        """Forget partition p's event ids older than the window (whole minutes) or beyond its share of
+        the cap (dedup_max split P ways); a bounded step."""
+        oldest_minute = (wall_clock_ms() - int(self.dedup_window_s * 1000)) // 60000
+        share = math.ceil(self.dedup_max / K.PARTITIONS)
+        return int(await self._call("expire_dedup", [K.dedup_minutes(p)], [oldest_minute, share]))
+
+    async def digests(self, p: int) -> list[str]:
+        return [_s(d) for d in await self._call("digests", [K.stream(p)], [K.BUCKETS_PER_PARTITION])]
+
+    async def dump_bucket(self, p: int, bucket: int) -> list[tuple[str, str, dict[bytes, bytes], dict[bytes, bytes]]]:
+        members = sorted(_s(m) for m in await self.redis.smembers(K.bucket_key_in(p, bucket)))
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for ekey in members:
+                world, entity = K.parse_entity_key(ekey)
+                pipe.hgetall(ekey)
+                pipe.hgetall(K.seen_key_in(p, world, entity))
+            raws = await pipe.execute()
+        out = []
+        for i, ekey in enumerate(members):
+            world, entity = K.parse_entity_key(ekey)
+            out.append((world, entity, raws[2 * i], raws[2 * i + 1]))
+        return out
