@@ -5,8 +5,8 @@
 One fresh Redis (as `worldstate up` starts it: AOF, appendfsync always), no API, no peer.
 `ReplicaStore.ingest` in batches of 1000, 100 and 1 (1000 entities, four fields each, as
 bench/ap.py posts). Redis CPU (INFO cpu, user + sys, fsync included) and this process's CPU
-per observation are far less sensitive to a loaded machine than wall rates, so a layout change
-can be judged by running this on both commits, alternately, on the same machine.
+per observation say where the time goes; they still move with the machine's load, so compare
+two commits by running this on each, alternately, on the same machine.
 """
 
 from __future__ import annotations
