@@ -23,6 +23,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
@@ -32,8 +33,8 @@ import redis.asyncio as aioredis  # noqa: E402
 
 from bench.rawhttp import Connection  # noqa: E402
 from consistency import ap_keys as K  # noqa: E402
-from consistency.ap_positions import at_least, parse_vector  # noqa: E402
-from consistency.ap_store import ALL, Observation, ReplicaStore, pack_observation  # noqa: E402
+from consistency.ap_positions import Vector, at_least, parse_vector, stream_id  # noqa: E402
+from consistency.ap_store import ALL, Observation, ReplicaStore, ingest_calls, pack_observation  # noqa: E402
 from consistency.replication import Replicator  # noqa: E402
 from deploy.launcher import Deployment, Topology  # noqa: E402
 
@@ -84,16 +85,16 @@ async def raw_rate(url: str, per_call: int, pipeline: int, seconds: float, conne
     store = ReplicaStore(url, "r1", "raw-bench")
     script = store._scripts["ingest"]
     await script.registered_client.script_load(script.script)
-    calls: list[list[tuple[str, list[object]]]] = []  # per call of the old layout: its per-partition calls
+    calls: list[list[tuple[list[str], list[Any]]]] = []  # per call of the old layout: the store's calls for it
     for _ in range(int(seconds * 120_000 / per_call) + 1):  # more than Redis can take in `seconds`
-        # a script call carries one partition's observations, as ReplicaStore.ingest sends them
-        groups: dict[int, list[object]] = {}
+        groups: dict[int, list[bytes]] = {}
         for j in range(per_call):
             o = observation(j)
             ob = Observation(WORLD, str(o["entity"]), str(o["event_id"]), "cam", o["fields"])  # type: ignore[arg-type]
-            groups.setdefault(K.partition(WORLD, ob.entity), ["r1", int(time.time() * 1000)]).append(
+            groups.setdefault(K.partition(WORLD, ob.entity), []).append(
                 pack_observation(ob, f"{store.hlc.now().to_string()}|raw-bench"))
-        calls.append([(K.stream(p), args) for p, args in groups.items()])
+        calls.append([(keys, args) for _, keys, args in
+                      ingest_calls(groups, "r1", int(time.time() * 1000), store.partitions_per_call)])
     clients = [aioredis.Redis.from_url(url) for _ in range(connections)]
     done = 0
     deadline = time.perf_counter() + seconds
@@ -103,8 +104,8 @@ async def raw_rate(url: str, per_call: int, pipeline: int, seconds: float, conne
         while time.perf_counter() < deadline and calls:
             async with r.pipeline(transaction=False) as pipe:
                 for _ in range(min(pipeline, len(calls))):
-                    for key, args in calls.pop():
-                        pipe.evalsha(script.sha, 1, key, *args)
+                    for keys, args in calls.pop():
+                        pipe.evalsha(script.sha, len(keys), *keys, *args)
                     done += per_call
                 await pipe.execute()
 
@@ -133,16 +134,25 @@ async def replication_lag(d: Deployment, rate: int, seconds: float) -> list[floa
     r2 = ReplicaStore(d.redis["r2"].url, "r2", "bench-lag")
     conn = Connection(host, port)
     lags: list[float] = []
-    pending: list[asyncio.Task[None]] = []
+    pending: list[tuple[Vector, float]] = []  # (token's positions, when it was acknowledged)
+    posting = True
 
-    async def watch(token: str, t_ack: float) -> None:
-        target = parse_vector(token.split(":", 1)[1])
-        while True:
-            if at_least((await r2.applied("r1")).get("r1", {}), target):
-                lags.append((time.perf_counter() - t_ack) * 1000)
-                return
+    async def watch() -> None:
+        """One poller for every pending token: reads r2's applied offsets of the partitions some token
+        still waits for, every millisecond (a poller per token would load the machine it measures)."""
+        seen: Vector = {}
+        while posting or pending:
+            wanted = {p for target, _ in pending for p, sid in target.items()
+                      if stream_id(seen.get(p, "0-0")) < stream_id(sid)}
+            if wanted:
+                seen.update((await r2.applied("r1", sorted(wanted))).get("r1", {}))
+                now = time.perf_counter()
+                for item in [x for x in pending if at_least(seen, x[0])]:
+                    lags.append((now - item[1]) * 1000)
+                    pending.remove(item)
             await asyncio.sleep(0.001)
 
+    watcher = asyncio.create_task(watch())
     batch, interval = max(1, rate // 100), 0.01
     deadline = time.perf_counter() + seconds
     while time.perf_counter() < deadline:
@@ -150,9 +160,10 @@ async def replication_lag(d: Deployment, rate: int, seconds: float) -> list[floa
         status, _, resp = await conn.request("POST", f"/v1/worlds/{WORLD}/observations",
                                              [observation(i) for i in range(batch)], api_headers(d))
         assert status == 202
-        pending.append(asyncio.create_task(watch(resp["token"], time.perf_counter())))
+        pending.append((parse_vector(resp["token"].split(":", 1)[1]), time.perf_counter()))
         await asyncio.sleep(max(0.0, t_next - time.perf_counter()))
-    await asyncio.wait_for(asyncio.gather(*pending), 30)
+    posting = False
+    await asyncio.wait_for(watcher, 30)
     await conn.close()
     await r2.close()
     return lags

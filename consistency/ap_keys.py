@@ -68,6 +68,11 @@ LAYOUT = "ws:layout"  # STRING {"partitions": P, "version": 2}, its own slot
 LAYOUT_VERSION = 2
 
 
+def share(total: int) -> int:
+    """One partition's part of a replica-wide cap: a replica then holds about what one log held."""
+    return -(-total // PARTITIONS)
+
+
 def partition(world: str, entity: str) -> int:
     """The partition of an entity: crc32, not hash(), so every process and region agrees."""
     return zlib.crc32(f"{world}\n{entity}".encode()) % PARTITIONS

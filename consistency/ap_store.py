@@ -1,8 +1,10 @@
 """The AP tier: one writable Redis per region, merged with CRDTs inside Redis.
 
 The replica is cut into ap_keys.PARTITIONS partitions (docs/ap-cluster.md §2): every key of
-one lives under its tag, and each script call works in one partition, so a batch is grouped by
-partition (consistency/ap_logs.py holds the per-partition logs and offsets).
+one lives under its tag, and a batch is grouped by partition: a script call works in one
+partition at a time (on one Redis one ingest call may carry several, each under its own key;
+on a cluster a call's keys share a slot). consistency/ap_logs.py holds the per-partition logs
+and offsets.
 
 Every write goes through a Lua script that, atomically, refuses an event id
 it has seen, merges the fields as last-writer-wins registers ordered by
@@ -36,7 +38,7 @@ from consistency.errors import LayoutMismatch, OutcomeUnknown, ReplicaFull, Unav
 from consistency.hlc import HLCTimestamp, HybridLogicalClock, LogicalOverflowError, wall_clock_ms
 
 __all__ = ["CHUNK", "DELETED", "EntityState", "FieldState", "IngestResult", "LoggedChange", "LogState",
-           "Observation", "ReplicaStore", "Scalar", "StreamEntry", "TOMBSTONE_SOURCE", "Vector", "pack_observation",
+           "Observation", "ReplicaStore", "ingest_calls", "pack_calls", "Scalar", "StreamEntry", "TOMBSTONE_SOURCE", "Vector", "pack_observation",
            "stream_id", "tombstone"]
 T = TypeVar("T")
 # What the old, unpartitioned layout left in a Redis: a node refuses to start against it.
@@ -108,6 +110,50 @@ def tombstone(world: str, entity: str, event_id: str, at_ms: int | None = None) 
     return Observation(world, entity, event_id, TOMBSTONE_SOURCE, {DELETED: True}, at_ms)
 
 
+Segment = tuple[int, int, int]  # (partition, start, end): a slice of that partition's items
+Call = tuple[list[Segment], list[str], list[Any]]  # its segments, KEYS and ARGV
+
+
+def pack_calls(groups: dict[int, list[Any]], head: list[Any], partitions_per_call: int,
+               keys_of: Callable[[int], list[str]], segment: Callable[[int, list[Any]], list[Any]]) -> list[Call]:
+    """Script calls for items grouped by partition, in order: each carries at most CHUNK items and
+    `partitions_per_call` partitions (1 on a Redis Cluster, where a call's keys share a slot). A call's
+    ARGV is `head`, then for each of its segments `segment(p, items)` (the segment's header and items);
+    its KEYS are `keys_of(p)` for each. One call for many partitions keeps a batch's cost on one Redis
+    near the unpartitioned layout's: a call per partition cost ~60 calls for a batch of 100."""
+    calls: list[Call] = []
+    segments: list[Segment] = []
+    keys: list[str] = []
+    args: list[Any] = []
+    room = 0
+    for p, items in groups.items():
+        start = 0
+        while start < len(items):
+            if room == 0 or len(segments) == partitions_per_call:
+                segments, keys, args, room = [], [], list(head), CHUNK
+                calls.append((segments, keys, args))
+            end = min(len(items), start + room)
+            segments.append((p, start, end))
+            keys += keys_of(p)
+            args += segment(p, items[start:end])
+            room -= end - start
+            start = end
+    return calls
+
+
+def ingest_calls(packed: dict[int, list[bytes]], region: str, now_ms: int, partitions_per_call: int) -> list[Call]:
+    """ingest.lua calls for packed observations grouped by partition (see pack_calls)."""
+    return pack_calls(packed, [region, now_ms], partitions_per_call, lambda p: [K.stream(p)],
+                      lambda p, obs: [len(obs), *obs])
+
+
+def _apply_segment(p: int, chunk: list[StreamEntry]) -> list[Any]:
+    args: list[Any] = [chunk[-1][0], len(chunk)]
+    for _, f in chunk:
+        args += ("d", f["d"], f["p"]) if "d" in f else ("c", f["c"], f["n"])
+    return args
+
+
 def _load(name: str) -> str:
     lua = resources.files("consistency") / "lua"
     return (lua / "common.lua").read_text() + "\n" + (lua / f"{name}.lua").read_text()
@@ -140,8 +186,10 @@ class ReplicaStore(PartitionLogs):
             url, max_connections=max_connections, timeout=timeout_s, socket_timeout=timeout_s,
             socket_connect_timeout=timeout_s, health_check_interval=1)
         self.redis = aioredis.Redis.from_pool(pool)  # owns the pool: aclose() closes it
+        # One Redis holds every partition, so a script call may carry several (ingest_calls).
+        self.partitions_per_call = K.PARTITIONS
         self._scripts = {n: self.redis.register_script(_load(n))
-                         for n in ("ingest", "apply", "merge_state", "digests", "trim", "expire_dedup", "quota",
+                         for n in ("ingest", "apply", "keys", "merge_state", "digests", "trim", "expire_dedup", "quota",
                                    "changes")}
 
     async def close(self) -> None:
@@ -261,27 +309,24 @@ class ReplicaStore(PartitionLogs):
         for i, ob in enumerate(observations):
             by_partition.setdefault(K.partition(ob.world, ob.entity), []).append(i)
         now, node = wall_clock_ms(), self.node_id
-        calls: list[tuple[int, list[int], list[Any]]] = []
+        packed: dict[int, list[bytes]] = {}
         for p, positions in by_partition.items():
-            for start in range(0, len(positions), CHUNK):
-                part = positions[start:start + CHUNK]
-                args: list[Any] = [self.region, now]
-                for i in part:  # each keeps the stamp of its place in the batch: order per entity holds
-                    stamp = f"{first.wall_ms:012x}-{first.logical + i:04x}"  # HLCTimestamp.to_string, inlined
-                    args.append(pack_observation(observations[i], f"{stamp}|{node}"))
-                calls.append((p, part, args))
-        answers = await self._call_many("ingest", [([K.stream(p)], args) for p, _, args in calls])
+            packed[p] = [pack_observation(observations[i],  # each keeps the stamp of its place in the batch
+                                          f"{first.wall_ms:012x}-{first.logical + i:04x}|{node}")  # to_string, inlined
+                         for i in positions]
+        calls = ingest_calls(packed, self.region, now, self.partitions_per_call)
+        answers = await self._call_many("ingest", [(keys, args) for _, keys, args in calls])
         accepted = [False] * len(observations)
         positions_of: Vector = {}
         refused = [a for a in answers if isinstance(a, Exception)]
-        for (p, part, _), answer in zip(calls, answers):
+        for (segments, _, _), answer in zip(calls, answers):
             if isinstance(answer, Exception):
                 continue
-            statuses, lid = answer
-            for i, x in zip(part, statuses):
-                accepted[i] = bool(x)
-            if _s(lid):
-                positions_of[p] = _s(lid)
+            for (p, start, end), (statuses, lid) in zip(segments, answer):
+                for i, x in zip(by_partition[p][start:end], statuses):
+                    accepted[i] = bool(x)
+                if _s(lid):
+                    positions_of[p] = _s(lid)
         if refused:
             e = refused[0]
             if len(refused) < len(calls) and isinstance(e, ReplicaFull):
@@ -296,15 +341,9 @@ class ReplicaStore(PartitionLogs):
 
     async def apply_remote(self, origin: str, entries: dict[int, list[StreamEntry]]) -> None:
         """Apply deltas read from `origin`'s streams, each partition's in order, into the same partitions."""
-        calls: list[tuple[list[str], list[Any]]] = []
-        for p, listed in entries.items():
-            for start in range(0, len(listed), CHUNK):
-                chunk = listed[start:start + CHUNK]
-                args: list[Any] = [self.region, wall_clock_ms(), origin, chunk[-1][0]]
-                for _, f in chunk:
-                    args += ("d", f["d"], f["p"]) if "d" in f else ("c", f["c"], f["n"])
-                calls.append(([K.stream(p), K.applied(p)], args))
-        for answer in await self._call_many("apply", calls):
+        calls = pack_calls(entries, [self.region, wall_clock_ms(), origin], self.partitions_per_call,
+                           lambda p: [K.stream(p), K.applied(p)], _apply_segment)
+        for answer in await self._call_many("apply", [(keys, args) for _, keys, args in calls]):
             if isinstance(answer, Exception):
                 raise answer
 

@@ -105,12 +105,14 @@ class Shipper:
             shipped_to = {p: listed[-1][0] for p, listed in entries.items()}
             await self.home.set_acked(self.peer.region, shipped_to)
             acked.update(shipped_to)
-        await self._measure(acked)
+        # The read said how far behind the peer is, as of the read: a partition that had fewer than
+        # `batch` entries after its offset was shipped to its end, and one not in the answer had none.
+        await self._measure(acked, [p for p, listed in entries.items() if len(listed) >= self.batch])
         return sum(len(listed) for listed in entries.values())
 
-    async def _measure(self, acked: Vector) -> None:
-        last = await self.home.last_ids()
-        behind = {p: acked.get(p, ZERO) for p in ALL if stream_id(acked.get(p, ZERO)) < stream_id(last[p])}
+    async def _measure(self, acked: Vector, full: list[int]) -> None:
+        last = await self.home.last_ids(full) if full else {}
+        behind = {p: acked.get(p, ZERO) for p in full if stream_id(acked.get(p, ZERO)) < stream_id(last[p])}
         self.status.offsets = acked
         self.status.partitions_behind = len(behind)
         self.status.behind = bool(behind)

@@ -11,6 +11,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
+from consistency import ap_keys as K
 from consistency.ap_store import ReplicaStore
 from consistency.cp_store import CPStore
 from consistency.errors import Unavailable
@@ -59,8 +60,10 @@ class Node:
         self.cp = plan.cp(s.etcd_endpoints, s.cp_timeout_s, s.etcd_username or None, s.etcd_password or None)
         self.hlc = HybridLogicalClock(s.node_id, now_ms=self.now_ms)
         clock: Any = sabotage.WallClock(self.now_ms) if plan.wall_clock else self.hlc
+        # The settings' caps are the replica's; the store's stream and changes caps are per partition.
         self.ap = plan.home(s.redis_url, s.region, s.node_id, clock, dedup_window_s=s.dedup_window_s,
-                            dedup_max=s.dedup_max, stream_maxlen=s.stream_maxlen, changes_maxlen=s.changes_maxlen)
+                            dedup_max=s.dedup_max, stream_maxlen=K.share(s.stream_maxlen),
+                            changes_maxlen=K.share(s.changes_maxlen))
         peers = [plan.peer(url, region, s.node_id) for region, url in sorted(s.peers.items())]
         self.replicator = Replicator(self.ap, peers)
         self.params = Params(self.cp)

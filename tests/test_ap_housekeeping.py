@@ -120,10 +120,11 @@ def test_housekeeping_trims_what_every_peer_applied_and_not_before(fresh: Deploy
 
 
 def test_the_stream_cap_trims_regardless_and_anti_entropy_repairs_the_peer(fresh: Deployment) -> None:
-    """stream_maxlen (WORLDSTATE_STREAM_MAXLEN on a node, a cap per partition) trims even what a
-    cut-off peer never applied; that peer's offset is then gone from the partition's stream and the
-    shipper repairs the partition with anti-entropy. The peer that kept up needs no repair. One
-    entity, so every write lands in one partition and its cap."""
+    """stream_maxlen (the store's cap per partition; a node gives it its share of
+    WORLDSTATE_STREAM_MAXLEN) trims even what a cut-off peer never applied; that peer's offset is
+    then gone from the partition's stream and the shipper repairs the partition with anti-entropy.
+    The peer that kept up needs no repair. One entity, so every write lands in one partition and
+    its cap."""
     cap = 10
     part = K.partition("w", "e")
 

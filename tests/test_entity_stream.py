@@ -20,13 +20,15 @@ from tests.ap_helpers import SETTLE_S
 from tests.conftest import auth_headers
 
 MAX_LAG = 200
-CHANGES_MAXLEN = 2000  # XADD MAXLEN ~: at least that many, trimmed in whole nodes of 100 entries
+# Each partition's changes log keeps at least this many (XADD MAXLEN ~, trimmed in whole nodes of 100
+# entries); WORLDSTATE_CHANGES_MAXLEN is the replica's cap, shared by the partitions.
+CHANGES_MAXLEN = 2000
 
 
 @pytest.fixture(scope="module")
 def d(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
     env = {"WORLDSTATE_SSE_HEARTBEAT_S": "0.3", "WORLDSTATE_SUBSCRIBE_MAX_LAG": str(MAX_LAG),
-           "WORLDSTATE_CHANGES_MAXLEN": str(CHANGES_MAXLEN), "WORLDSTATE_DEVICE": "cpu"}
+           "WORLDSTATE_CHANGES_MAXLEN": str(CHANGES_MAXLEN * K.PARTITIONS), "WORLDSTATE_DEVICE": "cpu"}
     with Deployment(Topology(etcd_members=1, regions=2, run_dir=tmp_path_factory.mktemp("stream"),
                              api_env=env)) as dep:
         yield dep

@@ -114,9 +114,9 @@ local function merge_slot(ekey, slot, value)
 end
 
 -- Key names are derived here rather than passed in KEYS: passing 4 keys per observation
--- through the client costs more than the merge itself. The caller sends one partition's
--- observations per call (ReplicaStore.ingest groups a batch by ap_keys.partition), so every
--- derived name shares KEYS[1]'s tag.
+-- through the client costs more than the merge itself. Observations come grouped by partition
+-- (ReplicaStore.ingest groups a batch by ap_keys.partition), so every derived name shares the tag
+-- of the key being worked on (T).
 local function entity_keys(world, entity)
   local ekey = T .. ':e:' .. world .. ':' .. entity
   return ekey, T .. ':s:' .. world .. ':' .. entity
@@ -162,4 +162,12 @@ local function save_clock()
   if clock_max == '' then return end
   local cur = redis.call('GET', T .. ':clock')
   if (not cur) or bytes_lt(cur, clock_max) then redis.call('SET', T .. ':clock', clock_max) end
+end
+
+-- On one Redis a call may carry several partitions (ingest.lua, ReplicaStore.ingest): enter(k)
+-- makes KEYS[k]'s partition the one the helpers above work in. On a Redis Cluster a call
+-- carries one partition, so every name a script touches lives in one slot.
+local function enter(k)
+  T = string.match(KEYS[k], '^(.-})')
+  clock_max, changes_cap = '', nil
 end
