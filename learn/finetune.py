@@ -38,6 +38,8 @@ from world_model.model import JEPA
 from world_model.simulator import Rollouts, generate, sample_windows
 from world_model.train import step_generator
 
+from .fisher import diagonal_fisher
+
 ADAPT_PREFIXES = (ADAPT_PREFIX,)
 CONTACT_PREFIXES = ("predictor.wall.", "predictor.pair.", ADAPT_PREFIX)
 TRAINABLE = {"adapt": ADAPT_PREFIXES, "contact": CONTACT_PREFIXES}  # and "all"
@@ -81,6 +83,7 @@ class Candidate:
     history: list[dict[str, float]] = field(default_factory=list)
     metrics: dict[str, Any] = field(default_factory=dict)  # quick_metrics on held-out simulator rollouts
     lineage: dict[str, Any] = field(default_factory=dict)  # what the blob itself records
+    fisher: dict[str, torch.Tensor] = field(default_factory=dict)  # learn/fisher.py, per trained tensor
 
 
 def base_config(blob: bytes) -> Config:
@@ -199,6 +202,8 @@ def finetune(base_blob: bytes, world: Rollouts, cfg: FinetuneConfig = FinetuneCo
             print(f"[finetune] step {step + 1}/{cfg.steps} loss {float(out['loss']):.4f}", flush=True)
         if (step + 1) % 50 == 0 or step + 1 == cfg.steps:
             history.append({"step": step + 1, **{k: float(v.detach()) for k, v in out.items()}})
+    trained = [n for n, p in jepa.named_parameters() if p.requires_grad]
+    fisher = diagonal_fisher(jepa, base, world, trained) if cfg.steps else {}
     jepa.eval()
     jepa.requires_grad_(False)
 
@@ -222,4 +227,5 @@ def finetune(base_blob: bytes, world: Rollouts, cfg: FinetuneConfig = FinetuneCo
         "physics_revision": state.get("physics_revision"), "physics": state.get("physics"),
         "lineage": lineage,
     })
-    return Candidate(blob, sha256_hex(blob), served, base_hash, round(time.time() - t0, 1), history, metrics, lineage)
+    return Candidate(blob, sha256_hex(blob), served, base_hash, round(time.time() - t0, 1), history, metrics, lineage,
+                     fisher)

@@ -24,9 +24,10 @@ import torch
 
 from client import Client
 from world_model.checkpoints import CheckpointStore
+from world_model.config import PRESENT
 from world_model.simulator import Rollouts
 
-from .finetune import FinetuneConfig, finetune
+from .finetune import FinetuneConfig, base_config, finetune
 from .gate import GateConfig, gate, split
 from .publish import LOST_RACE, PUBLISHED, finite, publish
 
@@ -97,7 +98,7 @@ def parser() -> argparse.ArgumentParser:
 
 def _catch_up(ws: Client, args: argparse.Namespace) -> dict[str, Any]:
     """--from-log: consume the region's stream into --shard-dir, the world's physics read through the API."""
-    from learn.log import consume
+    from learn.log import consume, register
     from world_model.config import Physics
 
     if not args.shard_dir:
@@ -108,6 +109,7 @@ def _catch_up(ws: Client, args: argparse.Namespace) -> dict[str, Any]:
         answer = ws.http.get(f"/v1/worlds/{args.world}/positions")
         answer.raise_for_status()
         region = answer.json()["region"]
+    register(args.from_log, region, args.consumer)  # first: the floor holds even while the world has no physics
     p = ws.get_physics(args.world)
     physics = Physics.from_dict({"gravity": p.gravity, "restitution": p.restitution, "drag": p.drag,
                                  "time_step": p.time_step})
@@ -117,12 +119,12 @@ def _catch_up(ws: Client, args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _from_file(world: str, args: argparse.Namespace) -> Rollouts:
-    """--shard-dir (the log's shards, split by entity) or --rollouts (a file)."""
+    """--shard-dir (the log's shards as scenes, learn/scenes.py) or --rollouts (a file)."""
     if getattr(args, "shard_dir", None):
-        from learn.shards import ShardDir, load_samples
+        from learn.shards import ShardDir, load_scenes
 
-        data, entities = load_samples(world, args.shard_dir)
-        args.groups = entities
+        data, groups = load_scenes(world, args.shard_dir, args.max_bodies)
+        args.groups = groups
         offsets = json.loads(args.data_offsets)
         if not offsets:  # what the shards cover, unless the caller said otherwise
             args.data_offsets = json.dumps(ShardDir(args.shard_dir, world).index().offsets)
@@ -142,6 +144,7 @@ def run(args: argparse.Namespace, load_world: LoadWorld = _from_file) -> dict[st
         log = _catch_up(ws, args) if getattr(args, "from_log", None) else None
         current = ws.manifest()
         base_blob = CheckpointStore(args.checkpoint_dir).get_bytes(current.manifest["hash"])
+        args.max_bodies = base_config(base_blob).sim.max_bodies  # the most bodies a scene may hold
         world = load_world(args.world, args)
         offsets = json.loads(args.data_offsets)  # the shards' own, when they came from the log
         train, heldout = split(world, args.heldout, args.seed, getattr(args, "groups", None))
@@ -155,7 +158,8 @@ def run(args: argparse.Namespace, load_world: LoadWorld = _from_file) -> dict[st
         report: dict[str, Any] = {"world": args.world, "parent": candidate.base_hash, "candidate": candidate.hash,
                                   "base_revision": current.revision, "finetune_seconds": candidate.seconds,
                                   "train_samples": int(train.frames.shape[0]),
-                                  "heldout_samples": int(heldout.frames.shape[0]), "gate": verdict.as_dict()}
+                                  "heldout_samples": int(heldout.frames.shape[0]),
+                                  "bodies": int((world.frames[:, 0, :, PRESENT] > 0).sum()), "gate": verdict.as_dict()}
         if log is not None:
             report["log"] = log
         if args.dry_run:
@@ -166,7 +170,8 @@ def run(args: argparse.Namespace, load_world: LoadWorld = _from_file) -> dict[st
             return report | offer(ws, base_blob, candidate.blob, world=args.world, base_revision=current.revision,
                                   redis_url=args.announce or getattr(args, "from_log", None), region=args.region,
                                   samples=report["train_samples"], checkpoint_dir=args.checkpoint_dir,
-                                  learner=args.learner, data_offsets=offsets, gate=verdict.as_dict())
+                                  learner=args.learner, data_offsets=offsets, gate=verdict.as_dict(),
+                                  fisher=candidate.fisher)
         out = publish(ws, candidate, verdict, base_manifest=current.manifest, base_revision=current.revision,
                       checkpoint_dir=args.checkpoint_dir, world=args.world, learner=args.learner,
                       data_offsets=offsets)

@@ -134,8 +134,9 @@ class UpdateStore:
 
 def make_update(base_blob: bytes, candidate_blob: bytes, *, world: str, region: str, base_revision: int,
                 samples: int, learner: str = "", data_offsets: dict[str, Any] | None = None,
-                gate: dict[str, Any] | None = None) -> tuple[Update, bytes]:
-    """The update blob of a candidate against its base, and its record (not yet stored or announced)."""
+                gate: dict[str, Any] | None = None, fisher: Delta | None = None) -> tuple[Update, bytes]:
+    """The update blob of a candidate against its base, and its record (not yet stored or announced).
+    `fisher` (learn/fisher.py): where the region's data informs each weight, for the aggregator's merge."""
     from world_model.checkpoints import sha256_hex
 
     cand = from_bytes(candidate_blob)
@@ -145,7 +146,8 @@ def make_update(base_blob: bytes, candidate_blob: bytes, *, world: str, region: 
     # (restitution 0.0) is served only by a model whose ranges were widened to it.
     ranges = cand["config"]["sim"]["ranges"]
     blob = to_bytes({"kind": KIND, "format": FORMAT, "world": world, "region": region, "base": base_hash,
-                     "base_revision": base_revision, "samples": samples, "delta": delta, "ranges": ranges})
+                     "base_revision": base_revision, "samples": samples, "delta": delta, "ranges": ranges,
+                     **({"fisher": {k: v.detach().cpu() for k, v in fisher.items() if k in delta}} if fisher else {})})
     update = Update(sha256_hex(blob), world, region, base_hash, base_revision, samples, delta_norm(delta), learner,
                     dict(data_offsets or {}), dict(gate or {}), int(time.time() * 1000))
     return update, blob
@@ -179,7 +181,8 @@ def announced(redis_url: str, world: str, timeout_s: float = 2.0) -> list[Update
 
 def offer(ws: Any, base_blob: bytes, candidate_blob: bytes, *, world: str, redis_url: str | None,
           region: str | None, base_revision: int, samples: int, checkpoint_dir: str | os.PathLike[str],
-          learner: str, data_offsets: dict[str, Any], gate: dict[str, Any]) -> dict[str, Any]:
+          learner: str, data_offsets: dict[str, Any], gate: dict[str, Any], fisher: Delta | None = None
+          ) -> dict[str, Any]:
     """`worldstate learn --publish update`: store the candidate's update beside the model blobs and
     announce it in the region's Redis. `ws` (a client.Client) names the region when `region` is None."""
     if not redis_url:
@@ -190,7 +193,8 @@ def offer(ws: Any, base_blob: bytes, candidate_blob: bytes, *, world: str, redis
         answer.raise_for_status()
         region = str(answer.json()["region"])
     update, blob = make_update(base_blob, candidate_blob, world=world, region=region, base_revision=base_revision,
-                               samples=samples, learner=learner, data_offsets=data_offsets, gate=gate)
+                               samples=samples, learner=learner, data_offsets=data_offsets, gate=gate,
+                               fisher=fisher)
     UpdateStore(checkpoint_dir).put(blob)  # the blob first: an announcement never names a blob not yet there
     announce(redis_url, update)
     return {"status": "announced", "update": update.hash, "region": region, "samples": samples, "norm": update.norm,

@@ -27,7 +27,7 @@ from learn.gate import Verdict, split
 from learn.learner import main as learn_main, save_rollouts
 from learn.publish import LOST_RACE, publish
 from tests.conftest import auth_headers
-from tests.learn_helpers import as_observations
+from learn.observed import as_observations
 from world_model import shipped
 from world_model.checkpoints import CheckpointStore
 
@@ -217,7 +217,7 @@ def test_the_loop_from_posted_observations_to_the_gate(deployment: Deployment, w
     with httpx.Client(base_url=deployment.api["r1"].url, headers=auth_headers(deployment), timeout=60) as api:
         api.put("/v1/worlds/lossy-log", json={}).raise_for_status()
         api.put("/v1/worlds/lossy-log/physics", json=p).raise_for_status()
-        batch = as_observations(world, p["time_step"], "lossy", time.time() - 60)
+        batch = as_observations(world, p["time_step"], "lossy", time.time() - 600, episodes=True)
         for i in range(0, len(batch), 500):
             api.post("/v1/worlds/lossy-log/observations", json=batch[i:i + 500]).raise_for_status()
     before = ws.manifest().revision
@@ -234,9 +234,41 @@ def test_the_loop_from_posted_observations_to_the_gate(deployment: Deployment, w
     first, second = reports
     assert first["log"]["region"] == "r1" and first["log"]["observations"] == len(batch)
     assert first["log"]["samples"] > 0 and second["log"]["samples"] == 0, (first["log"], second["log"])
-    assert first["train_samples"] + first["heldout_samples"] == first["log"]["samples"]
+    # the bodies that met in a window train together (learn/scenes.py): fewer scenes than samples, every body once
+    assert first["bodies"] == first["log"]["samples"] > first["train_samples"] + first["heldout_samples"], first
     assert (second["train_samples"], second["heldout_samples"]) == (first["train_samples"], first["heldout_samples"])
     assert ws.manifest().revision == before  # dry runs publish nothing
+
+
+def test_a_learner_started_before_its_world_has_physics_already_holds_the_trim_floor(
+        deployment: Deployment, tmp_path: Path) -> None:
+    """The learner registers its consumer before it reads the physics: registered later, it would begin
+    after whatever housekeeping trimmed meanwhile, and miss observations posted before it (seen once as a
+    learner role that never learned: its first rounds failed on the missing physics, the stream was
+    shipped and trimmed, then it registered past everything)."""
+    import asyncio
+
+    import redis.asyncio as aioredis
+
+    from consistency.ap_consumers import StreamConsumers
+
+    with httpx.Client(base_url=deployment.api["r1"].url, headers=auth_headers(deployment), timeout=60) as api:
+        api.put("/v1/worlds/not-yet", json={}).raise_for_status()
+    worldstate = str(Path(sys.executable).parent / "worldstate")
+    done = subprocess.run([worldstate, "learn", "--world", "not-yet", "--api", deployment.api["r1"].url,
+                           "--key", deployment.admin_key or "", "--checkpoint-dir", str(deployment.run_dir / "checkpoints"),
+                           "--from-log", deployment.redis["r1"].client_url, "--shard-dir", str(tmp_path / "shards"),
+                           "--consumer", "early-bird", "--dry-run", *SMALL], capture_output=True, text=True, timeout=300)
+    assert done.returncode != 0 and "not found" in (done.stdout + done.stderr), done.stdout + done.stderr
+
+    async def offset() -> str | None:
+        r = aioredis.Redis.from_url(deployment.redis["r1"].client_url)
+        try:
+            return await StreamConsumers(r, "r1").offset("early-bird")
+        finally:
+            await r.aclose()
+
+    assert asyncio.run(offset()) is not None, "the consumer was registered before the physics was read"
 
 
 def test_the_default_finetune_learns_a_wind_and_changes_only_the_adapt_terms() -> None:

@@ -25,7 +25,7 @@ from bench.learn import unseen_world
 from learn.finetune import base_config
 from learn.updates import announced
 from tests.conftest import repo_root
-from tests.learn_helpers import as_observations
+from learn.observed import as_observations
 from tests.test_readme_streams import blocks, section
 from tests.up_output import auth, until_up
 from world_model import shipped
