@@ -27,12 +27,14 @@ from world_model.checkpoints import CheckpointStore
 from world_model.config import PRESENT
 from world_model.simulator import Rollouts
 
+from . import parallel
 from .finetune import FinetuneConfig, base_config, finetune
 from .gate import GateConfig, gate, split
 from .publish import LOST_RACE, PUBLISHED, finite, publish
 
 LoadWorld = Callable[[str, argparse.Namespace], Rollouts]
-EXIT = {PUBLISHED: 0, "accepted": 0, "announced": 0, "refused-by-gate": 3, LOST_RACE: 4}
+WORKER = "worker"  # a data-parallel copy other than rank 0: it trained, the lead reports
+EXIT = {PUBLISHED: 0, "accepted": 0, "announced": 0, "refused-by-gate": 3, LOST_RACE: 4, WORKER: 0}
 
 
 def save_rollouts(path: str | os.PathLike[str], data: Rollouts, groups: list[str] | None = None) -> None:
@@ -140,8 +142,10 @@ def run(args: argparse.Namespace, load_world: LoadWorld = _from_file) -> dict[st
     offsets = json.loads(args.data_offsets)
     if not isinstance(offsets, dict):
         raise SystemExit("worldstate learn: --data-offsets must be a JSON object")
+    ranks = parallel.start()  # one of torchrun's copies, or alone (learn/parallel.py)
     with Client(args.api, args.key) as ws:
-        log = _catch_up(ws, args) if getattr(args, "from_log", None) else None
+        log = _catch_up(ws, args) if getattr(args, "from_log", None) and ranks.lead else None
+        parallel.barrier()  # the other copies read the shards once the lead has brought them up to date
         current = ws.manifest()
         base_blob = CheckpointStore(args.checkpoint_dir).get_bytes(current.manifest["hash"])
         args.max_bodies = base_config(base_blob).sim.max_bodies  # the most bodies a scene may hold
@@ -152,6 +156,8 @@ def run(args: argparse.Namespace, load_world: LoadWorld = _from_file) -> dict[st
                              trainable=args.trainable, replay_rollouts=args.replay_rollouts,
                              calibrate=not args.no_calibrate, seed=args.seed, threads=args.threads)
         candidate = finetune(base_blob, train, cfg)
+        if not ranks.lead:
+            return {"status": WORKER, "rank": ranks.rank}  # trained its share; rank 0 gates and publishes
         verdict = gate(base_blob, candidate.blob, heldout,
                        GateConfig(horizon=args.horizon, min_improvement=args.min_improvement,
                                   max_suite_regression=args.max_suite_regression, suite_cases=args.suite_cases))
@@ -162,6 +168,8 @@ def run(args: argparse.Namespace, load_world: LoadWorld = _from_file) -> dict[st
                                   "bodies": int((world.frames[:, 0, :, PRESENT] > 0).sum()), "gate": verdict.as_dict()}
         if log is not None:
             report["log"] = log
+        if ranks.size > 1:
+            report["data_parallel"] = {"world_size": ranks.size}
         if args.dry_run:
             report["status"] = "accepted" if verdict.accept else "refused-by-gate"
             return report
@@ -181,7 +189,12 @@ def run(args: argparse.Namespace, load_world: LoadWorld = _from_file) -> dict[st
 
 def main(argv: list[str] | None = None, load_world: LoadWorld = _from_file) -> int:
     args = parser().parse_args(argv)
-    report = run(args, load_world)
+    try:
+        report = run(args, load_world)
+    finally:
+        parallel.stop()
+    if report["status"] == WORKER:
+        return 0
     print(json.dumps(finite(report), indent=2))
     if report["status"] == LOST_RACE:
         print(f"the manifest moved from revision {report['base_revision']} to {report['current_revision']} while "

@@ -204,6 +204,54 @@ def test_the_readme_dry_run_runs_as_shown(deployment: Deployment, ws: Client, ro
     assert ws.manifest().revision == before.revision  # a dry run publishes nothing
 
 
+def test_the_readme_torchrun_block_trains_on_two_copies_that_agree(deployment: Deployment, ws: Client,
+                                                                    rollouts_file: Path, tmp_path: Path) -> None:
+    """The README's torchrun block: two data-parallel copies (torch.distributed, gloo) fine-tune, rank 0
+    alone reports, with the world size; a dry run publishes nothing."""
+    import json as _json
+
+    from tests.test_readme_streams import blocks, section
+
+    (block,) = [b for b in blocks(section("### Fine-tuning on several processes: `torchrun`"), "sh")]
+    shutil.copy(rollouts_file, tmp_path / "lab-trajectories.pt")
+    before = ws.manifest()
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("WORLDSTATE_")},
+           "API": deployment.api["r1"].url, "WORLDSTATE_KEY": deployment.admin_key or "", "RUN": str(deployment.run_dir)}
+    done = subprocess.run(["bash", "-c", f"cd {tmp_path} && ln -sf {ROOT / '.venv'} .venv && {block}"], env=env,
+                          capture_output=True, text=True, timeout=600)
+    report = _json.loads(done.stdout)  # one document: the other copy printed nothing
+    assert report["data_parallel"] == {"world_size": 2} and report["status"] in ("accepted", "refused-by-gate"), report
+    # torchrun reports any non-zero exit of a copy as its own exit 1: the gate's no (3) reads as 1
+    assert done.returncode == (0 if report["status"] == "accepted" else 1), done.stderr[-2000:]
+    assert ws.manifest().revision == before.revision  # a dry run publishes nothing
+
+
+def test_data_parallel_copies_average_gradients_and_stay_equal(tmp_path: Path) -> None:
+    """learn/parallel.py on two real gloo processes: a gradient only one copy has is averaged (halved) and
+    kept, one no copy has stays None, and the copies' weights agree."""
+    script = tmp_path / "dp.py"
+    script.write_text("""
+import torch, torch.distributed as dist
+from learn import parallel
+r = parallel.start()
+a, b = torch.nn.Parameter(torch.zeros(3)), torch.nn.Parameter(torch.zeros(2))
+if r.rank == 0:
+    a.grad = torch.ones(3)
+parallel.average_gradients([a, b])
+assert torch.equal(a.grad, torch.full((3,), 0.5)) and b.grad is None, (r.rank, a.grad, b.grad)
+assert parallel.agree([a, b])
+c = torch.nn.Parameter(torch.full((2,), float(r.rank)))
+assert not parallel.agree([c])
+parallel.stop()
+print("ok", r.rank, r.size)
+""")
+    torchrun = str(Path(sys.executable).parent / "torchrun")
+    done = subprocess.run([torchrun, "--standalone", "--nproc-per-node", "2", str(script)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert sorted(line for line in done.stdout.splitlines() if line.startswith("ok")) == ["ok 0 2", "ok 1 2"]
+
+
 def test_the_loop_from_posted_observations_to_the_gate(deployment: Deployment, ws: Client, tmp_path: Path) -> None:
     """Agents post a world's observations; `worldstate learn --from-log` reads the region's stream
     into shards (a registered consumer), learns from them and asks the gate. Run twice: the second
