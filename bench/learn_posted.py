@@ -16,7 +16,7 @@ it reads nothing new and adds no sample.
 
 What differs from bench/learn.py: the log holds one trajectory per entity, and the learner puts
 the bodies that met back into scenes (learn/scenes.py); a body's samples start on the learner's
-grid (every 16 steps), not at the box's first step.
+grid (every --sample-frames steps), not at the box's first step.
 """
 from __future__ import annotations
 
@@ -65,6 +65,7 @@ def learn(d: Deployment, shards: Path, a: argparse.Namespace) -> tuple[dict[str,
     argv = [str(Path(sys.executable).parent / "worldstate"), "learn", "--world", WORLD,
             "--api", d.api["r1"].url, "--key", d.admin_key or "", "--checkpoint-dir", str(d.run_dir / "checkpoints"),
             "--from-log", d.redis["r1"].client_url, "--shard-dir", str(shards), "--steps", str(a.steps),
+            "--sample-frames", str(a.sample_frames),
             "--replay-rollouts", str(a.replay_rollouts), "--suite-cases", str(a.suite_cases),
             "--threads", str(a.threads), "--seed", str(a.seed), *(["--no-calibrate"] if a.smoke else [])]
     t0 = time.time()
@@ -93,7 +94,8 @@ def measure(a: argparse.Namespace) -> dict[str, Any]:
     ratio = w["after"]["10"] / w["before"]["10"] if "10" in w["after"] and w["before"]["10"] > 0 else float("nan")
     return {"world": a.world, "physics": world_physics(a.world).__dict__, "wind_m_s2": a.wind if a.world == "wind" else None,
             "rollouts": a.rollouts, **posted, "train_samples": report["train_samples"],
-            "heldout_samples": report["heldout_samples"], "log": report.get("log"), "gate": report["gate"],
+            "heldout_samples": report["heldout_samples"], "sample_bodies": report["bodies"], "log": report.get("log"),
+            "gate": report["gate"],
             "finetune": {"steps": a.steps, "world_fraction": FinetuneConfig.world_fraction, "trainable": "adapt",
                          "adapt_lr": FinetuneConfig.adapt_lr, "lr": FinetuneConfig.lr},
             "finetune_seconds": report["finetune_seconds"], "learn_seconds": seconds, "threads": a.threads,
@@ -109,6 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rollouts", type=int, default=64, help="boxes of the world observed")
     p.add_argument("--rollout-len", type=int, default=64, help="steps per box")
     p.add_argument("--steps", type=int, default=300, help="fine-tune steps")
+    p.add_argument("--sample-frames", type=int, default=24, help="the learner's --sample-frames (22 reach 20 steps)")
     p.add_argument("--replay-rollouts", type=int, default=FinetuneConfig.replay_rollouts)
     p.add_argument("--suite-cases", type=int, default=32)
     p.add_argument("--threads", type=int, default=2)
@@ -117,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", help="also write the result here")
     a = p.parse_args(argv)
     if a.smoke:
-        a.rollouts, a.rollout_len, a.steps, a.replay_rollouts, a.suite_cases = 6, 40, 4, 16, 2
+        a.rollouts, a.rollout_len, a.steps, a.replay_rollouts, a.suite_cases = 6, 48, 4, 16, 2
     res = measure(a)
     res["smoke"] = a.smoke
     print(table(res))

@@ -154,8 +154,8 @@ def _cycle(d: Deployment, every: float, rng: random.Random, events: list[dict[st
     time.sleep(rng.uniform(0.2, 2.0))
     _kill_and_restart(learner, every, rng, events)
     with redis.Redis.from_url(d.redis["r1"].client_url) as r:
-        announced = r.hlen(FED_KEY)
-        wait_until(lambda: r.hlen(FED_KEY) > announced, timeout, 0.1)
+        announced = set(r.hkeys(FED_KEY))  # a new one, not a count: rounds forget consumed announcements
+        wait_until(lambda: bool(set(r.hkeys(FED_KEY)) - announced), timeout, 0.1)
     # Its log quiet for longer than its sleep: a round has begun (a short one may end first).
     wait_until(lambda: time.time() - aggregator.log_path.stat().st_mtime > every + 0.3, every + 10, 0.02)
     time.sleep(rng.uniform(0.0, 0.3))

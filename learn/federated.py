@@ -38,7 +38,7 @@ from .finetune import Candidate, base_config
 from .gate import GateConfig, gate, split
 from .publish import LOST_RACE, PUBLISHED, finite, publish
 from .rounds import Offered, ancestry, build_blob, screen, weights_sha256
-from .updates import UpdateStore, announced
+from .updates import UpdateStore, announced, forget
 
 EXIT = {PUBLISHED: 0, "accepted": 0, "refused-by-gate": 3, LOST_RACE: 4, "too-few-updates": 5}
 # Rejections that judged the update itself, so it is consumed; a stale or unreadable one is not
@@ -135,6 +135,20 @@ def _heldout(world: str, args: argparse.Namespace) -> Rollouts:
                     torch.cat([p.physics for p in parts]))
 
 
+def prune(world: str, regions: dict[str, str], consumed: list[dict[str, Any]]) -> int:
+    """Forget, in their regions, the announcements of updates the serving model's rounds consumed (the
+    ancestry says so, and the manifest only moves by CAS, so they can never count again). A region it
+    cannot reach keeps them until a later round."""
+    n = 0
+    for region, url in regions.items():
+        mine = [s["hash"] for s in consumed if s.get("region") == region]
+        try:
+            n += forget(url, world, mine)
+        except redis.RedisError:
+            continue
+    return n
+
+
 def collect(world: str, regions: dict[str, str], store: UpdateStore) -> tuple[list[Offered], list[dict[str, str]]]:
     """Every update announced in the regions it can reach, its blob read and checked against the
     announcement; the regions it could not reach, with why."""
@@ -184,6 +198,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         history = ancestry(serving, blobs.get_bytes, rules.max_staleness)
         offered, unreachable = collect(args.world, args.region_redis, updates)
         res = screen(base_blob, offered, history, heldout, rules, args.horizon, args.windows)
+        pruned = prune(args.world, args.region_redis, res.skipped)
         by_id = {o.update.hash: o.update for o in offered}
         accepted = [{**by_id[e.id].brief(), "staleness": e.staleness, "weight": e.weight, "norm": e.norm,
                      "heldout_error_alone": res.errors.get(e.id)} for e in res.accepted]
@@ -192,6 +207,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "world": args.world, "parent": serving, "base_revision": current.revision,
             "regions": sorted(set(args.region_redis) - {u["region"] for u in unreachable}),
             "unreachable": unreachable, "accepted": accepted, "rejected": rejected, "skipped_consumed": res.skipped,
+            "pruned": pruned,
             "heldout_samples": int(heldout.frames.shape[0]), "serving_heldout_error": res.errors["serving"],
             "rules": dataclasses.asdict(rules)}
         if len(res.accepted) < max(1, args.min_updates):

@@ -163,6 +163,15 @@ def announce(redis_url: str, update: Update, timeout_s: float = 5.0) -> None:
         r.hset(fed_key(update.world), update.hash, update.as_record())
 
 
+def forget(redis_url: str, world: str, hashes: list[str], timeout_s: float = 2.0) -> int:
+    """Remove these announcements (updates a published round consumed: every later round skips them
+    anyway); how many were there. The blobs stay, for the lineage's readers."""
+    if not hashes:
+        return 0
+    with _client(redis_url, timeout_s) as r:
+        return int(r.hdel(fed_key(world), *hashes))
+
+
 def announced(redis_url: str, world: str, timeout_s: float = 2.0) -> list[Update]:
     """Every update of `world` announced in one region's Redis, oldest first. Raises
     redis.RedisError when the region cannot be reached (the caller leaves it out of the round)."""

@@ -28,7 +28,7 @@ from client import Client
 from deploy.launcher import Deployment, Topology, wait_until
 from learn.finetune import base_config
 from learn.learner import save_rollouts
-from learn.updates import UpdateStore, announce, apply_delta, make_update, model_state
+from learn.updates import UpdateStore, announce, announced, apply_delta, make_update, model_state
 from tests.conftest import auth_headers
 from tests.test_readme_streams import blocks, section
 from world_model import shipped
@@ -191,6 +191,10 @@ def test_d_a_restarted_aggregator_reuses_no_consumed_update(deployment: Deployme
     assert sorted(s["hash"] for s in report["skipped_consumed"]) == sorted(
         [state["bad"], *(o["update"] for o in state["offers"])])
     assert {s["consumed_by"] for s in report["skipped_consumed"]} == {published}
+    # consumed announcements are forgotten in their regions: the next round does not even read them
+    assert report["pruned"] == len(report["skipped_consumed"])
+    left = {u.hash for r in REGIONS for u in announced(deployment.redis[r].client_url, "lab")}
+    assert not left & {s["hash"] for s in report["skipped_consumed"]}, left
     with Client(deployment.api["r1"].url, deployment.admin_key) as ws:
         assert ws.manifest().revision == state["published"].revision
 
