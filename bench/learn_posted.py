@@ -34,7 +34,7 @@ if __name__ == "__main__" and not __package__:  # run as a file: bench/learn.py 
 
 import httpx  # noqa: E402
 
-from bench.learn import TARGET, WORLDS, table, unseen_world, world_physics  # noqa: E402
+from bench.learn import TARGET, table, unseen_world, world_arguments, world_physics  # noqa: E402
 from deploy.launcher import Deployment, Topology  # noqa: E402
 from learn.finetune import FinetuneConfig, base_config  # noqa: E402
 from learn.observed import as_observations  # noqa: E402
@@ -106,11 +106,7 @@ def measure(a: argparse.Namespace) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="bench/learn_posted.py", description=__doc__.split("\n")[0])
-    p.add_argument("--world", choices=WORLDS, default="lossy")
-    p.add_argument("--wind", type=float, default=2.0, help="sideways acceleration, m/s^2 (--world wind)")
-    p.add_argument("--rollouts", type=int, default=64, help="boxes of the world observed")
-    p.add_argument("--rollout-len", type=int, default=64, help="steps per box")
-    p.add_argument("--steps", type=int, default=300, help="fine-tune steps")
+    world_arguments(p)
     p.add_argument("--sample-frames", type=int, default=24, help="the learner's --sample-frames (22 reach 20 steps)")
     p.add_argument("--replay-rollouts", type=int, default=FinetuneConfig.replay_rollouts)
     p.add_argument("--suite-cases", type=int, default=32)

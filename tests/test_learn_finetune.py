@@ -185,20 +185,26 @@ def test_the_wind_pushes_a_free_body_sideways_and_no_wind_changes_nothing() -> N
                  == rollout(start, physics, actions, cfg.sim.box)).all())
 
 
+def _readme_block(heading: str, d: Deployment, rollouts_file: Path, tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    """The one sh block of the README's section `heading`, run by bash as a user runs it: $API, $WORLDSTATE_KEY and
+    $RUN set, the trajectories file in the working folder as lab-trajectories.pt."""
+    from tests.test_readme_streams import blocks, section
+
+    (block,) = [b for b in blocks(section(heading), "sh")]
+    shutil.copy(rollouts_file, tmp_path / "lab-trajectories.pt")
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("WORLDSTATE_")},
+           "API": d.api["r1"].url, "WORLDSTATE_KEY": d.admin_key or "", "RUN": str(d.run_dir)}
+    return subprocess.run(["bash", "-c", f"cd {tmp_path} && ln -sf {ROOT / '.venv'} .venv && {block}"], env=env,
+                          capture_output=True, text=True, timeout=600)
+
+
 def test_the_readme_dry_run_runs_as_shown(deployment: Deployment, ws: Client, rollouts_file: Path,
                                           tmp_path: Path) -> None:
     """The README's `worldstate learn ... --dry-run` block, run by bash as a user runs it, with $API,
     $WORLDSTATE_KEY and $RUN set and the trajectories file in the working folder: the gate's report,
     and nothing published."""
-    from tests.test_readme_streams import blocks, section
-
-    (block,) = [b for b in blocks(section("### Learning from a world: `worldstate learn`"), "sh")]
-    shutil.copy(rollouts_file, tmp_path / "lab-trajectories.pt")
     before = ws.manifest()
-    env = {**{k: v for k, v in os.environ.items() if not k.startswith("WORLDSTATE_")},
-           "API": deployment.api["r1"].url, "WORLDSTATE_KEY": deployment.admin_key or "", "RUN": str(deployment.run_dir)}
-    done = subprocess.run(["bash", "-c", f"cd {tmp_path} && ln -sf {ROOT / '.venv'} .venv && {block}"], env=env,
-                          capture_output=True, text=True, timeout=600)
+    done = _readme_block("### Learning from a world: `worldstate learn`", deployment, rollouts_file, tmp_path)
     assert done.returncode in (0, 3), done.stdout + done.stderr
     assert '"gate"' in done.stdout and '"status"' in done.stdout, done.stdout
     assert ws.manifest().revision == before.revision  # a dry run publishes nothing
@@ -210,15 +216,8 @@ def test_the_readme_torchrun_block_trains_on_two_copies_that_agree(deployment: D
     alone reports, with the world size; a dry run publishes nothing."""
     import json as _json
 
-    from tests.test_readme_streams import blocks, section
-
-    (block,) = [b for b in blocks(section("### Fine-tuning on several processes: `torchrun`"), "sh")]
-    shutil.copy(rollouts_file, tmp_path / "lab-trajectories.pt")
     before = ws.manifest()
-    env = {**{k: v for k, v in os.environ.items() if not k.startswith("WORLDSTATE_")},
-           "API": deployment.api["r1"].url, "WORLDSTATE_KEY": deployment.admin_key or "", "RUN": str(deployment.run_dir)}
-    done = subprocess.run(["bash", "-c", f"cd {tmp_path} && ln -sf {ROOT / '.venv'} .venv && {block}"], env=env,
-                          capture_output=True, text=True, timeout=600)
+    done = _readme_block("### Fine-tuning on several processes: `torchrun`", deployment, rollouts_file, tmp_path)
     report = _json.loads(done.stdout)  # one document: the other copy printed nothing
     assert report["data_parallel"] == {"world_size": 2} and report["status"] in ("accepted", "refused-by-gate"), report
     # torchrun reports any non-zero exit of a copy as its own exit 1: the gate's no (3) reads as 1
