@@ -18,6 +18,7 @@ body's trajectory is learned from and measured on; when that leaves fewer than M
 from __future__ import annotations
 
 from collections import defaultdict
+from typing import Any
 
 import torch
 
@@ -29,17 +30,19 @@ MIN_GROUPS = 4
 
 
 class _Union:
-    def __init__(self) -> None:
-        self.parent: dict[str, str] = {}
+    """Disjoint sets over names or indices (one kind per instance); a set's root is its least member."""
 
-    def find(self, a: str) -> str:
+    def __init__(self) -> None:
+        self.parent: dict[Any, Any] = {}
+
+    def find(self, a: Any) -> Any:
         self.parent.setdefault(a, a)
         while self.parent[a] != a:
             self.parent[a] = self.parent[self.parent[a]]
             a = self.parent[a]
         return a
 
-    def join(self, a: str, b: str) -> None:
+    def join(self, a: Any, b: Any) -> None:
         ra, rb = self.find(a), self.find(b)
         if ra != rb:
             self.parent[max(ra, rb)] = min(ra, rb)
@@ -65,13 +68,12 @@ def scenes(data: Rollouts, entities: list[str], starts: list[int], max_bodies: i
         met = _met(data.frames[idx, :, 0].transpose(0, 1))
         parts = _Union()
         for a in range(len(idx)):
-            parts.find(str(a))
             for b in range(a + 1, len(idx)):
                 if bool(met[a, b]):
-                    parts.join(str(a), str(b))
-        comps: dict[str, list[int]] = defaultdict(list)
+                    parts.join(a, b)
+        comps: dict[int, list[int]] = defaultdict(list)
         for a in range(len(idx)):
-            comps[parts.find(str(a))].append(idx[a])
+            comps[parts.find(a)].append(idx[a])
         for comp in sorted(comps.values(), key=lambda c: entities[c[0]]):
             members += [comp[k:k + max_bodies] for k in range(0, len(comp), max_bodies)]
     r, t = len(members), data.frames.shape[1]
