@@ -118,13 +118,18 @@ def table(res: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="bench/learn.py", description=__doc__.split("\n")[0])
+def world_arguments(p: argparse.ArgumentParser) -> None:
+    """The unseen world's flags, shared with bench/learn_posted.py."""
     p.add_argument("--world", choices=WORLDS, default="lossy")
     p.add_argument("--wind", type=float, default=2.0, help="sideways acceleration, m/s^2 (--world wind)")
     p.add_argument("--rollouts", type=int, default=64, help="boxes of the world observed")
     p.add_argument("--rollout-len", type=int, default=64, help="steps per box")
     p.add_argument("--steps", type=int, default=300, help="fine-tune steps")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="bench/learn.py", description=__doc__.split("\n")[0])
+    world_arguments(p)
     p.add_argument("--world-fraction", type=float, default=0.5)
     p.add_argument("--lr", type=float, default=FinetuneConfig.lr)
     p.add_argument("--adapt-lr", type=float, default=FinetuneConfig.adapt_lr, help="learning rate of adapt.py's terms")

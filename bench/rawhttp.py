@@ -25,14 +25,27 @@ class Connection:
                       headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], Any]:
         if self._reader is not None and self._reader.at_eof():
             await self.close()  # the server closed an idle keep-alive connection
+        reused = self._writer is not None
         if self._writer is None:
             self._reader, self._writer = await asyncio.open_connection(self.host, self.port)
-        assert self._reader is not None
+        assert self._reader is not None and self._writer is not None
         payload = b"" if body is None else body if isinstance(body, bytes) else orjson.dumps(body)
         head = [f"{method} {path} HTTP/1.1", f"Host: {self.host}", f"Content-Length: {len(payload)}"]
         head += [f"{k}: {v}" for k, v in {**self.headers, **(headers or {})}.items()]
-        self._writer.write(("\r\n".join(head) + "\r\n\r\n").encode() + payload)
-        raw = await self._reader.readuntil(b"\r\n\r\n")
+        message = ("\r\n".join(head) + "\r\n\r\n").encode() + payload
+        self._writer.write(message)
+        try:
+            raw = await self._reader.readuntil(b"\r\n\r\n")
+        except (asyncio.IncompleteReadError, ConnectionResetError) as e:
+            if not reused or (isinstance(e, asyncio.IncompleteReadError) and e.partial):
+                raise
+            # The server closed the idle connection as the request went out (its keep-alive timer
+            # won the race): no byte of an answer came, so send it again on a new connection, once,
+            # as urllib3 does with a stale pooled connection.
+            await self.close()
+            self._reader, self._writer = await asyncio.open_connection(self.host, self.port)
+            self._writer.write(message)
+            raw = await self._reader.readuntil(b"\r\n\r\n")
         lines = raw.decode("latin-1").split("\r\n")
         status = int(lines[0].split()[1])
         hdrs = {k.lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:] if line)}

@@ -1,11 +1,16 @@
 """Learning faults: SIGKILL a region's learner and the aggregator in the middle of their rounds,
-restart them, and check the model manifest's history (checkers/learning.py).
+cut a region off, restart and heal, and check the model manifest's history (checkers/learning.py)
+and the training samples against what each region acknowledged (checkers/learning_samples.py).
 
-    a deployment with `worldstate up --learn`'s roles (2 regions, a round every --every s)
-    ->  per cycle: agents post new observations; once each role has finished a round, kill -9
-        both at a random instant of their next one, then start them again
-    ->  settle: the learner has learned everything posted and the aggregator has nothing new
-    ->  every version the manifest key held, read from etcd by revision  ->  the checker
+    a deployment with `worldstate up --learn`'s roles (2 regions, a round every --every s), every
+    link through a TCP proxy the harness controls (jepsen_like/proxy.py, no privileges needed)
+    ->  per cycle: agents post new observations to both regions; on odd cycles region r2 (its
+        Redis, API node and learner) is cut off from r1, etcd and the aggregator first; once each
+        role has finished a round, kill -9 r1's learner and the aggregator at a random instant of
+        their next one, then start them again; heal
+    ->  settle: both learners have learned everything posted and the aggregator has nothing new
+    ->  every version the manifest key held, read from etcd by revision, and every sample each
+        region's shard index lists  ->  the checkers
 
     .venv/bin/python -m jepsen_like.learning --cycles 3 --seed 7 --out store/learning
 
@@ -34,6 +39,9 @@ from deploy.launcher import Deployment, Topology
 from deploy.processes import ManagedProcess, wait_until
 
 from .checkers.learning import Published, Thresholds, check
+from .checkers.learning_samples import check as check_samples, expected_samples, listed_samples
+from .checkers.result import Result
+from .proxy import BLACKHOLE, Net, Rule
 
 MANIFEST_KEY = "/worldstate/v1/models/manifest"
 FED_KEY = "ws:fed:lab"  # where a region's learner announces its updates of the world lab (learn/updates.py)
@@ -54,19 +62,26 @@ class Options:
     bodies: int = 4  # entities posted per cycle
     steps: int = 48  # their trajectories' length (3 samples of 16 each)
     settle_s: float = 180.0
+    partition: bool = True  # cut r2 off on odd cycles
     thresholds: Thresholds = THRESHOLDS
     learner_args: list[str] = field(default_factory=lambda: list(LEARNER_ARGS))
     aggregator_args: list[str] = field(default_factory=lambda: list(AGGREGATOR_ARGS))
 
 
-def trajectories(cycle: int, bodies: int, steps: int, rng: random.Random, t0: float) -> list[dict[str, Any]]:
+R2_SIDE = ("redis-r2", "api-r2", "learner-r2")
+R1_SIDE = ("redis-r1", "api-r1", "learner-r1", "aggregator", "etcd1")
+
+
+def trajectories(cycle: int, bodies: int, steps: int, rng: random.Random, t0: float, region: str = "r1"
+                 ) -> list[dict[str, Any]]:
     """Balls in a 10 m box under PHYSICS, as agents post them (entity per body, one per step)."""
     g, e, drag, dt = (PHYSICS[k] for k in ("gravity", "restitution", "drag", "time_step"))
     out = []
     for b in range(bodies):
         x, y, vx, vy = rng.uniform(1, 9), rng.uniform(3, 9), rng.uniform(-3, 3), rng.uniform(-2, 2)
         for t in range(steps):
-            out.append({"event_id": f"c{cycle}-b{b}-{t}", "entity": f"c{cycle}-ball{b}", "source": "jepsen",
+            out.append({"event_id": f"{region}-c{cycle}-b{b}-{t}", "entity": f"{region}-c{cycle}-ball{b}",
+                        "source": "jepsen",
                         "observed_at": t0 + t * dt,
                         "fields": {"x": x, "y": y, "vx": vx, "vy": vy, "radius": 0.5, "mass": 1.0}})
             vy -= g * dt
@@ -139,46 +154,84 @@ def _cycle(d: Deployment, every: float, rng: random.Random, events: list[dict[st
     time.sleep(rng.uniform(0.2, 2.0))
     _kill_and_restart(learner, every, rng, events)
     with redis.Redis.from_url(d.redis["r1"].client_url) as r:
-        announced = r.hlen(FED_KEY)
-        wait_until(lambda: r.hlen(FED_KEY) > announced, timeout, 0.1)
+        announced = set(r.hkeys(FED_KEY))  # a new one, not a count: rounds forget consumed announcements
+        wait_until(lambda: bool(set(r.hkeys(FED_KEY)) - announced), timeout, 0.1)
     # Its log quiet for longer than its sleep: a round has begun (a short one may end first).
     wait_until(lambda: time.time() - aggregator.log_path.stat().st_mtime > every + 0.3, every + 10, 0.02)
     time.sleep(rng.uniform(0.0, 0.3))
     _kill_and_restart(aggregator, every, rng, events)
 
 
-def _settled(learner: ManagedProcess, aggregator: ManagedProcess, since: tuple[int, int]) -> bool:
-    """The learner skipped (nothing new), then the aggregator skipped (nothing new after it)."""
-    lr, ar = rounds(learner)[since[0]:], rounds(aggregator)[since[1]:]
-    idle = [r["at"] for r in lr if r["status"] == "skipped"]
-    return bool(idle) and any(r["status"] == "skipped" and r["at"] >= idle[0] for r in ar)
+def _settled(learners: list[ManagedProcess], aggregator: ManagedProcess, since: list[int]) -> bool:
+    """Every learner skipped (nothing new), then the aggregator skipped (nothing new after them)."""
+    idle = []
+    for p, n in zip(learners, since):
+        skipped = [r["at"] for r in rounds(p)[n:] if r["status"] == "skipped"]
+        if not skipped:
+            return False
+        idle.append(skipped[0])
+    return any(r["status"] == "skipped" and r["at"] >= max(idle) for r in rounds(aggregator)[since[-1]:])
+
+
+def _cut_r2(net: Net, on: bool, events: list[dict[str, Any]]) -> None:
+    pairs = [(a, b) for a in R2_SIDE for b in R1_SIDE] + [(b, a) for a in R2_SIDE for b in R1_SIDE]
+    if on:
+        net.set(pairs, Rule(BLACKHOLE))
+    else:
+        net.heal()
+    events.append({"at": time.time(), "partition" if on else "heal": "r2 | r1, etcd1, aggregator"})
+
+
+def _unreachable_rounds(aggregator: ManagedProcess) -> int:
+    """The aggregator's rounds that left r2 out because it could not reach r2's Redis."""
+    return sum(1 for r in rounds(aggregator)
+               if any(u.get("region") == "r2" for u in (r.get("report") or {}).get("unreachable", [])))
 
 
 def run(run_dir: Path, opts: Options) -> dict[str, Any]:
     rng = random.Random(opts.seed)
     events: list[dict[str, Any]] = []
+    acked: dict[str, list[dict[str, Any]]] = {"r1": [], "r2": []}  # what each region acknowledged
+    net = Net(opts.seed)
     topo = Topology(etcd_members=1, regions=2, run_dir=run_dir, learn=True, learn_every_s=opts.every,
                     learner_args=opts.learner_args, aggregator_args=opts.aggregator_args,
-                    api_env={"WORLDSTATE_DEVICE": "cpu"})
-    with Deployment(topo) as d:
-        d.publish_default_model()
-        learner, aggregator = d.process("learner-r1"), d.process("aggregator")
-        with httpx.Client(base_url=d.api["r1"].url, headers={"Authorization": f"Bearer {d.admin_key}"},
-                          timeout=60) as api:
-            api.put("/v1/worlds/lab", json={}).raise_for_status()
-            api.put("/v1/worlds/lab/physics", json=PHYSICS).raise_for_status()
-            for cycle in range(opts.cycles):
-                batch = trajectories(cycle, opts.bodies, opts.steps, rng, time.time() - 60)
-                for i in range(0, len(batch), 500):
-                    api.post("/v1/worlds/lab/observations", json=batch[i:i + 500]).raise_for_status()
-                events.append({"at": time.time(), "posted": len(batch), "cycle": cycle})
-                _cycle(d, opts.every, rng, events, opts.settle_s)
-        since = (len(rounds(learner)), len(rounds(aggregator)))
-        settled = wait_until(lambda: _settled(learner, aggregator, since), opts.settle_s, 0.5)
-        history = manifest_history(d.etcd[0].client_url)
+                    api_env={"WORLDSTATE_DEVICE": "cpu"}, link=lambda src, dst, port: net.listen(src, dst, port))
+    try:
+        with Deployment(topo) as d:
+            d.publish_default_model()
+            learners = [d.process("learner-r1"), d.process("learner-r2")]
+            aggregator = d.process("aggregator")
+            headers = {"Authorization": f"Bearer {d.admin_key}"}
+            with httpx.Client(base_url=d.api["r1"].url, headers=headers, timeout=60) as api, \
+                    httpx.Client(base_url=d.api["r2"].url, headers=headers, timeout=60) as api2:
+                api.put("/v1/worlds/lab", json={}).raise_for_status()
+                api.put("/v1/worlds/lab/physics", json=PHYSICS).raise_for_status()
+                for cycle in range(opts.cycles):
+                    cut = opts.partition and cycle % 2 == 1
+                    if cut:
+                        _cut_r2(net, True, events)
+                    for region, client in (("r1", api), ("r2", api2)):  # r2 accepts writes while cut off (AP)
+                        batch = trajectories(cycle, opts.bodies, opts.steps, rng, time.time() - 60, region)
+                        for i in range(0, len(batch), 500):
+                            client.post("/v1/worlds/lab/observations", json=batch[i:i + 500]).raise_for_status()
+                            acked[region] += batch[i:i + 500]
+                        events.append({"at": time.time(), "posted": len(batch), "region": region, "cycle": cycle})
+                    _cycle(d, opts.every, rng, events, opts.settle_s)
+                    if cut:
+                        wait_until(lambda: _unreachable_rounds(aggregator) > 0, opts.settle_s, 0.2)
+                        _cut_r2(net, False, events)
+            since = [len(rounds(p)) for p in (*learners, aggregator)]
+            settled = wait_until(lambda: _settled(learners, aggregator, since), opts.settle_s, 0.5)
+            history = manifest_history(d.etcd[0].client_url)
+            found = {r: listed_samples(str(d.run_dir / "shards" / r), "lab") for r in acked}
+            unreachable = _unreachable_rounds(aggregator)
+    finally:
+        net.close()
     result = check(history, opts.thresholds)
-    return {"result": result, "settled": settled, "events": events, "history": history,
-            "kills": sum(1 for e in events if "kill" in e), "mid_round": sum(1 for e in events if e.get("mid_round"))}
+    samples = check_samples({r: expected_samples(obs, PHYSICS["time_step"]) for r, obs in acked.items()}, found)
+    return {"result": result, "samples": samples, "settled": settled, "events": events, "history": history,
+            "kills": sum(1 for e in events if "kill" in e), "mid_round": sum(1 for e in events if e.get("mid_round")),
+            "partitions": sum(1 for e in events if "partition" in e), "r2_unreachable_rounds": unreachable}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -187,20 +240,30 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--every", type=float, default=1.0, help="the roles' --every")
     p.add_argument("--out", type=Path, required=True, help="the run directory (logs, and results.json)")
+    p.add_argument("--no-partition", action="store_true", help="kills only: never cut r2 off")
     args = p.parse_args(argv)
     if args.cycles < 1 or not (math.isfinite(args.every) and args.every > 0):
         p.error("--cycles >= 1 and --every > 0")
-    out = run(args.out, Options(cycles=args.cycles, seed=args.seed, every=args.every))
-    res = out["result"]
+    out = run(args.out, Options(cycles=args.cycles, seed=args.seed, every=args.every,
+                                partition=not args.no_partition))
+    res, samples = out["result"], out["samples"]
+    valid = bool(res.valid and samples.valid)
+
+    def part(r: Result) -> dict[str, Any]:
+        return {"verdict": str(r.verdict), "valid": r.valid, "stats": r.stats,
+                "violations": [asdict(v) for v in r.violations]}
+
     (args.out / "results.json").write_text(json.dumps(
-        {"verdict": str(res.verdict), "valid": res.valid, "stats": res.stats, "settled": out["settled"],
-         "violations": [asdict(v) for v in res.violations], "events": out["events"],
+        {"valid": valid, **part(res), "samples": part(samples), "settled": out["settled"], "events": out["events"],
+         "r2_unreachable_rounds": out["r2_unreachable_rounds"],
          "history": [{"revision": h.revision, "hash": h.manifest.get("hash"),
                       "lineage": h.manifest.get("lineage")} for h in out["history"]]}, indent=1, default=str))
     print(res.describe())
-    print(f"{out['kills']} kills ({out['mid_round']} inside a round), {res.stats['federated']} federated publishes, settled: {out['settled']}; "
-          f"{args.out / 'results.json'}")
-    if not res.valid:
+    print(samples.describe())
+    print(f"{out['kills']} kills ({out['mid_round']} inside a round), {out['partitions']} partitions of r2 "
+          f"({out['r2_unreachable_rounds']} aggregator rounds left r2 out), {res.stats['federated']} federated "
+          f"publishes, settled: {out['settled']}; {args.out / 'results.json'}")
+    if not valid:
         return 1
     return 0 if res.stats["federated"] else 2
 

@@ -1,10 +1,18 @@
 """How an aggregator weighs and screens the regions' updates. Pure: tensors in, decisions out.
 
-The combination is FedAvg with FedBuff's staleness weighting:
+The combination is FedAvg with FedBuff's staleness weighting, each weight averaged by where the
+regions' data informs it (merge "fisher", the default; learn/fisher.py says why):
 
     weight_i   = samples_i x 1 / sqrt(1 + staleness_i)
-    mean delta = sum_i weight_i x delta_i / sum_i weight_i        (a tensor absent from an update counts 0)
+    share_i    = fisher_i / (sum of fisher_i over all its weights)    (per weight; mass 1 per update)
+    mean delta = sum_i weight_i x share_i x delta_i / sum_i weight_i x share_i   (per weight)
     new model  = serving model + server_lr x mean delta
+
+The shares say only *where* an update's information lies; how much it counts is still its samples
+and staleness, so a region cannot buy influence by inflating its Fisher. Every weight of the mean
+lies between the accepted updates' values for it. An update without a Fisher spreads its share
+evenly over its delta; a weight no update's data informs takes the plain weighted mean, and merge
+"fedavg" takes it for every weight (a tensor absent from an update counts 0 there).
 
 staleness_i is how many publishes the update's base model is behind the serving one (0: it was
 trained on the serving model). A stale delta is applied to the serving model as FedBuff does,
@@ -32,9 +40,10 @@ from typing import Any
 import torch
 
 Delta = dict[str, torch.Tensor]
+MERGES = ("fisher", "fedavg")
 
-__all__ = ["Entry", "Rejection", "Rules", "combine", "cosine", "mean_direction", "screen_direction", "screen_norm",
-           "staleness_factor", "weighted_mean"]
+__all__ = ["MERGES", "Entry", "Rejection", "Rules", "combine", "cosine", "fisher_shares", "mean_direction",
+           "screen_direction", "screen_norm", "staleness_factor", "weighted_mean"]
 
 
 @dataclass(frozen=True)
@@ -43,11 +52,14 @@ class Rules:
     norm_factor: float = 3.0  # k: reject a norm above k x the median norm of the others
     min_cosine: float = 0.0  # reject a direction whose cosine with the others' mean is below this
     max_update_regression: float = 0.0  # an update alone may not make held-out error worse at all
-    server_lr: float = 1.0  # 1.0: plain FedAvg of the deltas
+    server_lr: float = 1.0  # 1.0: the mean delta itself
+    merge: str = "fisher"  # or "fedavg": each weight's mean by samples and staleness alone
 
     def __post_init__(self) -> None:
         if self.max_staleness < 0 or self.norm_factor <= 0 or self.server_lr <= 0:
             raise ValueError("max_staleness >= 0, norm_factor > 0 and server_lr > 0")
+        if self.merge not in MERGES:
+            raise ValueError(f"merge: one of {', '.join(MERGES)}")
         if not -1.0 <= self.min_cosine <= 1.0:
             raise ValueError("min_cosine lies in [-1, 1]")
 
@@ -60,6 +72,7 @@ class Entry:
     delta: Delta
     samples: int
     staleness: int = 0
+    fisher: Delta | None = None  # learn/fisher.py; None: no say on where its data informs the weights
     norm: float = field(init=False)
 
     def __post_init__(self) -> None:
@@ -99,7 +112,8 @@ def cosine(a: Delta, b: Delta) -> float:
     return _dot(a, b) / (na * nb) if na > 0 and nb > 0 else 0.0
 
 
-def weighted_mean(entries: list[Entry]) -> Delta:
+def weighted_mean(entries: list[Entry], merge: str = "fedavg") -> Delta:
+    """The mean delta (the module's doc): by samples and staleness, per weight by Fisher share too."""
     total = sum(e.weight for e in entries)
     if total <= 0:
         raise ValueError("no weight to average: every update has zero samples")
@@ -108,7 +122,29 @@ def weighted_mean(entries: list[Entry]) -> Delta:
         for name, d in e.delta.items():
             term = d.double() * (e.weight / total)
             out[name] = out[name] + term if name in out else term
+    if merge == "fedavg":
+        return out
+    num: Delta = {}
+    den: Delta = {}
+    for e in entries:
+        for name, share in fisher_shares(e).items():
+            w = share * e.weight
+            num[name] = num.get(name, 0) + w * e.delta[name].double()
+            den[name] = den.get(name, 0) + w
+    for name in num:
+        out[name] = torch.where(den[name] > 0, num[name] / den[name].clamp(min=1e-300), out[name])
     return out
+
+
+def fisher_shares(e: Entry) -> Delta:
+    """The update's Fisher over the tensors of its delta, normalised to mass 1 (even without one)."""
+    f = {k: (e.fisher or {}).get(k) for k in e.delta}
+    given = {k: v.double().clamp(min=0) for k, v in f.items() if v is not None and v.shape == e.delta[k].shape}
+    mass = sum(float(v.sum()) for v in given.values())
+    if mass > 0 and math.isfinite(mass):
+        return {k: given.get(k, torch.zeros_like(d, dtype=torch.float64)) / mass for k, d in e.delta.items()}
+    count = sum(d.numel() for d in e.delta.values())
+    return {k: torch.full_like(d, 1.0 / count, dtype=torch.float64) for k, d in e.delta.items()} if count else {}
 
 
 def screen_norm(entries: list[Entry], k: float) -> tuple[list[Entry], list[Rejection]]:
@@ -153,11 +189,11 @@ def screen_direction(entries: list[Entry], min_cosine: float) -> tuple[list[Entr
     return kept, rejected
 
 
-def combine(base: Delta, entries: list[Entry], server_lr: float = 1.0) -> Delta:
-    """The serving model's tensors plus server_lr x the weighted mean delta, in each tensor's own dtype."""
+def combine(base: Delta, entries: list[Entry], server_lr: float = 1.0, merge: str = "fedavg") -> Delta:
+    """The serving model's tensors plus server_lr x the mean delta, in each tensor's own dtype."""
     if not entries:
         return {k: v.clone() for k, v in base.items()}
-    mean = weighted_mean(entries)
+    mean = weighted_mean(entries, merge)
     out = {k: v.clone() for k, v in base.items()}
     for name, d in mean.items():
         start = out.get(name)

@@ -33,12 +33,12 @@ from consistency.errors import InvalidKey
 from world_model.checkpoints import CheckpointError, CheckpointStore, from_bytes, sha256_hex
 from world_model.simulator import Rollouts
 
-from .aggregate import Rules
-from .finetune import Candidate
+from .aggregate import MERGES, Rules
+from .finetune import Candidate, base_config
 from .gate import GateConfig, gate, split
 from .publish import LOST_RACE, PUBLISHED, finite, publish
 from .rounds import Offered, ancestry, build_blob, screen, weights_sha256
-from .updates import UpdateStore, announced
+from .updates import UpdateStore, announced, forget
 
 EXIT = {PUBLISHED: 0, "accepted": 0, "refused-by-gate": 3, LOST_RACE: 4, "too-few-updates": 5}
 # Rejections that judged the update itself, so it is consumed; a stale or unreadable one is not
@@ -71,7 +71,8 @@ def _region_arg(text: str) -> dict[str, str]:
 def parser() -> argparse.ArgumentParser:
     r, g = Rules(), GateConfig()
     p = argparse.ArgumentParser(prog="worldstate aggregate", description=(
-        "Combine the regions' announced updates of a world (FedAvg weighted by samples and staleness), "
+        "Combine the regions' announced updates of a world (FedAvg weighted by samples and staleness, "
+        "each weight by where the regions' data informs it), "
         "reject divergent ones, gate the result and publish it by compare-and-swap."))
     p.add_argument("--world", required=True)
     p.add_argument("--api", help="a node's URL (default $WORLDSTATE_URL)")
@@ -95,6 +96,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--max-update-regression", type=float, default=r.max_update_regression,
                    help="an update alone may raise the held-out error by at most this share (default 0)")
     p.add_argument("--server-lr", type=float, default=r.server_lr, help="step along the mean delta (1: FedAvg)")
+    p.add_argument("--merge", choices=MERGES, default=r.merge, help="fisher: each weight averaged by the updates' "
+                   "Fisher shares (learn/fisher.py); fedavg: by samples and staleness alone (default fisher)")
     p.add_argument("--horizon", type=int, default=g.horizon)
     p.add_argument("--windows", type=int, default=g.windows, help="held-out windows each model is measured on")
     p.add_argument("--min-improvement", type=float, default=g.min_improvement)
@@ -109,12 +112,12 @@ def parser() -> argparse.ArgumentParser:
 def _heldout(world: str, args: argparse.Namespace) -> Rollouts:
     """The held-out slice of every data source, cut by trajectory as the learners cut theirs."""
     from learn.learner import load_rollouts_file
-    from learn.shards import NoShards, load_samples
+    from learn.shards import NoShards, load_scenes
 
     parts = []
     for d in args.shard_dir:
         try:
-            data, groups = load_samples(world, d)
+            data, groups = load_scenes(world, d, args.max_bodies)
         except NoShards:
             continue  # a region whose learner has written nothing yet
         parts.append(split(data, args.heldout, args.seed, groups)[1])
@@ -130,6 +133,20 @@ def _heldout(world: str, args: argparse.Namespace) -> Rollouts:
     t = min(p.frames.shape[1] for p in parts)  # a prefix of a trajectory is still one
     return Rollouts(torch.cat([p.frames[:, :t] for p in parts]), torch.cat([p.actions[:, :t - 1] for p in parts]),
                     torch.cat([p.physics for p in parts]))
+
+
+def prune(world: str, regions: dict[str, str], consumed: list[dict[str, Any]]) -> int:
+    """Forget, in their regions, the announcements of updates the serving model's rounds consumed (the
+    ancestry says so, and the manifest only moves by CAS, so they can never count again). A region it
+    cannot reach keeps them until a later round."""
+    n = 0
+    for region, url in regions.items():
+        mine = [s["hash"] for s in consumed if s.get("region") == region]
+        try:
+            n += forget(url, world, mine)
+        except redis.RedisError:
+            continue
+    return n
 
 
 def collect(world: str, regions: dict[str, str], store: UpdateStore) -> tuple[list[Offered], list[dict[str, str]]]:
@@ -155,7 +172,7 @@ def collect(world: str, regions: dict[str, str], store: UpdateStore) -> tuple[li
             if claims != {"world": u.world, "region": u.region, "base": u.base, "samples": u.samples}:
                 offered.append(Offered(u, problem=f"the announcement does not match its blob ({claims})"))
             else:
-                offered.append(Offered(u, doc["delta"], doc.get("ranges")))
+                offered.append(Offered(u, doc["delta"], doc.get("ranges"), fisher=doc.get("fisher")))
     return offered, unreachable
 
 
@@ -163,7 +180,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     t0 = time.time()
     if args.threads:
         torch.set_num_threads(args.threads)
-    rules = Rules(args.max_staleness, args.norm_factor, args.min_cosine, args.max_update_regression, args.server_lr)
+    rules = Rules(args.max_staleness, args.norm_factor, args.min_cosine, args.max_update_regression, args.server_lr,
+                  args.merge)
     blobs, updates = CheckpointStore(args.checkpoint_dir), UpdateStore(args.checkpoint_dir)
     with Client(args.api, args.key) as ws:
         if args.world not in ws.worlds():
@@ -175,10 +193,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         except CheckpointError as e:
             raise SystemExit(f"worldstate aggregate: the serving model's blob: {e} (is --checkpoint-dir the "
                              "folder the nodes load from?)") from None
+        args.max_bodies = base_config(base_blob).sim.max_bodies  # the most bodies a scene may hold
         heldout = _heldout(args.world, args)
         history = ancestry(serving, blobs.get_bytes, rules.max_staleness)
         offered, unreachable = collect(args.world, args.region_redis, updates)
         res = screen(base_blob, offered, history, heldout, rules, args.horizon, args.windows)
+        pruned = prune(args.world, args.region_redis, res.skipped)
         by_id = {o.update.hash: o.update for o in offered}
         accepted = [{**by_id[e.id].brief(), "staleness": e.staleness, "weight": e.weight, "norm": e.norm,
                      "heldout_error_alone": res.errors.get(e.id)} for e in res.accepted]
@@ -187,6 +207,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "world": args.world, "parent": serving, "base_revision": current.revision,
             "regions": sorted(set(args.region_redis) - {u["region"] for u in unreachable}),
             "unreachable": unreachable, "accepted": accepted, "rejected": rejected, "skipped_consumed": res.skipped,
+            "pruned": pruned,
             "heldout_samples": int(heldout.frames.shape[0]), "serving_heldout_error": res.errors["serving"],
             "rules": dataclasses.asdict(rules)}
         if len(res.accepted) < max(1, args.min_updates):
@@ -230,7 +251,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     if args.min_updates < 1 or not 0 < args.heldout < 1:
         p.error("--min-updates >= 1 and 0 < --heldout < 1")
     try:
-        Rules(args.max_staleness, args.norm_factor, args.min_cosine, args.max_update_regression, args.server_lr)
+        Rules(args.max_staleness, args.norm_factor, args.min_cosine, args.max_update_regression, args.server_lr,
+              args.merge)
     except ValueError as e:
         p.error(str(e))
     return args

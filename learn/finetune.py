@@ -38,6 +38,9 @@ from world_model.model import JEPA
 from world_model.simulator import Rollouts, generate, sample_windows
 from world_model.train import step_generator
 
+from . import parallel
+from .fisher import diagonal_fisher
+
 ADAPT_PREFIXES = (ADAPT_PREFIX,)
 CONTACT_PREFIXES = ("predictor.wall.", "predictor.pair.", ADAPT_PREFIX)
 TRAINABLE = {"adapt": ADAPT_PREFIXES, "contact": CONTACT_PREFIXES}  # and "all"
@@ -81,6 +84,7 @@ class Candidate:
     history: list[dict[str, float]] = field(default_factory=list)
     metrics: dict[str, Any] = field(default_factory=dict)  # quick_metrics on held-out simulator rollouts
     lineage: dict[str, Any] = field(default_factory=dict)  # what the blob itself records
+    fisher: dict[str, torch.Tensor] = field(default_factory=dict)  # learn/fisher.py, per trained tensor
 
 
 def base_config(blob: bytes) -> Config:
@@ -181,16 +185,19 @@ def finetune(base_blob: bytes, world: Rollouts, cfg: FinetuneConfig = FinetuneCo
     opt = torch.optim.AdamW([g for g in groups if g["params"]], lr=cfg.lr, weight_decay=tc.weight_decay)
     warmup = max(1, cfg.steps // 10)  # fresh Adam moments take full-size steps at first
     history: list[dict[str, float]] = []
+    ranks = parallel.ranks()  # under torchrun, one of several copies (learn/parallel.py)
+    seed = cfg.seed + ranks.rank * parallel.RANK_SEED_STRIDE  # rank 0's is the seed itself
     jepa.train()
     for step in range(cfg.steps):
-        frames, actions, physics = _batch(world, replay, length, size, n_world, cfg.seed, step)
+        frames, actions, physics = _batch(world, replay, length, size, n_world, seed, step)
         for g in opt.param_groups:
             lr = g["base_lr"]
             g["lr"] = lr * (step + 1) / warmup if step < warmup else \
                 cosine(step - warmup, cfg.steps - warmup, lr, lr * 0.1)
-        out = jepa.loss(frames, actions, physics, tc, step_generator(cfg.seed, step, 3))
+        out = jepa.loss(frames, actions, physics, tc, step_generator(seed, step, 3))
         opt.zero_grad(set_to_none=True)
         out["loss"].backward()
+        parallel.average_gradients(params)
         torch.nn.utils.clip_grad_norm_(params, tc.grad_clip)
         opt.step()
         if cfg.trainable == "all":
@@ -199,6 +206,10 @@ def finetune(base_blob: bytes, world: Rollouts, cfg: FinetuneConfig = FinetuneCo
             print(f"[finetune] step {step + 1}/{cfg.steps} loss {float(out['loss']):.4f}", flush=True)
         if (step + 1) % 50 == 0 or step + 1 == cfg.steps:
             history.append({"step": step + 1, **{k: float(v.detach()) for k, v in out.items()}})
+    if not parallel.agree(params):
+        raise RuntimeError("the data-parallel copies hold different weights after fine-tuning")
+    trained = [n for n, p in jepa.named_parameters() if p.requires_grad]
+    fisher = diagonal_fisher(jepa, base, world, trained) if cfg.steps else {}
     jepa.eval()
     jepa.requires_grad_(False)
 
@@ -214,7 +225,8 @@ def finetune(base_blob: bytes, world: Rollouts, cfg: FinetuneConfig = FinetuneCo
         metrics = {**state.get("metrics", {}), "calibration": state.get("calibration", {})}
     base_hash = sha256_hex(base_blob)
     lineage = {"parent": base_hash, "world_data_sha256": fingerprint(world), "world_windows": int(world.frames.shape[0]),
-               "finetune": dataclasses.asdict(cfg) | {"threads": None}, "ranges_widened": changed}
+               "finetune": dataclasses.asdict(cfg) | {"threads": None}, "ranges_widened": changed,
+               **({"data_parallel": {"world_size": ranks.size}} if ranks.size > 1 else {})}
     blob = to_bytes({
         "kind": state["kind"], "config": served.portable(),
         "jepa": {k: v.cpu() for k, v in jepa.state_dict().items()},
@@ -222,4 +234,5 @@ def finetune(base_blob: bytes, world: Rollouts, cfg: FinetuneConfig = FinetuneCo
         "physics_revision": state.get("physics_revision"), "physics": state.get("physics"),
         "lineage": lineage,
     })
-    return Candidate(blob, sha256_hex(blob), served, base_hash, round(time.time() - t0, 1), history, metrics, lineage)
+    return Candidate(blob, sha256_hex(blob), served, base_hash, round(time.time() - t0, 1), history, metrics, lineage,
+                     fisher)

@@ -24,14 +24,17 @@ import torch
 
 from client import Client
 from world_model.checkpoints import CheckpointStore
+from world_model.config import PRESENT
 from world_model.simulator import Rollouts
 
-from .finetune import FinetuneConfig, finetune
+from . import parallel
+from .finetune import FinetuneConfig, base_config, finetune
 from .gate import GateConfig, gate, split
 from .publish import LOST_RACE, PUBLISHED, finite, publish
 
 LoadWorld = Callable[[str, argparse.Namespace], Rollouts]
-EXIT = {PUBLISHED: 0, "accepted": 0, "announced": 0, "refused-by-gate": 3, LOST_RACE: 4}
+WORKER = "worker"  # a data-parallel copy other than rank 0: it trained, the lead reports
+EXIT = {PUBLISHED: 0, "accepted": 0, "announced": 0, "refused-by-gate": 3, LOST_RACE: 4, WORKER: 0}
 
 
 def save_rollouts(path: str | os.PathLike[str], data: Rollouts, groups: list[str] | None = None) -> None:
@@ -66,6 +69,9 @@ def parser() -> argparse.ArgumentParser:
                         "as a registered consumer with a durable offset)")
     p.add_argument("--region", help="the region of --from-log's replica (default: the --api node's)")
     p.add_argument("--consumer", default="learner", help="the consumer name its offset is kept under")
+    p.add_argument("--sample-frames", type=int, default=16, help="with --from-log: frames per sample the log is cut "
+                   "into (default 16: error measured up to 10 steps; 22 or more reach 20). A shard folder keeps "
+                   "the length it was first written with")
     p.add_argument("--rollouts", help="or the world's trajectories from a file written by learn.learner.save_rollouts")
     p.add_argument("--steps", type=int, default=d.steps)
     p.add_argument("--world-fraction", type=float, default=d.world_fraction,
@@ -97,7 +103,7 @@ def parser() -> argparse.ArgumentParser:
 
 def _catch_up(ws: Client, args: argparse.Namespace) -> dict[str, Any]:
     """--from-log: consume the region's stream into --shard-dir, the world's physics read through the API."""
-    from learn.log import consume
+    from learn.log import consume, register
     from world_model.config import Physics
 
     if not args.shard_dir:
@@ -108,21 +114,23 @@ def _catch_up(ws: Client, args: argparse.Namespace) -> dict[str, Any]:
         answer = ws.http.get(f"/v1/worlds/{args.world}/positions")
         answer.raise_for_status()
         region = answer.json()["region"]
+    register(args.from_log, region, args.consumer)  # first: the floor holds even while the world has no physics
     p = ws.get_physics(args.world)
     physics = Physics.from_dict({"gravity": p.gravity, "restitution": p.restitution, "drag": p.drag,
                                  "time_step": p.time_step})
-    stats = consume(args.from_log, region, args.world, args.shard_dir, args.consumer, physics=physics)
+    stats = consume(args.from_log, region, args.world, args.shard_dir, args.consumer, physics=physics,
+                    frames=args.sample_frames)
     return {"region": region, "entries": stats.entries, "observations": stats.observations,
             "samples": stats.samples, "shards": stats.shards, "gaps": stats.gaps, "through": stats.through}
 
 
 def _from_file(world: str, args: argparse.Namespace) -> Rollouts:
-    """--shard-dir (the log's shards, split by entity) or --rollouts (a file)."""
+    """--shard-dir (the log's shards as scenes, learn/scenes.py) or --rollouts (a file)."""
     if getattr(args, "shard_dir", None):
-        from learn.shards import ShardDir, load_samples
+        from learn.shards import ShardDir, load_scenes
 
-        data, entities = load_samples(world, args.shard_dir)
-        args.groups = entities
+        data, groups = load_scenes(world, args.shard_dir, args.max_bodies)
+        args.groups = groups
         offsets = json.loads(args.data_offsets)
         if not offsets:  # what the shards cover, unless the caller said otherwise
             args.data_offsets = json.dumps(ShardDir(args.shard_dir, world).index().offsets)
@@ -138,10 +146,13 @@ def run(args: argparse.Namespace, load_world: LoadWorld = _from_file) -> dict[st
     offsets = json.loads(args.data_offsets)
     if not isinstance(offsets, dict):
         raise SystemExit("worldstate learn: --data-offsets must be a JSON object")
+    ranks = parallel.start()  # one of torchrun's copies, or alone (learn/parallel.py)
     with Client(args.api, args.key) as ws:
-        log = _catch_up(ws, args) if getattr(args, "from_log", None) else None
+        log = _catch_up(ws, args) if getattr(args, "from_log", None) and ranks.lead else None
+        parallel.barrier()  # the other copies read the shards once the lead has brought them up to date
         current = ws.manifest()
         base_blob = CheckpointStore(args.checkpoint_dir).get_bytes(current.manifest["hash"])
+        args.max_bodies = base_config(base_blob).sim.max_bodies  # the most bodies a scene may hold
         world = load_world(args.world, args)
         offsets = json.loads(args.data_offsets)  # the shards' own, when they came from the log
         train, heldout = split(world, args.heldout, args.seed, getattr(args, "groups", None))
@@ -149,15 +160,20 @@ def run(args: argparse.Namespace, load_world: LoadWorld = _from_file) -> dict[st
                              trainable=args.trainable, replay_rollouts=args.replay_rollouts,
                              calibrate=not args.no_calibrate, seed=args.seed, threads=args.threads)
         candidate = finetune(base_blob, train, cfg)
+        if not ranks.lead:
+            return {"status": WORKER, "rank": ranks.rank}  # trained its share; rank 0 gates and publishes
         verdict = gate(base_blob, candidate.blob, heldout,
                        GateConfig(horizon=args.horizon, min_improvement=args.min_improvement,
                                   max_suite_regression=args.max_suite_regression, suite_cases=args.suite_cases))
         report: dict[str, Any] = {"world": args.world, "parent": candidate.base_hash, "candidate": candidate.hash,
                                   "base_revision": current.revision, "finetune_seconds": candidate.seconds,
                                   "train_samples": int(train.frames.shape[0]),
-                                  "heldout_samples": int(heldout.frames.shape[0]), "gate": verdict.as_dict()}
+                                  "heldout_samples": int(heldout.frames.shape[0]),
+                                  "bodies": int((world.frames[:, 0, :, PRESENT] > 0).sum()), "gate": verdict.as_dict()}
         if log is not None:
             report["log"] = log
+        if ranks.size > 1:
+            report["data_parallel"] = {"world_size": ranks.size}
         if args.dry_run:
             report["status"] = "accepted" if verdict.accept else "refused-by-gate"
             return report
@@ -166,7 +182,8 @@ def run(args: argparse.Namespace, load_world: LoadWorld = _from_file) -> dict[st
             return report | offer(ws, base_blob, candidate.blob, world=args.world, base_revision=current.revision,
                                   redis_url=args.announce or getattr(args, "from_log", None), region=args.region,
                                   samples=report["train_samples"], checkpoint_dir=args.checkpoint_dir,
-                                  learner=args.learner, data_offsets=offsets, gate=verdict.as_dict())
+                                  learner=args.learner, data_offsets=offsets, gate=verdict.as_dict(),
+                                  fisher=candidate.fisher)
         out = publish(ws, candidate, verdict, base_manifest=current.manifest, base_revision=current.revision,
                       checkpoint_dir=args.checkpoint_dir, world=args.world, learner=args.learner,
                       data_offsets=offsets)
@@ -175,8 +192,16 @@ def run(args: argparse.Namespace, load_world: LoadWorld = _from_file) -> dict[st
 
 
 def main(argv: list[str] | None = None, load_world: LoadWorld = _from_file) -> int:
-    args = parser().parse_args(argv)
-    report = run(args, load_world)
+    p = parser()
+    args = p.parse_args(argv)
+    if args.sample_frames < 2:
+        p.error("--sample-frames must be 2 or more")
+    try:
+        report = run(args, load_world)
+    finally:
+        parallel.stop()
+    if report["status"] == WORKER:
+        return 0
     print(json.dumps(finite(report), indent=2))
     if report["status"] == LOST_RACE:
         print(f"the manifest moved from revision {report['base_revision']} to {report['current_revision']} while "

@@ -42,7 +42,7 @@ from learn.shards import Index, ShardDir
 from learn.trajectories import Grid, Observed, Trajectories
 from world_model.config import Physics
 
-__all__ = ["ConsumeStats", "consume", "consume_async", "decode", "read_physics", "unregister"]
+__all__ = ["ConsumeStats", "consume", "consume_async", "decode", "read_physics", "register", "unregister"]
 
 
 @dataclass
@@ -200,6 +200,21 @@ def consume(replica_url: str, region: str, world: str, shard_dir: str, consumer_
             **options: Any) -> ConsumeStats:
     """`consume_async` from synchronous code (a CLI)."""
     return asyncio.run(consume_async(replica_url, region, world, shard_dir, consumer_name, **options))
+
+
+def register(replica_url: str, region: str, consumer_name: str) -> Vector:
+    """Register the consumer (or keep its offset) before anything else can fail: a learner started
+    before its world has physics then holds the trim floor from its first round, and reads every
+    observation posted since (registering later would begin after what housekeeping trimmed)."""
+
+    async def run() -> Vector:
+        store = ReplicaStore(replica_url, region, f"learner-{consumer_name}")
+        try:
+            return await StreamConsumers(store.redis, region).register(consumer_name)
+        finally:
+            await store.close()
+
+    return asyncio.run(run())
 
 
 async def unregister(replica_url: str, region: str, consumer_name: str) -> bool:

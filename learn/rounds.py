@@ -68,6 +68,7 @@ class Offered:
     delta: Delta | None = None  # None when the blob could not be read (then `problem` says why)
     ranges: dict[str, list[float]] | None = None
     problem: str | None = None
+    fisher: Delta | None = None  # learn/fisher.py: where the region's data informs each weight
 
 
 @dataclass
@@ -97,6 +98,15 @@ def _unfit(delta: Delta, base: Delta) -> str | None:
     return None
 
 
+def _unfit_fisher(fisher: Delta, delta: Delta) -> str | None:
+    for name, f in fisher.items():
+        if name not in delta or delta[name].shape != f.shape:
+            return f"its Fisher tensor {name} {tuple(f.shape)} matches no tensor of its delta"
+        if not bool(torch.isfinite(f).all()) or bool((f < 0).any()):
+            return f"its Fisher tensor {name} holds a negative value, NaN or infinity"
+    return None
+
+
 def screen(base_blob: bytes, offered: list[Offered], history: Ancestry, heldout: Rollouts, rules: Rules,
            horizon: int = 10, windows: int = 256, seed: int = 1234) -> Screened:
     """Decide which offered updates this round takes, and why each other one is left out."""
@@ -109,7 +119,7 @@ def screen(base_blob: bytes, offered: list[Offered], history: Ancestry, heldout:
             skipped.append({**u.brief(), "consumed_by": history.consumed[u.hash]})
             continue
         s = history.staleness(u.base)
-        unfit = None if o.delta is None else _unfit(o.delta, base_state)
+        unfit = None if o.delta is None else _unfit(o.delta, base_state) or _unfit_fisher(o.fisher or {}, o.delta)
         if s is None or s > rules.max_staleness:
             rejected.append(Rejection(u.hash, "stale", f"its base {u.base[:12]} is not the serving model nor one of "
                                       f"its last {rules.max_staleness} ancestors", {"base": u.base}))
@@ -120,7 +130,7 @@ def screen(base_blob: bytes, offered: list[Offered], history: Ancestry, heldout:
         elif u.samples <= 0:
             rejected.append(Rejection(u.hash, "samples", f"it claims {u.samples} samples"))
         else:
-            entries.append(Entry(u.hash, o.delta, u.samples, s))
+            entries.append(Entry(u.hash, o.delta, u.samples, s, o.fisher))
     entries, out = screen_norm(entries, rules.norm_factor)
     rejected += out
     entries, out = screen_direction(entries, rules.min_cosine)
@@ -163,11 +173,11 @@ def _widened(config: dict[str, Any], ranges: list[dict[str, list[float]]]) -> di
 
 def build_blob(base_blob: bytes, accepted: list[Entry], ranges: list[dict[str, list[float]]], rules: Rules,
                federated: dict[str, Any]) -> tuple[bytes, Config, dict[str, torch.Tensor]]:
-    """The round's model: the serving weights plus the accepted updates' weighted mean, its ranges
+    """The round's model: the serving weights plus the accepted updates' mean (aggregate.py), its ranges
     widened to every accepted update's, the parent's calibration kept (the weights moved by one
     averaged fine-tune, as finetune's calibrate=False keeps it), and `federated` in its lineage."""
     state = from_bytes(base_blob)
-    weights = combine(model_state(base_blob), accepted, rules.server_lr)
+    weights = combine(model_state(base_blob), accepted, rules.server_lr, rules.merge)
     config = _widened(state["config"], ranges)
     doc = {**state, "config": config, "jepa": weights,
            "lineage": {"parent": sha256_hex(base_blob), "federated": federated}}

@@ -27,12 +27,13 @@ from typing import Any
 import torch
 
 from consistency.cp_keys import check_world
+from learn.scenes import scenes
 from learn.trajectories import Sample
 from world_model.checkpoints import CheckpointStore, from_bytes, sha256_hex, to_bytes
 from world_model.config import OBS_DIM, PRESENT, Physics
 from world_model.simulator import Rollouts
 
-__all__ = ["Index", "NoShards", "ShardDir", "load_rollouts", "load_samples"]
+__all__ = ["Index", "NoShards", "ShardDir", "load_rollouts", "load_samples", "load_scenes"]
 
 FORMAT = 1
 
@@ -143,9 +144,21 @@ def load_rollouts(world: str, shard_dir: str | os.PathLike[str]) -> Rollouts:
 def load_samples(world: str, shard_dir: str | os.PathLike[str]) -> tuple[Rollouts, list[str]]:
     """`load_rollouts` and the entity of each sample: the groups to split train from held-out by
     (learn/gate.py's split), so no entity's trajectory lands on both sides."""
+    data, entities, _ = _read(world, shard_dir)
+    return data, entities
+
+
+def load_scenes(world: str, shard_dir: str | os.PathLike[str], max_bodies: int) -> tuple[Rollouts, list[str]]:
+    """Every sample the index lists, the bodies that met in one window put together
+    (learn/scenes.py): frames (S, T+1, max_bodies, OBS_DIM), and each scene's split group."""
+    data, entities, starts = _read(world, shard_dir)
+    return scenes(data, entities, starts, max_bodies)
+
+
+def _read(world: str, shard_dir: str | os.PathLike[str]) -> tuple[Rollouts, list[str], list[int]]:
     d = ShardDir(shard_dir, world)
     index = d.index()
-    frames, physics, entities, seen = [], [], [], set()
+    frames, physics, entities, starts, seen = [], [], [], [], set()
     for entry in index.shards:
         shard = d.load_shard(entry["hash"])
         # (entity, first instant) names a sample; the learner never writes one twice, and this
@@ -153,11 +166,12 @@ def load_samples(world: str, shard_dir: str | os.PathLike[str]) -> tuple[Rollout
         keep = [i for i, key in enumerate(zip(shard["entities"], shard["start_ms"].tolist())) if key not in seen]
         seen.update((shard["entities"][i], int(shard["start_ms"][i])) for i in keep)
         entities += [shard["entities"][i] for i in keep]
+        starts += [int(shard["start_ms"][i]) for i in keep]
         frames.append(shard["frames"][keep])
         physics.append(torch.tensor([shard["physics"]] * len(keep), dtype=torch.float32).reshape(len(keep), 4))
     if not frames:
         return Rollouts(torch.zeros(0, index.frames, 1, OBS_DIM), torch.zeros(0, index.frames - 1, 1, 2),
-                        torch.zeros(0, 4)), []
+                        torch.zeros(0, 4)), [], []
     all_frames = torch.cat(frames)
     r, f = all_frames.shape[:2]
-    return Rollouts(all_frames, torch.zeros(r, f - 1, 1, 2), torch.cat(physics)), entities
+    return Rollouts(all_frames, torch.zeros(r, f - 1, 1, 2), torch.cat(physics)), entities, starts

@@ -13,7 +13,7 @@ it (eventually consistent: a region it cannot reach this round is not in the rou
     ws:fed:{world}    HASH update hash -> JSON record (Update.as_record): base hash and manifest
                       revision, region, samples learned from, data offsets, the region's own gate
                       figures. Replica-local, never shipped by replication and never trimmed:
-                      housekeeping trims ws:stream and expires ws:dedup:* only.
+                      housekeeping trims the partitions' streams and expires their dedup lists only.
 
 An announcement is idempotent (the same bytes are the same hash, the same field). Whether an
 update was used is not kept here but in the manifest's lineage (learn/rounds.py), so what counts
@@ -134,8 +134,9 @@ class UpdateStore:
 
 def make_update(base_blob: bytes, candidate_blob: bytes, *, world: str, region: str, base_revision: int,
                 samples: int, learner: str = "", data_offsets: dict[str, Any] | None = None,
-                gate: dict[str, Any] | None = None) -> tuple[Update, bytes]:
-    """The update blob of a candidate against its base, and its record (not yet stored or announced)."""
+                gate: dict[str, Any] | None = None, fisher: Delta | None = None) -> tuple[Update, bytes]:
+    """The update blob of a candidate against its base, and its record (not yet stored or announced).
+    `fisher` (learn/fisher.py): where the region's data informs each weight, for the aggregator's merge."""
     from world_model.checkpoints import sha256_hex
 
     cand = from_bytes(candidate_blob)
@@ -145,7 +146,8 @@ def make_update(base_blob: bytes, candidate_blob: bytes, *, world: str, region: 
     # (restitution 0.0) is served only by a model whose ranges were widened to it.
     ranges = cand["config"]["sim"]["ranges"]
     blob = to_bytes({"kind": KIND, "format": FORMAT, "world": world, "region": region, "base": base_hash,
-                     "base_revision": base_revision, "samples": samples, "delta": delta, "ranges": ranges})
+                     "base_revision": base_revision, "samples": samples, "delta": delta, "ranges": ranges,
+                     **({"fisher": {k: v.detach().cpu() for k, v in fisher.items() if k in delta}} if fisher else {})})
     update = Update(sha256_hex(blob), world, region, base_hash, base_revision, samples, delta_norm(delta), learner,
                     dict(data_offsets or {}), dict(gate or {}), int(time.time() * 1000))
     return update, blob
@@ -159,6 +161,15 @@ def announce(redis_url: str, update: Update, timeout_s: float = 5.0) -> None:
     """Make the update visible in its region's Redis (idempotent)."""
     with _client(redis_url, timeout_s) as r:
         r.hset(fed_key(update.world), update.hash, update.as_record())
+
+
+def forget(redis_url: str, world: str, hashes: list[str], timeout_s: float = 2.0) -> int:
+    """Remove these announcements (updates a published round consumed: every later round skips them
+    anyway); how many were there. The blobs stay, for the lineage's readers."""
+    if not hashes:
+        return 0
+    with _client(redis_url, timeout_s) as r:
+        return int(r.hdel(fed_key(world), *hashes))
 
 
 def announced(redis_url: str, world: str, timeout_s: float = 2.0) -> list[Update]:
@@ -179,7 +190,8 @@ def announced(redis_url: str, world: str, timeout_s: float = 2.0) -> list[Update
 
 def offer(ws: Any, base_blob: bytes, candidate_blob: bytes, *, world: str, redis_url: str | None,
           region: str | None, base_revision: int, samples: int, checkpoint_dir: str | os.PathLike[str],
-          learner: str, data_offsets: dict[str, Any], gate: dict[str, Any]) -> dict[str, Any]:
+          learner: str, data_offsets: dict[str, Any], gate: dict[str, Any], fisher: Delta | None = None
+          ) -> dict[str, Any]:
     """`worldstate learn --publish update`: store the candidate's update beside the model blobs and
     announce it in the region's Redis. `ws` (a client.Client) names the region when `region` is None."""
     if not redis_url:
@@ -190,7 +202,8 @@ def offer(ws: Any, base_blob: bytes, candidate_blob: bytes, *, world: str, redis
         answer.raise_for_status()
         region = str(answer.json()["region"])
     update, blob = make_update(base_blob, candidate_blob, world=world, region=region, base_revision=base_revision,
-                               samples=samples, learner=learner, data_offsets=data_offsets, gate=gate)
+                               samples=samples, learner=learner, data_offsets=data_offsets, gate=gate,
+                               fisher=fisher)
     UpdateStore(checkpoint_dir).put(blob)  # the blob first: an announcement never names a blob not yet there
     announce(redis_url, update)
     return {"status": "announced", "update": update.hash, "region": region, "samples": samples, "norm": update.norm,

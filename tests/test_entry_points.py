@@ -129,6 +129,18 @@ def test_edge_benchmark_runs_as_the_readme_shows(tmp_path: Path) -> None:
     assert doc["memory_model"][0]["rss"] > doc["memory_no_model"][0]["rss"] > 0
 
 
+def test_posted_learn_benchmark_runs_as_the_readme_shows(tmp_path: Path) -> None:
+    """bench/learn_posted.py --smoke: a deployment, the world posted, `worldstate learn --from-log` (tiny)."""
+    out = run(sys.executable, ROOT / "bench" / "learn_posted.py", "--smoke", "--json", tmp_path / "posted.json").stdout
+    for row in ("shipped model (before)", "fine-tuned (after)", "worldstate learn --from-log took", "learner's answer"):
+        assert row in out, out
+    doc = json.loads((tmp_path / "posted.json").read_text())
+    assert doc["log"]["observations"] == doc["observations"] > 0 and doc["log"]["samples"] > 0, doc["log"]
+    # the log's one-body samples, every one in a scene (learn/scenes.py): scenes are at most as many
+    assert doc["sample_bodies"] == doc["log"]["samples"] >= doc["train_samples"] + doc["heldout_samples"]
+    assert doc["status"] in ("published", "refused-by-gate") and doc["model_before"]
+
+
 def test_learn_benchmark_runs_as_the_readme_shows(tmp_path: Path) -> None:
     """bench/learn.py --smoke: the whole before/after pipeline on a tiny world (numbers mean nothing)."""
     out = run(sys.executable, ROOT / "bench" / "learn.py", "--smoke", "--json", tmp_path / "learn.json").stdout

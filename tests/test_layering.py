@@ -39,8 +39,10 @@ ALLOWED: dict[str, tuple[str, ...]] = {
     "world_model": (),
     "client": (),  # the SDK talks HTTP only: it ships none of the server
     # the sdk- and grpc-observations workloads drive the service as its users' clients do
+    # (and, to count training samples against what was acknowledged, the learner's own grid and shard reader)
     "jepsen_like": ("deploy.launcher", "deploy.processes", "service.sabotage", "edge.sabotage", "client", "rpc.channel",
-                    "rpc.values", "rpc.worldstate_pb2", "rpc.worldstate_pb2_grpc"),
+                    "rpc.values", "rpc.worldstate_pb2", "rpc.worldstate_pb2_grpc", "learn.trajectories",
+                    "learn.shards"),
     # benchmarks measure the service against its raw backends in one run
     # (and gRPC through its client channel and generated stubs, as any gRPC client does)
     "bench": ("deploy.launcher", "deploy.redis_cluster", "consistency", "world_model", "jepsen_like", "rpc", "learn"),

@@ -28,7 +28,7 @@ from client import Client
 from deploy.launcher import Deployment, Topology, wait_until
 from learn.finetune import base_config
 from learn.learner import save_rollouts
-from learn.updates import UpdateStore, announce, apply_delta, make_update, model_state
+from learn.updates import UpdateStore, announce, announced, apply_delta, make_update, model_state
 from tests.conftest import auth_headers
 from tests.test_readme_streams import blocks, section
 from world_model import shipped
@@ -116,6 +116,11 @@ def test_a_three_regions_announce_and_a_dry_run_round_accepts_them(
     assert [o["status"] for o in offers] == ["announced"] * 3 and [o["region"] for o in offers] == list(REGIONS)
     assert all(o["parent"] == before.manifest["hash"] and o["samples"] == o["train_samples"] > 0 for o in offers)
     assert all((deployment.run_dir / "checkpoints" / "updates" / f"{o['update']}.pt").exists() for o in offers)
+    for o in offers:  # each carries where its data informs the weights (learn/fisher.py), for the merge
+        doc = UpdateStore(deployment.run_dir / "checkpoints").load(o["update"])
+        assert set(doc["fisher"]) == set(doc["delta"]) and doc["delta"], doc.keys()
+        assert all(bool((f >= 0).all()) for f in doc["fisher"].values()) and any(
+            bool((f > 0).any()) for f in doc["fisher"].values())
 
     block = README_AGGREGATE.replace('r3=$(cat redis-r3.url)"', 'r3=$(cat redis-r3.url),r4=redis://127.0.0.1:1"')
     agg = _bash(block, deployment, workdir)
@@ -186,6 +191,10 @@ def test_d_a_restarted_aggregator_reuses_no_consumed_update(deployment: Deployme
     assert sorted(s["hash"] for s in report["skipped_consumed"]) == sorted(
         [state["bad"], *(o["update"] for o in state["offers"])])
     assert {s["consumed_by"] for s in report["skipped_consumed"]} == {published}
+    # consumed announcements are forgotten in their regions: the next round does not even read them
+    assert report["pruned"] == len(report["skipped_consumed"])
+    left = {u.hash for r in REGIONS for u in announced(deployment.redis[r].client_url, "lab")}
+    assert not left & {s["hash"] for s in report["skipped_consumed"]}, left
     with Client(deployment.api["r1"].url, deployment.admin_key) as ws:
         assert ws.manifest().revision == state["published"].revision
 
@@ -250,6 +259,7 @@ def test_bench_federated_smoke_runs() -> None:
     done = subprocess.run([sys.executable, str(ROOT / "bench" / "federated.py"), "--smoke"], cwd=ROOT,
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout + done.stderr
-    for row in ("before (shipped)", "r1 alone", "aggregate", "aggregate, saboteurs present", "x100 rejected (norm)"):
+    for row in ("draughty world", "before (shipped)", "r1 alone", "aggregate", "aggregate, plain FedAvg",
+                "aggregate, saboteurs present", "x100 rejected (norm)"):
         assert row in done.stdout, done.stdout
 

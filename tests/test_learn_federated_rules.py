@@ -9,7 +9,8 @@ import math
 import pytest
 import torch
 
-from learn.aggregate import Entry, Rules, combine, cosine, screen_direction, screen_norm, staleness_factor, weighted_mean
+from learn.aggregate import (Entry, Rules, combine, cosine, fisher_shares, screen_direction, screen_norm,
+                             staleness_factor, weighted_mean)
 from learn.federated import region_urls
 from learn.rounds import ancestry
 from learn.updates import Update, apply_delta, delta_of
@@ -47,6 +48,34 @@ def test_weights_follow_samples_and_staleness() -> None:
     assert out["w"].dtype == torch.float32
     with pytest.raises(ValueError, match="no weight"):
         weighted_mean([Entry("z", _d(1.0), samples=0)])
+
+
+def test_fisher_merge_keeps_each_region_where_its_data_informs_and_fedavg_dilutes_it() -> None:
+    # two regions that taught different weights: a averaged with b's untouched zero is diluted by FedAvg
+    a = Entry("a", _d(1.0, 0.0, 0.5), samples=100, fisher=_d(4.0, 0.0, 1.0))
+    b = Entry("b", _d(0.0, 2.0, 1.5), samples=100, fisher=_d(0.0, 2.0, 1.0))
+    assert torch.allclose(weighted_mean([a, b])["w"], torch.tensor([0.5, 1.0, 1.0], dtype=torch.float64))
+    fisher = weighted_mean([a, b], "fisher")["w"]
+    # w0 and w1: only one region's data reaches each, so its value is kept whole; w2: shares 1/5 vs 1/3
+    assert torch.allclose(fisher, torch.tensor([1.0, 2.0, (0.2 * 0.5 + 1 / 3 * 1.5) / (0.2 + 1 / 3)],
+                                               dtype=torch.float64))
+    # a Fisher says where, not how much: inflating it buys nothing; samples still weigh
+    loud = Entry("a", a.delta, samples=100, fisher={"w": a.fisher["w"] * 1e9})  # type: ignore[index]
+    assert torch.allclose(weighted_mean([loud, b], "fisher")["w"], fisher)
+    heavy = weighted_mean([Entry("a", a.delta, 300, fisher=a.fisher), b], "fisher")["w"]
+    assert heavy[2] < fisher[2] and heavy[0] == 1.0
+    # every merged weight lies between the updates' values for it
+    lo, hi = torch.minimum(a.delta["w"], b.delta["w"]).double(), torch.maximum(a.delta["w"], b.delta["w"]).double()
+    assert bool(((fisher >= lo - 1e-12) & (fisher <= hi + 1e-12)).all())
+    # no Fisher: an even share over its delta; nobody informs a weight: the plain weighted mean there
+    even = fisher_shares(Entry("c", _d(1.0, 1.0, 1.0, 1.0), 10))["w"]
+    assert torch.allclose(even, torch.full((4,), 0.25, dtype=torch.float64))
+    silent = [Entry("a", _d(1.0, 3.0), 10, fisher=_d(1.0, 0.0)), Entry("b", _d(0.0, 1.0), 10, fisher=_d(1.0, 0.0))]
+    assert torch.allclose(weighted_mean(silent, "fisher")["w"], torch.tensor([0.5, 2.0], dtype=torch.float64))
+    out = combine({"w": torch.zeros(3)}, [a, b], merge="fisher")
+    assert out["w"].dtype == torch.float32 and torch.allclose(out["w"], fisher.float())
+    with pytest.raises(ValueError, match="merge"):
+        Rules(merge="median")
 
 
 def test_the_norm_rule_rejects_an_update_far_above_the_others_median() -> None:
@@ -133,13 +162,16 @@ def test_a_round_screens_stale_consumed_invalid_and_regressing_updates() -> None
     def offer(uid: str, delta: dict[str, torch.Tensor] | None, base: str = serving, samples: int = 10) -> Offered:
         return Offered(Update(uid, "w", "r1", base, 1, samples, 0.0), delta, None, None if delta is not None else "gone")
 
+    small = {name: state[name] * 1e-3}
     offered = [offer("stale", {}, base="f" * 64), offer("used", {}), offer("nan", {name: state[name] * float("nan")}),
                offer("alien", {"no.such.tensor": torch.ones(2)}), offer("gone", None), offer("none", {}, samples=0),
-               offer("noise", noise)]
+               offer("noise", noise),
+               Offered(Update("negative-fisher", "w", "r1", serving, 1, 10, 0.0), small, fisher={name: -state[name] ** 2}),
+               Offered(Update("alien-fisher", "w", "r1", serving, 1, 10, 0.0), small, fisher={"other": torch.ones(1)})]
     res = screen(blob, offered, Ancestry([serving], {"used": "earlier"}), heldout, Rules(), windows=32)
     rules = {r.id: r.rule for r in res.rejected}
     assert rules == {"stale": "stale", "nan": "invalid", "alien": "invalid", "gone": "unreadable", "none": "samples",
-                     "noise": "regression"}, res.rejected
+                     "noise": "regression", "negative-fisher": "invalid", "alien-fisher": "invalid"}, res.rejected
     assert [s["hash"] for s in res.skipped] == ["used"] and res.accepted == []
     assert not res.errors["noise"] <= res.errors["serving"]  # worse, or NaN: predictions blown up
     kept = screen(blob, [offer("nothing", {})], Ancestry([serving]), heldout, Rules(), windows=32)

@@ -27,7 +27,7 @@ from learn.gate import Verdict, split
 from learn.learner import main as learn_main, save_rollouts
 from learn.publish import LOST_RACE, publish
 from tests.conftest import auth_headers
-from tests.learn_helpers import as_observations
+from learn.observed import as_observations
 from world_model import shipped
 from world_model.checkpoints import CheckpointStore
 
@@ -185,23 +185,70 @@ def test_the_wind_pushes_a_free_body_sideways_and_no_wind_changes_nothing() -> N
                  == rollout(start, physics, actions, cfg.sim.box)).all())
 
 
+def _readme_block(heading: str, d: Deployment, rollouts_file: Path, tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    """The one sh block of the README's section `heading`, run by bash as a user runs it: $API, $WORLDSTATE_KEY and
+    $RUN set, the trajectories file in the working folder as lab-trajectories.pt."""
+    from tests.test_readme_streams import blocks, section
+
+    (block,) = [b for b in blocks(section(heading), "sh")]
+    shutil.copy(rollouts_file, tmp_path / "lab-trajectories.pt")
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("WORLDSTATE_")},
+           "API": d.api["r1"].url, "WORLDSTATE_KEY": d.admin_key or "", "RUN": str(d.run_dir)}
+    return subprocess.run(["bash", "-c", f"cd {tmp_path} && ln -sf {ROOT / '.venv'} .venv && {block}"], env=env,
+                          capture_output=True, text=True, timeout=600)
+
+
 def test_the_readme_dry_run_runs_as_shown(deployment: Deployment, ws: Client, rollouts_file: Path,
                                           tmp_path: Path) -> None:
     """The README's `worldstate learn ... --dry-run` block, run by bash as a user runs it, with $API,
     $WORLDSTATE_KEY and $RUN set and the trajectories file in the working folder: the gate's report,
     and nothing published."""
-    from tests.test_readme_streams import blocks, section
-
-    (block,) = [b for b in blocks(section("### Learning from a world: `worldstate learn`"), "sh")]
-    shutil.copy(rollouts_file, tmp_path / "lab-trajectories.pt")
     before = ws.manifest()
-    env = {**{k: v for k, v in os.environ.items() if not k.startswith("WORLDSTATE_")},
-           "API": deployment.api["r1"].url, "WORLDSTATE_KEY": deployment.admin_key or "", "RUN": str(deployment.run_dir)}
-    done = subprocess.run(["bash", "-c", f"cd {tmp_path} && ln -sf {ROOT / '.venv'} .venv && {block}"], env=env,
-                          capture_output=True, text=True, timeout=600)
+    done = _readme_block("### Learning from a world: `worldstate learn`", deployment, rollouts_file, tmp_path)
     assert done.returncode in (0, 3), done.stdout + done.stderr
     assert '"gate"' in done.stdout and '"status"' in done.stdout, done.stdout
     assert ws.manifest().revision == before.revision  # a dry run publishes nothing
+
+
+def test_the_readme_torchrun_block_trains_on_two_copies_that_agree(deployment: Deployment, ws: Client,
+                                                                    rollouts_file: Path, tmp_path: Path) -> None:
+    """The README's torchrun block: two data-parallel copies (torch.distributed, gloo) fine-tune, rank 0
+    alone reports, with the world size; a dry run publishes nothing."""
+    import json as _json
+
+    before = ws.manifest()
+    done = _readme_block("### Fine-tuning on several processes: `torchrun`", deployment, rollouts_file, tmp_path)
+    report = _json.loads(done.stdout)  # one document: the other copy printed nothing
+    assert report["data_parallel"] == {"world_size": 2} and report["status"] in ("accepted", "refused-by-gate"), report
+    # torchrun reports any non-zero exit of a copy as its own exit 1: the gate's no (3) reads as 1
+    assert done.returncode == (0 if report["status"] == "accepted" else 1), done.stderr[-2000:]
+    assert ws.manifest().revision == before.revision  # a dry run publishes nothing
+
+
+def test_data_parallel_copies_average_gradients_and_stay_equal(tmp_path: Path) -> None:
+    """learn/parallel.py on two real gloo processes: a gradient only one copy has is averaged (halved) and
+    kept, one no copy has stays None, and the copies' weights agree."""
+    script = tmp_path / "dp.py"
+    script.write_text("""
+import torch, torch.distributed as dist
+from learn import parallel
+r = parallel.start()
+a, b = torch.nn.Parameter(torch.zeros(3)), torch.nn.Parameter(torch.zeros(2))
+if r.rank == 0:
+    a.grad = torch.ones(3)
+parallel.average_gradients([a, b])
+assert torch.equal(a.grad, torch.full((3,), 0.5)) and b.grad is None, (r.rank, a.grad, b.grad)
+assert parallel.agree([a, b])
+c = torch.nn.Parameter(torch.full((2,), float(r.rank)))
+assert not parallel.agree([c])
+parallel.stop()
+print("ok", r.rank, r.size)
+""")
+    torchrun = str(Path(sys.executable).parent / "torchrun")
+    done = subprocess.run([torchrun, "--standalone", "--nproc-per-node", "2", str(script)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert sorted(line for line in done.stdout.splitlines() if line.startswith("ok")) == ["ok 0 2", "ok 1 2"]
 
 
 def test_the_loop_from_posted_observations_to_the_gate(deployment: Deployment, ws: Client, tmp_path: Path) -> None:
@@ -217,7 +264,7 @@ def test_the_loop_from_posted_observations_to_the_gate(deployment: Deployment, w
     with httpx.Client(base_url=deployment.api["r1"].url, headers=auth_headers(deployment), timeout=60) as api:
         api.put("/v1/worlds/lossy-log", json={}).raise_for_status()
         api.put("/v1/worlds/lossy-log/physics", json=p).raise_for_status()
-        batch = as_observations(world, p["time_step"], "lossy", time.time() - 60)
+        batch = as_observations(world, p["time_step"], "lossy", time.time() - 600, episodes=True)
         for i in range(0, len(batch), 500):
             api.post("/v1/worlds/lossy-log/observations", json=batch[i:i + 500]).raise_for_status()
     before = ws.manifest().revision
@@ -234,9 +281,41 @@ def test_the_loop_from_posted_observations_to_the_gate(deployment: Deployment, w
     first, second = reports
     assert first["log"]["region"] == "r1" and first["log"]["observations"] == len(batch)
     assert first["log"]["samples"] > 0 and second["log"]["samples"] == 0, (first["log"], second["log"])
-    assert first["train_samples"] + first["heldout_samples"] == first["log"]["samples"]
+    # the bodies that met in a window train together (learn/scenes.py): fewer scenes than samples, every body once
+    assert first["bodies"] == first["log"]["samples"] > first["train_samples"] + first["heldout_samples"], first
     assert (second["train_samples"], second["heldout_samples"]) == (first["train_samples"], first["heldout_samples"])
     assert ws.manifest().revision == before  # dry runs publish nothing
+
+
+def test_a_learner_started_before_its_world_has_physics_already_holds_the_trim_floor(
+        deployment: Deployment, tmp_path: Path) -> None:
+    """The learner registers its consumer before it reads the physics: registered later, it would begin
+    after whatever housekeeping trimmed meanwhile, and miss observations posted before it (seen once as a
+    learner role that never learned: its first rounds failed on the missing physics, the stream was
+    shipped and trimmed, then it registered past everything)."""
+    import asyncio
+
+    import redis.asyncio as aioredis
+
+    from consistency.ap_consumers import StreamConsumers
+
+    with httpx.Client(base_url=deployment.api["r1"].url, headers=auth_headers(deployment), timeout=60) as api:
+        api.put("/v1/worlds/not-yet", json={}).raise_for_status()
+    worldstate = str(Path(sys.executable).parent / "worldstate")
+    done = subprocess.run([worldstate, "learn", "--world", "not-yet", "--api", deployment.api["r1"].url,
+                           "--key", deployment.admin_key or "", "--checkpoint-dir", str(deployment.run_dir / "checkpoints"),
+                           "--from-log", deployment.redis["r1"].client_url, "--shard-dir", str(tmp_path / "shards"),
+                           "--consumer", "early-bird", "--dry-run", *SMALL], capture_output=True, text=True, timeout=300)
+    assert done.returncode != 0 and "not found" in (done.stdout + done.stderr), done.stdout + done.stderr
+
+    async def offset() -> dict[int, str] | None:
+        r = aioredis.Redis.from_url(deployment.redis["r1"].client_url)
+        try:
+            return await StreamConsumers(r, "r1").offsets("early-bird")
+        finally:
+            await r.aclose()
+
+    assert asyncio.run(offset()) is not None, "the consumer was registered before the physics was read"
 
 
 def test_the_default_finetune_learns_a_wind_and_changes_only_the_adapt_terms() -> None:

@@ -200,9 +200,14 @@ class Predictor(nn.Module):
         for ax in range(2):
             p, v = pos[..., ax], vel[..., ax]
             below, above = r - p, p - (box - r)
-            side = torch.where(below > above, 1.0, -1.0)  # +1: the low wall, pushes towards +
             depth = torch.maximum(below, above)
             active = valid & (depth > 0)
+            if not bool(active.any()):  # most steps touch no wall: what follows would change nothing
+                new_pos.append(p)
+                new_vel.append(v)
+                hits.append(active.float())
+                continue
+            side = torch.where(below > above, 1.0, -1.0)  # +1: the low wall, pushes towards +
             v_in = -side * v  # speed into the wall
             v_tan = vel[..., 1 - ax]
             g_in = (g[:, None] * side * (1.0 if ax == 1 else 0.0)).expand_as(p)  # gravity pulling into it
