@@ -34,7 +34,8 @@ import redis.asyncio as aioredis  # noqa: E402
 from bench.rawhttp import Connection  # noqa: E402
 from consistency import ap_keys as K  # noqa: E402
 from consistency.ap_positions import Vector, at_least, parse_vector, stream_id  # noqa: E402
-from consistency.ap_store import ALL, Observation, ReplicaStore, ingest_calls, pack_observation  # noqa: E402
+from consistency.ap_calls import ingest_calls  # noqa: E402
+from consistency.ap_store import ALL, Observation, ReplicaStore, pack_observation  # noqa: E402
 from consistency.replication import Replicator  # noqa: E402
 from deploy.launcher import Deployment, Topology  # noqa: E402
 

@@ -1,10 +1,9 @@
 """The AP tier: one writable Redis per region, merged with CRDTs inside Redis.
 
 The replica is cut into ap_keys.PARTITIONS partitions (docs/ap-cluster.md §2): every key of
-one lives under its tag, and a batch is grouped by partition: a script call works in one
-partition at a time (on one Redis one ingest call may carry several, each under its own key;
-on a cluster a call's keys share a slot). consistency/ap_logs.py holds the per-partition logs
-and offsets.
+one lives under its tag, and a batch is grouped by partition: a script works in one partition
+at a time, and consistency/ap_calls.py decides how many one call carries. consistency/ap_logs.py
+holds the per-partition logs and offsets.
 
 Every write goes through a Lua script that, atomically, refuses an event id
 it has seen, merges the fields as last-writer-wins registers ordered by
@@ -30,6 +29,7 @@ from redis.exceptions import ExecAbortError, NoScriptError, OutOfMemoryError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from consistency import ap_keys as K
+from consistency.ap_calls import CHUNK, apply_calls, ingest_calls
 from consistency.ap_changes import LoggedChange, LogState
 from consistency.ap_entity import DELETED, TOMBSTONE_SOURCE, EntityState, FieldState, Scalar
 from consistency.ap_logs import ALL, PartitionLogs, StreamEntry
@@ -38,7 +38,7 @@ from consistency.errors import LayoutMismatch, OutcomeUnknown, ReplicaFull, Unav
 from consistency.hlc import HLCTimestamp, HybridLogicalClock, LogicalOverflowError, wall_clock_ms
 
 __all__ = ["CHUNK", "DELETED", "EntityState", "FieldState", "IngestResult", "LoggedChange", "LogState",
-           "Observation", "ReplicaStore", "ingest_calls", "pack_calls", "Scalar", "StreamEntry", "TOMBSTONE_SOURCE", "Vector", "pack_observation",
+           "Observation", "ReplicaStore", "Scalar", "StreamEntry", "TOMBSTONE_SOURCE", "Vector", "pack_observation",
            "stream_id", "tombstone"]
 T = TypeVar("T")
 # What the old, unpartitioned layout left in a Redis: a node refuses to start against it.
@@ -53,10 +53,6 @@ def _never_sent(e: BaseException) -> bool:
     return isinstance(e, RuntimeError) or any(
         m in text for m in ("Error 111", "Connect call failed", "Connection refused", "connecting to",
                             "No connection available"))
-
-
-# Entries per script call: bounds how long one call holds Redis's single thread.
-CHUNK = 1000
 
 
 def _s(b: bytes | str) -> str:
@@ -108,50 +104,6 @@ def pack_observation(ob: Observation, order_key: str) -> bytes:
 def tombstone(world: str, entity: str, event_id: str, at_ms: int | None = None) -> Observation:
     """A delete of an entity, written as an observation of its tombstone register (ap_entity.py)."""
     return Observation(world, entity, event_id, TOMBSTONE_SOURCE, {DELETED: True}, at_ms)
-
-
-Segment = tuple[int, int, int]  # (partition, start, end): a slice of that partition's items
-Call = tuple[list[Segment], list[str], list[Any]]  # its segments, KEYS and ARGV
-
-
-def pack_calls(groups: dict[int, list[Any]], head: list[Any], partitions_per_call: int,
-               keys_of: Callable[[int], list[str]], segment: Callable[[int, list[Any]], list[Any]]) -> list[Call]:
-    """Script calls for items grouped by partition, in order: each carries at most CHUNK items and
-    `partitions_per_call` partitions (1 on a Redis Cluster, where a call's keys share a slot). A call's
-    ARGV is `head`, then for each of its segments `segment(p, items)` (the segment's header and items);
-    its KEYS are `keys_of(p)` for each. One call for many partitions keeps a batch's cost on one Redis
-    near the unpartitioned layout's: a call per partition cost ~60 calls for a batch of 100."""
-    calls: list[Call] = []
-    segments: list[Segment] = []
-    keys: list[str] = []
-    args: list[Any] = []
-    room = 0
-    for p, items in groups.items():
-        start = 0
-        while start < len(items):
-            if room == 0 or len(segments) == partitions_per_call:
-                segments, keys, args, room = [], [], list(head), CHUNK
-                calls.append((segments, keys, args))
-            end = min(len(items), start + room)
-            segments.append((p, start, end))
-            keys += keys_of(p)
-            args += segment(p, items[start:end])
-            room -= end - start
-            start = end
-    return calls
-
-
-def ingest_calls(packed: dict[int, list[bytes]], region: str, now_ms: int, partitions_per_call: int) -> list[Call]:
-    """ingest.lua calls for packed observations grouped by partition (see pack_calls)."""
-    return pack_calls(packed, [region, now_ms], partitions_per_call, lambda p: [K.stream(p)],
-                      lambda p, obs: [len(obs), *obs])
-
-
-def _apply_segment(p: int, chunk: list[StreamEntry]) -> list[Any]:
-    args: list[Any] = [chunk[-1][0], len(chunk)]
-    for _, f in chunk:
-        args += ("d", f["d"], f["p"]) if "d" in f else ("c", f["c"], f["n"])
-    return args
 
 
 def _load(name: str) -> str:
@@ -341,8 +293,7 @@ class ReplicaStore(PartitionLogs):
 
     async def apply_remote(self, origin: str, entries: dict[int, list[StreamEntry]]) -> None:
         """Apply deltas read from `origin`'s streams, each partition's in order, into the same partitions."""
-        calls = pack_calls(entries, [self.region, wall_clock_ms(), origin], self.partitions_per_call,
-                           lambda p: [K.stream(p), K.applied(p)], _apply_segment)
+        calls = apply_calls(entries, self.region, wall_clock_ms(), origin, self.partitions_per_call)
         for answer in await self._call_many("apply", [(keys, args) for _, keys, args in calls]):
             if isinstance(answer, Exception):
                 raise answer
