@@ -11,7 +11,6 @@ for k = 1, #KEYS, 2 do
   enter(k)
   local stream, applied, last_id = KEYS[k], KEYS[k + 1], ARGV[a]
   local last = a + 1 + 3 * tonumber(ARGV[a + 1])
-  note_minute(now)
   for i = a + 2, last, 3 do
     local kind, t, count = ARGV[i], cmsgpack.unpack(ARGV[i + 1]), ARGV[i + 2]
     local world, entity = t[1], t[2]

@@ -100,8 +100,15 @@ end
 
 -- The dedup window: seen ids are listed per minute, so forgetting old ones is
 -- a walk over whole old minutes (expire_dedup.lua) and remembering one is an RPUSH.
+-- The first id a call remembers in a partition also lists its minute in T:dedup:minutes,
+-- for expire_dedup.lua (every call of a script has one `now`).
+local minute_noted = false
 local function remember(now, skey, ev)
   local minute = math.floor(tonumber(now) / 60000)
+  if not minute_noted then
+    redis.call('ZADD', T .. ':dedup:minutes', minute, minute)
+    minute_noted = true
+  end
   redis.call('RPUSH', T .. ':dedup:' .. minute, skey .. '\n' .. ev)
   return minute
 end
@@ -148,12 +155,6 @@ local function note_event(stream, ekey, skey, world, entity, ev, origin, source,
   end
 end
 
--- Called once per script call: the minute lists that exist, for expire_dedup.lua.
-local function note_minute(now)
-  local minute = math.floor(tonumber(now) / 60000)
-  redis.call('ZADD', T .. ':dedup:minutes', minute, minute)
-end
-
 -- Called once per script call that merged registers. A node starts its HLC past
 -- every partition's T:clock (ReplicaStore.seed_clock), so a node that restarts with a fresh clock, or
 -- whose wall clock stepped back, still orders its next write after every stamp
@@ -164,10 +165,11 @@ local function save_clock()
   if (not cur) or bytes_lt(cur, clock_max) then redis.call('SET', T .. ':clock', clock_max) end
 end
 
--- On one Redis a call may carry several partitions (ingest.lua, ReplicaStore.ingest): enter(k)
--- makes KEYS[k]'s partition the one the helpers above work in. On a Redis Cluster a call
--- carries one partition, so every name a script touches lives in one slot.
+-- On one Redis a call may carry several partitions (consistency/ap_calls.py): enter(k) makes
+-- KEYS[k]'s partition the one the helpers above work in. On a Redis Cluster a call carries one
+-- partition, so every name a script touches lives in one slot. The changes cap is kept: the
+-- store sets the same one on every partition (ap_logs.configure_changes).
 local function enter(k)
   T = string.match(KEYS[k], '^(.-})')
-  clock_max, changes_cap = '', nil
+  clock_max, minute_noted = '', false
 end

@@ -12,7 +12,6 @@ for k = 1, #KEYS do
   enter(k)
   local stream = KEYS[k]
   local statuses, last_id = {}, ''
-  note_minute(now)
   local last = a + tonumber(ARGV[a])
   for i = a + 1, last do
     local ob = cmsgpack.unpack(ARGV[i])

@@ -5,7 +5,6 @@
 --       nstate x (field, value), nseen, nseen x (event_id, "origin|source[!]")
 local self, now, peer = ARGV[1], ARGV[2], ARGV[3]
 local stream = KEYS[1]
-note_minute(now)
 local a = 4
 while a <= #ARGV do
   local world, entity, nstate = ARGV[a], ARGV[a + 1], tonumber(ARGV[a + 2])
