@@ -79,7 +79,10 @@ def state() -> dict[str, Any]:
 
 def _bash(block: str, d: Deployment, cwd: Path) -> subprocess.CompletedProcess[str]:
     env = {**{k: v for k, v in os.environ.items() if not k.startswith("WORLDSTATE_")},
-           "API": d.api["r1"].url, "WORLDSTATE_KEY": d.admin_key or "", "RUN": str(d.run_dir)}
+           "API": d.api["r1"].url, "WORLDSTATE_KEY": d.admin_key or "", "RUN": str(d.run_dir),
+           # One torch thread a learner: on two shared cores, two threads' parallel regions wait on each
+           # other whenever one is descheduled (the README block took over 300 s so under CI's busy loops).
+           "OMP_NUM_THREADS": "1"}
     return subprocess.run(["bash", "-c", block], cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
 
 
