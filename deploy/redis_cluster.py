@@ -272,6 +272,11 @@ class RedisCluster:
         """redis-py's RedisCluster.from_url takes one node and discovers the rest."""
         return self.nodes[0].url
 
+    @property
+    def store_url(self) -> str:
+        """The URL a ReplicaStore takes for this cluster: every node a startup node (consistency/ap_backend.py)."""
+        return "redis+cluster://" + ",".join(f"{h}:{p}" for h, p in self.startup_nodes())
+
     def client(self, **kwargs: Any) -> redis.cluster.RedisCluster:
         return redis.cluster.RedisCluster(
             startup_nodes=[redis.cluster.ClusterNode(h, p) for h, p in self.startup_nodes()], **kwargs)
