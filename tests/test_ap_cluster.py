@@ -22,6 +22,10 @@ from consistency.ap_positions import ZERO, stream_id
 from consistency.ap_store import ALL, Observation, ReplicaStore
 from consistency.errors import OutcomeUnknown
 from consistency.replication import Shipper
+from deploy import binaries
+from deploy.launcher import redis_args
+from deploy.nodes import RedisNode
+from deploy.processes import free_port
 from deploy.redis_cluster import RedisCluster
 from tests.ap_helpers import SCENARIO_S, ob
 
@@ -221,5 +225,72 @@ def test_writes_wait_for_a_replica_and_are_unknown_when_too_few_acknowledge(repl
         assert e is not None and e.counters == {"cam": 2}
         await s.close()
         await greedy.close()
+
+    run(scenario())
+
+
+def test_a_failover_moves_a_slot_and_the_store_follows(replicated: RedisCluster) -> None:
+    """The store's slot map goes stale when a replica takes over: its next calls meet MOVED, ask the
+    cluster again and land on the new master."""
+    async def scenario() -> None:
+        s = store(replicated)
+        await s.ingest([ob(f"e{i}", f"f{i}", x=1.0) for i in range(ENTITIES)])
+        old = replicated.current_masters()[0]
+        replicated.failover(replicated.replicas_of(old)[0])  # manual: waits for the replica to catch up
+        res = await s.ingest([ob(f"e{i}", f"g{i}", x=2.0) for i in range(ENTITIES)])
+        assert res.accepted == [True] * ENTITIES
+        listed, _ = await s.list_entities("w", None, 100)
+        assert len(listed) == ENTITIES and {e.fields["x"].value for e in listed} == {2.0}
+        assert {e.counters["cam"] for e in listed} == {2}  # nothing lost by the swap, nothing counted twice
+        await s.close()
+
+    run(scenario())
+
+
+def test_a_master_that_forgot_the_scripts_gets_them_again(clean: dict[str, RedisCluster]) -> None:
+    async def scenario() -> None:
+        s = store(clean["c1"])
+        await s.ingest([ob("e0", "s0", x=1.0)])
+        for node in clean["c1"].current_masters():  # as after a restart: scripts live in memory only
+            with node.admin() as r:
+                r.script_flush()
+        res = await s.ingest([ob(f"e{i}", f"s{i}", x=2.0) for i in range(ENTITIES)])
+        assert res.accepted == [False] + [True] * (ENTITIES - 1)
+        await s.close()
+
+    run(scenario())
+
+
+@pytest.fixture(scope="module")
+def single(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisNode]:
+    run_dir = tmp_path_factory.mktemp("ap-single")
+    port = free_port()
+    node = RedisNode("s1", port, [binaries.find("redis-server").path, *redis_args(port, str(run_dir))],
+                     run_dir / "redis.log")
+    node.start()
+    try:
+        node.wait_healthy(30)
+        yield node
+    finally:
+        node.stop()
+
+
+def test_a_single_redis_region_and_a_clustered_one_replicate_partition_to_partition(
+        clean: dict[str, RedisCluster], single: RedisNode) -> None:
+    """P is the same in both layouts, so partition p ships into partition p whatever holds it."""
+    redis.Redis(port=single.port).flushall()
+
+    async def scenario() -> None:
+        one, many = ReplicaStore(single.url, "s1", "node-s1"), store(clean["c1"])
+        await one.ingest([ob(f"e{i}", f"s{i}", "cam", x=float(i)) for i in range(ENTITIES)])
+        await many.ingest([ob(f"e{i}", f"c{i}", "lidar", y=float(i)) for i in range(ENTITIES)])
+        await ship_until_quiet(one, many)
+        await ship_until_quiet(many, one)
+        r = redis.Redis(port=single.port)
+        assert {k: r.hgetall(k) for k in sorted(r.scan_iter(match="ws:{p*}:e:*"))} == entity_hashes(clean["c1"])
+        e = await one.get_entity("w", "e3")
+        assert e is not None and e.counters == {"cam": 1, "lidar": 1}
+        await one.close()
+        await many.close()
 
     run(scenario())
