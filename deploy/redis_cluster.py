@@ -21,7 +21,7 @@ import redis.asyncio.cluster
 import redis.cluster
 
 from deploy import binaries
-from deploy.launcher import REDIS_MAXMEMORY, redis_args
+from deploy.redis_args import REDIS_MAXMEMORY, redis_args
 from deploy.nodes import RedisNode
 from deploy.processes import ProcessFailed, free_port, wait_until
 

@@ -19,13 +19,19 @@ def _split(value: str) -> list[str]:
 
 
 def _peers(value: str) -> dict[str, str]:
-    """`r2=redis://h:p,r3=redis://h:p` -> {"r2": "redis://h:p", ...}."""
+    """`r2=redis://h:p,r3=redis://h:p` -> {"r2": "redis://h:p", ...}. A Redis Cluster's URL lists its
+    startup nodes with commas too (`r2=redis+cluster://h:p,h:p`): an item with no `=` after one is its next node."""
     out: dict[str, str] = {}
+    last = ""
     for item in _split(value):
         region, _, url = item.partition("=")
+        if not url and last and out[last].startswith("redis+cluster://"):
+            out[last] += f",{item}"
+            continue
         if not url:
             raise ValueError(f"peer {item!r} is not REGION=URL")
         out[region] = url
+        last = region
     return out
 
 

@@ -52,3 +52,12 @@ def test_node_id_follows_region_unless_set() -> None:
 def test_bad_settings_refuse_to_start(env: dict[str, str]) -> None:
     with pytest.raises(ValueError):
         Settings.from_env(env)
+
+
+def test_peers_may_name_a_redis_cluster_by_its_startup_nodes() -> None:
+    env = {"WORLDSTATE_PEERS": "r2=redis+cluster://h:1,h:2,h:3,r3=redis://h:4/0"}
+    assert Settings.from_env(env).peers == {"r2": "redis+cluster://h:1,h:2,h:3", "r3": "redis://h:4/0"}
+    assert Settings.from_env(Settings(peers={"r2": "redis+cluster://h:1,h:2"}).to_env()).peers == \
+        {"r2": "redis+cluster://h:1,h:2"}
+    with pytest.raises(ValueError):
+        Settings.from_env({"WORLDSTATE_PEERS": "r2=redis://h:1/0,h:2"})  # only a cluster's URL continues
