@@ -25,7 +25,7 @@ def test_every_setting_away_from_its_default_round_trips() -> None:
                    telemetry=True, faults=True, sabotage=frozenset({"no-dedup"}), auth="off",
                    allowed_hosts=["api-r1", "localhost"], etcd_username="u", etcd_password="p", sse_heartbeat_s=0.5,
                    grpc_port=50051, grpc_host="0.0.0.0", changes_maxlen=500, subscribe_max_lag=50,
-                   log_format="text", access_log=True, slow_request_s=0.25)
+                   log_format="text", access_log=True, slow_request_s=0.25, ap_ack_replicas=2)
     # A field added to Settings must be added here too, away from its default.
     default = Settings()
     assert [f.name for f in fields(Settings) if getattr(odd, f.name) == getattr(default, f.name)] == []
