@@ -19,9 +19,10 @@ from urllib.parse import urlsplit
 
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import ClusterNode, PipelineCommand, RedisCluster
-from redis.exceptions import AskError, ClusterDownError, MovedError, NoScriptError, TryAgainError
+from redis.exceptions import (AskError, ClusterDownError, MovedError, NoScriptError, RedisError, SlotNotCoveredError,
+                              TryAgainError)
 
-from consistency.errors import OutcomeUnknown
+from consistency.errors import OutcomeUnknown, Unavailable
 
 __all__ = ["CLUSTER_SCHEME", "ClusterScripts", "cluster_client", "is_cluster_url", "single_client", "startup_nodes"]
 
@@ -98,17 +99,21 @@ class ClusterScripts:
             await self.rc.nodes_manager.initialize()
         wait_for = await self.ack_replicas() if write else 0
         out: list[Any] = [None] * len(calls)
-        todo = {j: False for j in range(len(calls))}  # call -> whether it goes to an ASK target
-        asked: dict[int, ClusterNode] = {}
+        todo = list(range(len(calls)))
+        asked: dict[int, ClusterNode] = {}  # call -> the node an ASK sent it to
         for attempt in range(_REDIRECTS + 1):
             groups: dict[str, tuple[ClusterNode, list[int]]] = {}
             for j in todo:
-                node = asked.get(j) or self.rc.get_node_from_key(calls[j][0][0])
+                try:
+                    node = asked.get(j) or self.rc.get_node_from_key(calls[j][0][0])
+                except SlotNotCoveredError as e:  # no master for it now (mid-failover): this call is not sent
+                    out[j] = e
+                    continue
                 groups.setdefault(node.name, (node, []))[1].append(j)
             results = await asyncio.gather(*(self._pipeline(node, sha, calls, js, asked, wait_for)
                                              for node, js in groups.values()), return_exceptions=True)
-            retry: dict[int, bool] = {}
-            missing: set[str] = set()
+            retry: list[int] = []  # redirected or refused before running: safe to send again
+            missing: dict[str, list[int]] = {}
             refresh = False
             for (node, js), got in zip(groups.values(), results):
                 if isinstance(got, BaseException):
@@ -118,28 +123,33 @@ class ClusterScripts:
                 for j, a in zip(js, answers):
                     asked.pop(j, None)
                     if isinstance(a, NoScriptError):  # a restarted or promoted node forgot it: nothing ran
-                        missing.add(node.name)
-                        retry[j] = False
+                        missing.setdefault(node.name, []).append(j)
+                        retry.append(j)
                     elif isinstance(a, (MovedError, TryAgainError, ClusterDownError)):
                         refresh = True
-                        retry[j] = False
+                        retry.append(j)
                     elif isinstance(a, AskError):
                         target = self.rc.nodes_manager.get_node(a.host, a.port)
                         if target is None:
                             refresh = True
                         else:
                             asked[j] = target
-                        retry[j] = True
+                        retry.append(j)
                     else:
                         out[j] = a
             if not retry or attempt == _REDIRECTS:
-                for j in retry:
-                    out[j] = OutcomeUnknown(f"redis {self.region}: the cluster kept redirecting a call")
+                for j in retry:  # every answer it got said it did not run
+                    out[j] = Unavailable(f"redis {self.region}: the cluster kept redirecting a call")
                 break
-            for name in missing:
+            for name, js in missing.items():
                 node = self.rc.get_node(node_name=name)
-                if node is not None:
-                    await node.execute_command("SCRIPT", "LOAD", source)
+                try:
+                    if node is not None:
+                        await node.execute_command("SCRIPT", "LOAD", source)
+                except (RedisError, OSError) as e:  # those calls never ran: report, do not resend
+                    for j in js:
+                        out[j] = e
+                        retry.remove(j)
             if refresh:
                 await self.rc.nodes_manager.initialize()
                 await asyncio.sleep(0.05 * attempt)
