@@ -5,10 +5,10 @@ offsets peers acknowledged of it (T:acked), those it applied of each peer's same
 (T:applied), a trimmed marker, and a changes log (T:changes). ReplicaStore inherits these
 reads and bookkeeping steps; positions over all partitions are vectors (ap_positions.py).
 
-One Redis per region (step 3 of docs/ap-cluster.md): a read of every partition is one pipeline,
-and the blocking reads (`read_partitions`, `wait_changes`) name all P streams in one XREAD. On a
-Redis Cluster (step 4) those must become per-node pipelines of non-blocking reads: XREAD
-cannot span slots.
+On one Redis a read of every partition is one pipeline, and the blocking reads (`read_partitions`,
+`wait_changes`) name all P streams in one XREAD. On a Redis Cluster (`cluster`) XREAD cannot span
+slots: those become non-blocking reads of each partition, in one pipeline per master (redis-py's
+cluster pipeline), and a wait is a sleep between such rounds (docs/ap-cluster.md §3).
 """
 
 from __future__ import annotations
@@ -30,6 +30,8 @@ __all__ = ["ALL", "PartitionLogs", "StreamEntry"]
 T = TypeVar("T")
 StreamEntry = tuple[str, dict[str, bytes]]
 ALL = range(K.PARTITIONS)
+# How often a cluster's changes watcher looks at every partition while waiting (§6: the idle cost).
+_POLL_S = 0.05
 
 
 def _s(b: bytes | str) -> str:
@@ -50,6 +52,7 @@ class PartitionLogs:
     dedup_max: int
     changes_maxlen: int | None
     partitions_per_call: int
+    cluster: bool
     _changes_configured: bool
 
     async def _read(self, fn: Callable[[], Awaitable[T]]) -> T:
@@ -118,6 +121,16 @@ class PartitionLogs:
 
     async def wait_changes(self, after: Vector, block_ms: int) -> bool:
         """Block until some partition's changes log has an entry past `after` or `block_ms` passed."""
+        if self.cluster:
+            deadline = time.monotonic() + block_ms / 1000
+            while True:
+                found = await self._each(lambda pipe, p: pipe.xread({K.changes(p): after.get(p, ZERO)}, count=1))
+                if any(v and not isinstance(v, Exception) for v in found.values()):
+                    return True
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                await asyncio.sleep(min(left, _POLL_S))
         resp = await self.redis.xread({K.changes(p): after.get(p, ZERO) for p in ALL}, count=1, block=block_ms)
         return bool(resp)
 
@@ -151,6 +164,12 @@ class PartitionLogs:
     async def read_partitions(self, after: Vector, count: int, block_ms: int | None = None) -> dict[int, list[StreamEntry]]:
         """Up to `count` entries of each partition's stream after `after` (0-0 where absent), only the
         partitions that have some; with `block_ms`, waiting that long for any when none has."""
+        if self.cluster:
+            found = await self._read_each(after, count)
+            if not found and block_ms is not None:  # every partition empty: one idle tick, then look again
+                await asyncio.sleep(block_ms / 1000)
+                found = await self._read_each(after, count)
+            return found
         streams = {K.stream(p): after.get(p, ZERO) for p in ALL}
         resp = await self.redis.xread(streams, count=count)
         # A blocked XREAD is answered with the one stream that woke it, though the script that woke it
@@ -159,6 +178,17 @@ class PartitionLogs:
             resp = await self.redis.xread(streams, count=count)
         tags = {K.stream(p): p for p in ALL}
         return {tags[_s(name)]: _entries(entries) for name, entries in resp or [] if entries}
+
+    async def _read_each(self, after: Vector, count: int) -> dict[int, list[StreamEntry]]:
+        out = await self._each(lambda pipe, p: pipe.xread({K.stream(p): after.get(p, ZERO)}, count=count))
+        found: dict[int, list[StreamEntry]] = {}
+        for p, resp in out.items():
+            if isinstance(resp, Exception):
+                raise resp
+            for _, entries in (resp.items() if isinstance(resp, dict) else resp or []):
+                if entries:
+                    found[p] = _entries(entries)
+        return found
 
     async def acked(self, peer: str) -> Vector:
         """What `peer` acknowledged of each partition's stream (0-0 where nothing)."""

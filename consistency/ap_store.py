@@ -20,19 +20,19 @@ import json
 from dataclasses import dataclass
 from importlib import resources
 from collections.abc import Awaitable, Callable
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, TypeVar
 
-import msgpack
-import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ExecAbortError, NoScriptError, OutOfMemoryError
+from redis.exceptions import ExecAbortError, NoScriptError, OutOfMemoryError, RedisClusterException
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from consistency import ap_keys as K
+from consistency.ap_backend import ClusterScripts, cluster_client, is_cluster_url, single_client
 from consistency.ap_calls import CHUNK, apply_calls, ingest_calls
 from consistency.ap_changes import LoggedChange, LogState
 from consistency.ap_entity import DELETED, TOMBSTONE_SOURCE, EntityState, FieldState, Scalar
 from consistency.ap_logs import ALL, PartitionLogs, StreamEntry
+from consistency.ap_observation import Observation, pack_observation, tombstone
 from consistency.ap_positions import Vector, stream_id
 from consistency.errors import LayoutMismatch, OutcomeUnknown, ReplicaFull, Unavailable
 from consistency.hlc import HLCTimestamp, HybridLogicalClock, LogicalOverflowError, wall_clock_ms
@@ -43,6 +43,7 @@ __all__ = ["CHUNK", "DELETED", "EntityState", "FieldState", "IngestResult", "Log
 T = TypeVar("T")
 # What the old, unpartitioned layout left in a Redis: a node refuses to start against it.
 _OLD_LAYOUT = ("ws:stream", "ws:clock", "ws:worlds")
+_READS = ("changes", "digests")  # scripts that write nothing: no WAIT after them on a cluster
 # A Redis killed mid-command surfaces, under uvloop, as a RuntimeError about a closed transport.
 _UNREACHABLE = (RedisConnectionError, RedisTimeoutError, OSError, RuntimeError)
 
@@ -57,15 +58,6 @@ def _never_sent(e: BaseException) -> bool:
 
 def _s(b: bytes | str) -> str:
     return b.decode() if isinstance(b, bytes) else b
-
-
-class Observation(NamedTuple):  # a NamedTuple: tens of thousands are built a second
-    world: str
-    entity: str
-    event_id: str
-    source: str
-    fields: dict[str, Scalar]
-    observed_at_ms: int | None = None
 
 
 @dataclass(frozen=True)
@@ -84,28 +76,6 @@ class IngestResult:
         return next(iter(self.positions.values()))
 
 
-# Redis's cmsgpack predates msgpack's bin type: bytes sent to Lua travel as raw strings.
-_lua_pack = msgpack.Packer(use_bin_type=False).pack
-_pack = msgpack.Packer().pack
-
-
-def pack_observation(ob: Observation, order_key: str) -> bytes:
-    """One ingest.lua argument, and the stream entry's `d`:
-    [world, entity, event_id, source, field, order_key, register, field, ...]."""
-    # Each register is msgpack [value, source, event_id, observed_at_ms]: a fixarray
-    # header (0x94), the value, then the same three packed once per observation.
-    meta = _pack(ob.source) + _pack(ob.event_id) + _pack(ob.observed_at_ms)
-    flat: list[Any] = [ob.world, ob.entity, ob.event_id, ob.source]
-    for name, value in ob.fields.items():
-        flat += (name, order_key, b"\x94" + _pack(value) + meta)
-    return _lua_pack(flat)
-
-
-def tombstone(world: str, entity: str, event_id: str, at_ms: int | None = None) -> Observation:
-    """A delete of an entity, written as an observation of its tombstone register (ap_entity.py)."""
-    return Observation(world, entity, event_id, TOMBSTONE_SOURCE, {DELETED: True}, at_ms)
-
-
 def _load(name: str) -> str:
     lua = resources.files("consistency") / "lua"
     return (lua / "common.lua").read_text() + "\n" + (lua / f"{name}.lua").read_text()
@@ -115,7 +85,7 @@ class ReplicaStore(PartitionLogs):
     def __init__(self, url: str, region: str, node_id: str, hlc: HybridLogicalClock | None = None, *,
                  dedup_window_s: float = 24 * 3600, dedup_max: int = 1_000_000,
                  stream_maxlen: int = 1_000_000, changes_maxlen: int | None = None, timeout_s: float = 2.0,
-                 max_connections: int = 256) -> None:
+                 max_connections: int = 256, cluster: bool | None = None, ack_replicas: int | None = None) -> None:
         self.url = url
         self.region = K.check(K.REGION_RE, "region", region)
         self.node_id = node_id
@@ -129,17 +99,14 @@ class ReplicaStore(PartitionLogs):
         # peer's store does).
         self.changes_maxlen = changes_maxlen
         self._changes_configured = changes_maxlen is None
-        # A connection idle for a second is PINGed before use, so a Redis restart is
-        # noticed before a write is sent on a dead socket (whose outcome would be unknown).
-        # A blocking pool: past `max_connections` a command waits up to `timeout_s` for a free
-        # connection. redis-py's default pool refuses at once past 100, which at 128 concurrent
-        # HTTP requests failed about one in five with "Too many connections".
-        pool = aioredis.BlockingConnectionPool.from_url(
-            url, max_connections=max_connections, timeout=timeout_s, socket_timeout=timeout_s,
-            socket_connect_timeout=timeout_s, health_check_interval=1)
-        self.redis = aioredis.Redis.from_pool(pool)  # owns the pool: aclose() closes it
-        # One Redis holds every partition, so a script call may carry several (ingest_calls).
-        self.partitions_per_call = K.PARTITIONS
+        # One Redis holds every partition, so a script call may carry several (ingest_calls); a cluster's
+        # script call carries one partition, since its keys must share a slot (consistency/ap_backend.py).
+        self.cluster = is_cluster_url(url) if cluster is None else cluster
+        # redis.asyncio.Redis or RedisCluster: both give the commands and pipelines the reads use
+        self.redis: Any = (cluster_client if self.cluster else single_client)(url, timeout_s, max_connections)
+        self.partitions_per_call = 1 if self.cluster else K.PARTITIONS
+        # WAIT after a write: a bounded part of the command timeout, so the WAIT answers before the socket gives up.
+        self._on_cluster = ClusterScripts(self.redis, self.region, ack_replicas, int(timeout_s * 500)) if self.cluster else None
         self._scripts = {n: self.redis.register_script(_load(n))
                          for n in ("ingest", "apply", "keys", "merge_state", "digests", "trim", "expire_dedup", "quota",
                                    "changes")}
@@ -156,6 +123,8 @@ class ReplicaStore(PartitionLogs):
             # ours catches errors with pcall: an OOM answer means the call changed nothing.
             # tests/test_limits.py checks both halves against a real Redis.
             return ReplicaFull(f"redis {self.region} is at maxmemory and refused the write: {e}")
+        if isinstance(e, RedisClusterException):  # no node of the cluster answered its slot map
+            return Unavailable(f"redis {self.region} unreachable: {e}")
         if isinstance(e, _UNREACHABLE):
             if _never_sent(e):
                 return Unavailable(f"redis {self.region} unreachable: {e}")
@@ -165,16 +134,23 @@ class ReplicaStore(PartitionLogs):
         return e if isinstance(e, Exception) else RuntimeError(str(e))
 
     async def _call(self, name: str, keys: list[str], args: list[Any]) -> Any:
+        if self._on_cluster is not None:
+            return (await self._call_many(name, [(keys, args)], read=name in _READS, one=True))[0]
         try:
             return await self._scripts[name](keys=keys, args=args)
         except (OutOfMemoryError, *_UNREACHABLE) as e:
             raise self._refused(e) from e
 
-    async def _call_many(self, name: str, calls: list[tuple[list[str], list[Any]]], *, read: bool = False) -> list[Any]:
+    async def _call_many(self, name: str, calls: list[tuple[list[str], list[Any]]], *, read: bool = False,
+                         one: bool = False) -> list[Any]:
         """Script calls (keys, args) in one round trip, answered in order; a refused call comes back as its
         exception (ReplicaFull for OOM) unless `read`, where it is raised. Writes go in MULTI/EXEC, run in
         one event-loop turn: without it Redis ran calls per 16 kB read and `appendfsync always` fsynced
-        after each, ~13 fsyncs for 1000 observations instead of one (docs/ap-cluster.md §7)."""
+        after each, ~13 fsyncs for 1000 observations instead of one (docs/ap-cluster.md §7). On a cluster
+        (`one`: raise any refusal, as `_call` does) a pipeline per master, no MULTI: a transaction cannot
+        span slots."""
+        if self._on_cluster is not None:
+            return await self._cluster_calls(name, calls, read=read or one)
         if len(calls) == 1 and not read:
             try:
                 return [await self._call(name, *calls[0])]
@@ -203,6 +179,24 @@ class ReplicaStore(PartitionLogs):
             # A restarted Redis forgot the script: nothing ran for these calls, so sending them again is safe.
             await self.redis.script_load(script.script)
             todo = missing
+        if read:
+            for a in out:
+                if isinstance(a, Exception):
+                    raise a
+        return out
+
+    async def _cluster_calls(self, name: str, calls: list[tuple[list[str], list[Any]]], *, read: bool) -> list[Any]:
+        assert self._on_cluster is not None
+        script, write = self._scripts[name], name not in _READS and not (name == "keys" and calls[0][1][0] != "hset")
+        for attempt in (1, 2):
+            try:
+                answers = await self._on_cluster.run(script.sha, script.script, calls, write=write)
+            except (OutOfMemoryError, RedisClusterException, *_UNREACHABLE) as e:
+                answers = [e] * len(calls)
+            out = [self._refused(a) if isinstance(a, BaseException) else a for a in answers]
+            if read and not write and attempt == 1 and any(isinstance(a, Unavailable | OutcomeUnknown) for a in out):
+                continue  # reads are idempotent: one retry, after the slot map was asked again
+            break
         if read:
             for a in out:
                 if isinstance(a, Exception):

@@ -28,7 +28,7 @@ def _up(args: argparse.Namespace) -> int:
                     cp_timeout_s=args.cp_timeout, backend_auth=args.backend_auth, edges=args.edges,
                     edge_world=args.edge_world, learn=args.learn, learn_world=args.learn_world,
                     learn_every_s=args.learn_every, learner_args=args.learner_args,
-                    aggregator_args=args.aggregator_args)
+                    aggregator_args=args.aggregator_args, ap_shards=args.ap_shards, ap_replicas=args.ap_replicas)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
@@ -41,6 +41,9 @@ def _up(args: argparse.Namespace) -> int:
             print(f"  etcd    {name:<10} {url}")
         for region, url in info["redis"].items():  # type: ignore[union-attr]
             print(f"  redis   {region:<10} {url}")
+        for region, c in info["redis_clusters"].items():  # type: ignore[union-attr]
+            for n in c["nodes"]:
+                print(f"  shard   {n['name']:<10} redis://127.0.0.1:{n['port']}  ({n['role']}, {n['slots']} slots)")
         for region, url in info["api"].items():  # type: ignore[union-attr]
             print(f"  api     {region:<10} {url}")
         for region, target in info["grpc"].items():  # type: ignore[union-attr]
@@ -192,6 +195,10 @@ def build_parser() -> argparse.ArgumentParser:
                     help="appended to each learner's command line, e.g. '--steps 20 --min-new-samples 64'")
     up.add_argument("--aggregator-args", type=shlex.split, default=[], metavar="'ARGS'",
                     help="appended to the aggregator's command line, e.g. '--suite-cases 4'")
+    up.add_argument("--ap-shards", type=int, default=1, metavar="N",
+                    help="each region's AP replica as a Redis Cluster of N masters (default 1: one plain Redis)")
+    up.add_argument("--ap-replicas", type=int, default=0, metavar="R",
+                    help="replicas per master of that cluster; writes then wait for one (default 0)")
     up.add_argument("--no-default-model", dest="default_model", action="store_false",
                     help="do not publish the packaged model when no model manifest exists")
     up.set_defaults(func=_up)

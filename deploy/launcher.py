@@ -20,6 +20,8 @@ from consistency.cp_store import CPStore
 from deploy import backend_auth, binaries, first_start
 from service.config import Settings
 from deploy.nodes import ApiNode, EdgeNode, EtcdMember, LearnRole, RedisNode
+from deploy.redis_args import REDIS_MAXMEMORY, redis_args
+from deploy.redis_cluster import RedisCluster
 from deploy.roles import DEFAULT_EVERY_S, aggregator_argv, learner_argv
 from deploy.processes import ManagedProcess, ProcessFailed, free_port, wait_until
 
@@ -34,9 +36,6 @@ ETCD_CLUSTER_TOKEN = "worldstate"
 # anyway. Time does not bound space, so the quota is stated too, and a write past it answers 507.
 ETCD_COMPACTION_RETENTION = "5m"
 ETCD_QUOTA_BYTES = 256 << 20
-# Redis refuses writes past maxmemory instead of evicting keys: an evicted key is an
-# acknowledged observation, or a dedup record, silently gone.
-REDIS_MAXMEMORY = "256mb"
 ETCD_AUTH_TOKEN_TTL_S = 300  # etcd's default, stated: a node renews an expired token (consistency/cp_auth.py)
 
 
@@ -54,6 +53,11 @@ class Topology:
     # fsync holds its AOF write back (up to 2 s), and a kill -9 then loses acknowledged writes
     # (measured: 5 of 200 in 2 of 6 kills; none of 8 with "always"; docs/ap-cluster.md).
     appendfsync: str = "always"
+    # Each region's AP replica as a Redis Cluster of ap_shards masters with ap_replicas replicas each
+    # (docs/ap-cluster.md); 1 and 0, the defaults, keep one plain Redis per region. A clustered
+    # region's writes WAIT for one replica when there are replicas (consistency/ap_backend.py).
+    ap_shards: int = 1
+    ap_replicas: int = 0
     etcd_quota_bytes: int = ETCD_QUOTA_BYTES
     etcd_compaction_retention: str = ETCD_COMPACTION_RETENTION
     redis_maxmemory: str = REDIS_MAXMEMORY
@@ -92,6 +96,10 @@ class Topology:
     def region_names(self) -> list[str]:
         return [f"r{i + 1}" for i in range(self.regions)]
 
+    @property
+    def clustered(self) -> bool:
+        return self.ap_shards > 1 or self.ap_replicas > 0
+
 
 def etcd_args(name: str, host: str, client_port: int, peer_port: int, initial_cluster: str,
               data_dir: str, heartbeat_ms: int = 100, election_ms: int = 1000,
@@ -122,31 +130,6 @@ def etcd_args(name: str, host: str, client_port: int, peer_port: int, initial_cl
     ]
 
 
-def redis_args(port: int, data_dir: str, appendfsync: str = "always", bind: str = "127.0.0.1",
-               maxmemory: str = REDIS_MAXMEMORY, user: tuple[str, str] | None = None) -> list[str]:
-    """redis-server flags: AOF on, RDB snapshots off (the AOF is the durable log), bounded memory;
-    with `user` (name, password), that ACL user alone may connect."""
-    args = [
-        "--port", str(port),
-        "--bind", bind,
-        "--dir", data_dir,
-        "--appendonly", "yes",
-        "--appendfsync", appendfsync,
-        "--save", "",
-        "--daemonize", "no",
-        "--maxmemory", maxmemory,
-        "--maxmemory-policy", "noeviction",
-    ]
-    if user is not None:
-        args += backend_auth.redis_acl_args(*user)
-    if bind != "127.0.0.1":
-        # Redis 7's protected mode answers -DENIED to every non-loopback client of a
-        # password-less server, even with an explicit bind; a non-loopback bind here is
-        # a private address (jepsen_like's namespaces), reachable only by the deployment.
-        args += ["--protected-mode", "no"]
-    return args
-
-
 def api_args(host: str, port: int) -> list[str]:
     return ["serve", "--host", host, "--port", str(port)]
 
@@ -163,11 +146,18 @@ class Deployment:
             raise ValueError("--regions must be at least 1")
         if not topology.learn_every_s > 0:  # also NaN
             raise ValueError("--learn-every must be a number of seconds > 0")
+        if topology.ap_shards < 1 or topology.ap_replicas < 0:
+            raise ValueError("--ap-shards must be at least 1 and --ap-replicas 0 or more")
+        if topology.clustered and (topology.backend_auth or topology.learn or topology.link or topology.host):
+            # Not yet: cluster nodes have no ACL user, the learners' federated keys use a plain client, and
+            # a cluster's nodes advertise their own addresses, past any proxy in between.
+            raise ValueError("--ap-shards/--ap-replicas do not combine with --backend-auth, --learn or a proxied network yet")
         self.topology = topology
         self.run_dir = Path(topology.run_dir or tempfile.mkdtemp(prefix="worldstate-"))
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.etcd: list[EtcdMember] = []
-        self.redis: dict[str, RedisNode] = {}
+        self.redis: dict[str, RedisNode] = {}  # the regions with one plain Redis
+        self.clusters: dict[str, RedisCluster] = {}  # the regions with a Redis Cluster (Topology.ap_shards)
         self.api: dict[str, ApiNode] = {}
         self.edges: list[EdgeNode] = []
         self.learners: list[LearnRole] = []  # the learners, then the aggregator (worldstate up --learn)
@@ -197,14 +187,24 @@ class Deployment:
             self.etcd.append(EtcdMember(name, cp, pp, wrap(name, argv), logs / f"{name}.log", addr(name)))
         redis = binaries.find("redis-server").path
         for region in t.region_names():
+            if t.clustered:
+                self.clusters[region] = RedisCluster(region, self.run_dir, t.ap_shards, t.ap_replicas,
+                                                     appendfsync=t.appendfsync, maxmemory=t.redis_maxmemory)
+                continue
             port, data, me = free_port(), self.run_dir / f"redis-{region}", f"redis-{region}"
             data.mkdir(parents=True, exist_ok=True)
             argv = [redis, *redis_args(port, str(data), t.appendfsync, addr(me), t.redis_maxmemory, redis_user)]
             self.redis[region] = RedisNode(region, port, wrap(me, argv), logs / f"{me}.log", addr(me), redis_user)
         if not t.api:
             return
+        def ap_url(me: str, region: str) -> str:
+            if region in self.clusters:
+                return self.clusters[region].store_url
+            node = self.redis[region]
+            return backend_auth.redis_url(addr(node.name), link(me, node.name, node.port), *(redis_user or ()))
+
         for region in t.region_names():
-            port, grpc_port, me, home = free_port(), free_port(), f"api-{region}", self.redis[region]
+            port, grpc_port, me = free_port(), free_port(), f"api-{region}"
             settings = Settings(
                 region=region,
                 node_id=me,
@@ -212,9 +212,8 @@ class Deployment:
                 cp_timeout_s=t.cp_timeout_s,
                 etcd_username=creds.etcd_user if creds else "",
                 etcd_password=creds.etcd_password if creds else "",
-                redis_url=backend_auth.redis_url(addr(home.name), link(me, home.name, home.port), *(redis_user or ())),
-                peers={r: backend_auth.redis_url(addr(n.name), link(me, n.name, n.port), *(redis_user or ()))
-                       for r, n in self.redis.items() if r != region},
+                redis_url=ap_url(me, region),
+                peers={r: ap_url(me, r) for r in t.region_names() if r != region},
                 checkpoint_dir=str(self.run_dir / "checkpoints"),  # shared by every node, as a volume is
                 grpc_port=grpc_port,
                 grpc_host=addr(me),
@@ -282,7 +281,8 @@ class Deployment:
         return None
 
     def processes(self) -> list[ManagedProcess]:
-        return [*self.etcd, *self.redis.values(), *self.api.values(), *self.edges, *self.learners]
+        shards = [n for c in self.clusters.values() for n in c.nodes]
+        return [*self.etcd, *self.redis.values(), *shards, *self.api.values(), *self.edges, *self.learners]
 
     def process(self, name: str) -> ManagedProcess:
         for p in self.processes():
@@ -297,6 +297,8 @@ class Deployment:
                 p.start()
             for p in [*self.etcd, *self.redis.values()]:
                 p.wait_healthy(timeout)
+            for c in self.clusters.values():  # forms it at first start, else waits until it serves
+                c.start(timeout)
             self._enable_backend_auth(timeout)
             if self.api and self.etcd:
                 self.admin_key = self._admin_key(timeout)
@@ -328,6 +330,8 @@ class Deployment:
         # API nodes first so they never see their backends vanish mid-request.
         for p in [*self.learners, *self.edges, *self.api.values(), *self.redis.values(), *reversed(self.etcd)]:
             p.stop()
+        for c in self.clusters.values():
+            c.stop()
 
     def publish_default_model(self, timeout: float = 120.0) -> tuple[str, dict[str, Any]]:
         """Publish the packaged model unless a manifest exists (`worldstate up` does this;
@@ -339,7 +343,9 @@ class Deployment:
         return {
             "run_dir": str(self.run_dir),
             "etcd": {m.name: m.client_url for m in self.etcd},
-            "redis": {r: n.url for r, n in self.redis.items()},
+            "redis": {r: self.redis[r].url if r in self.redis else self.clusters[r].store_url
+                      for r in self.topology.region_names()},
+            "redis_clusters": {r: c.describe() for r, c in self.clusters.items()},
             "api": {r: n.url for r, n in self.api.items()},
             "grpc": {r: n.grpc for r, n in self.api.items() if n.grpc_port},
             "edges": {e.name: {"url": e.url, "region": e.region, "world": e.world} for e in self.edges},

@@ -21,7 +21,7 @@ import redis.asyncio.cluster
 import redis.cluster
 
 from deploy import binaries
-from deploy.launcher import REDIS_MAXMEMORY, redis_args
+from deploy.redis_args import REDIS_MAXMEMORY, redis_args
 from deploy.nodes import RedisNode
 from deploy.processes import ProcessFailed, free_port, wait_until
 
@@ -271,6 +271,11 @@ class RedisCluster:
     def url(self) -> str:
         """redis-py's RedisCluster.from_url takes one node and discovers the rest."""
         return self.nodes[0].url
+
+    @property
+    def store_url(self) -> str:
+        """The URL a ReplicaStore takes for this cluster: every node a startup node (consistency/ap_backend.py)."""
+        return "redis+cluster://" + ",".join(f"{h}:{p}" for h, p in self.startup_nodes())
 
     def client(self, **kwargs: Any) -> redis.cluster.RedisCluster:
         return redis.cluster.RedisCluster(

@@ -19,13 +19,19 @@ def _split(value: str) -> list[str]:
 
 
 def _peers(value: str) -> dict[str, str]:
-    """`r2=redis://h:p,r3=redis://h:p` -> {"r2": "redis://h:p", ...}."""
+    """`r2=redis://h:p,r3=redis://h:p` -> {"r2": "redis://h:p", ...}. A Redis Cluster's URL lists its
+    startup nodes with commas too (`r2=redis+cluster://h:p,h:p`): an item with no `=` after one is its next node."""
     out: dict[str, str] = {}
+    last = ""
     for item in _split(value):
         region, _, url = item.partition("=")
+        if not url and last and out[last].startswith("redis+cluster://"):
+            out[last] += f",{item}"
+            continue
         if not url:
             raise ValueError(f"peer {item!r} is not REGION=URL")
         out[region] = url
+        last = region
     return out
 
 
@@ -59,6 +65,9 @@ class Settings:
     grpc_port: int = 0
     grpc_host: str = ""
     # AP tier
+    # On a Redis Cluster (a redis+cluster:// URL), replicas that must hold a write before it is acknowledged
+    # (consistency/ap_backend.py); -1: 1 when the cluster has replicas, else 0. Unused on one Redis.
+    ap_ack_replicas: int = -1
     max_batch: int = 1000
     max_drift_ms: int = 500
     dedup_window_s: float = 86400.0
@@ -131,6 +140,8 @@ class Settings:
             raise ValueError(", ".join(f"WORLDSTATE_{n.upper()}" for n in limits) + " must be positive")
         if s.predict_memo < 0:
             raise ValueError("WORLDSTATE_PREDICT_MEMO must be 0 (no memo) or more")
+        if s.ap_ack_replicas < -1:
+            raise ValueError("WORLDSTATE_AP_ACK_REPLICAS must be -1 (automatic), 0 or more")
         return s
 
     def to_env(self) -> dict[str, str]:

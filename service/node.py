@@ -63,7 +63,8 @@ class Node:
         # The settings' caps are the replica's; the store's stream and changes caps are per partition.
         self.ap = plan.home(s.redis_url, s.region, s.node_id, clock, dedup_window_s=s.dedup_window_s,
                             dedup_max=s.dedup_max, stream_maxlen=K.share(s.stream_maxlen),
-                            changes_maxlen=K.share(s.changes_maxlen))
+                            changes_maxlen=K.share(s.changes_maxlen),
+                            ack_replicas=None if s.ap_ack_replicas < 0 else s.ap_ack_replicas)
         peers = [plan.peer(url, region, s.node_id) for region, url in sorted(s.peers.items())]
         self.replicator = Replicator(self.ap, peers)
         self.params = Params(self.cp)

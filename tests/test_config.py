@@ -25,7 +25,7 @@ def test_every_setting_away_from_its_default_round_trips() -> None:
                    telemetry=True, faults=True, sabotage=frozenset({"no-dedup"}), auth="off",
                    allowed_hosts=["api-r1", "localhost"], etcd_username="u", etcd_password="p", sse_heartbeat_s=0.5,
                    grpc_port=50051, grpc_host="0.0.0.0", changes_maxlen=500, subscribe_max_lag=50,
-                   log_format="text", access_log=True, slow_request_s=0.25)
+                   log_format="text", access_log=True, slow_request_s=0.25, ap_ack_replicas=2)
     # A field added to Settings must be added here too, away from its default.
     default = Settings()
     assert [f.name for f in fields(Settings) if getattr(odd, f.name) == getattr(default, f.name)] == []
@@ -52,3 +52,12 @@ def test_node_id_follows_region_unless_set() -> None:
 def test_bad_settings_refuse_to_start(env: dict[str, str]) -> None:
     with pytest.raises(ValueError):
         Settings.from_env(env)
+
+
+def test_peers_may_name_a_redis_cluster_by_its_startup_nodes() -> None:
+    env = {"WORLDSTATE_PEERS": "r2=redis+cluster://h:1,h:2,h:3,r3=redis://h:4/0"}
+    assert Settings.from_env(env).peers == {"r2": "redis+cluster://h:1,h:2,h:3", "r3": "redis://h:4/0"}
+    assert Settings.from_env(Settings(peers={"r2": "redis+cluster://h:1,h:2"}).to_env()).peers == \
+        {"r2": "redis+cluster://h:1,h:2"}
+    with pytest.raises(ValueError):
+        Settings.from_env({"WORLDSTATE_PEERS": "r2=redis://h:1/0,h:2"})  # only a cluster's URL continues

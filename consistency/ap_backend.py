@@ -1,0 +1,178 @@
+"""Where a region's AP replica lives: one Redis, or a Redis Cluster (docs/ap-cluster.md §2, §4).
+
+The choice is the URL's: `redis://host:port/db` is one Redis (today's path, untouched);
+`redis+cluster://host:port[,host:port...]` names a cluster's startup nodes, from which redis-py's
+asyncio `RedisCluster` discovers the rest. `ReplicaStore(..., cluster=True)` also forces a cluster
+for a plain `redis://` URL naming one node of it.
+
+On a cluster, script calls go through `ClusterScripts`: redis-py's cluster pipeline refuses
+EVALSHA, and a `WAIT` must follow the writes on the connection that sent them, so the calls are
+grouped per master and each group is written as one pipeline on one connection of that master.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import Any
+from urllib.parse import urlsplit
+
+import redis.asyncio as aioredis
+from redis.asyncio.cluster import ClusterNode, PipelineCommand, RedisCluster
+from redis.exceptions import (AskError, ClusterDownError, MovedError, NoScriptError, RedisError, SlotNotCoveredError,
+                              TryAgainError)
+
+from consistency.errors import OutcomeUnknown, Unavailable
+
+__all__ = ["CLUSTER_SCHEME", "ClusterScripts", "cluster_client", "is_cluster_url", "single_client", "startup_nodes"]
+
+CLUSTER_SCHEME = "redis+cluster"
+# Redirections a call may meet while the slot map moves (failover, resharding): each costs a
+# map refresh and a resend of the redirected calls only. A script is idempotent (event ids
+# dedupe), so resending a call whose redirection proved it did not run is safe.
+_REDIRECTS = 5
+
+
+def is_cluster_url(url: str) -> bool:
+    return urlsplit(url).scheme == CLUSTER_SCHEME
+
+
+def startup_nodes(url: str) -> list[tuple[str, int]]:
+    """The (host, port) pairs of `redis+cluster://h:p,h:p` or of a plain `redis://h:p` URL."""
+    netloc = urlsplit(url).netloc.rpartition("@")[2]
+    out = []
+    for part in netloc.split(","):
+        host, _, port = part.rpartition(":")
+        out.append((host or "127.0.0.1", int(port or 6379)))
+    return out
+
+
+def single_client(url: str, timeout_s: float, max_connections: int) -> aioredis.Redis:
+    """One Redis. A connection idle for a second is PINGed before use, so a Redis restart is
+    noticed before a write is sent on a dead socket (whose outcome would be unknown).
+    A blocking pool: past `max_connections` a command waits up to `timeout_s` for a free
+    connection. redis-py's default pool refuses at once past 100, which at 128 concurrent
+    HTTP requests failed about one in five with "Too many connections"."""
+    pool = aioredis.BlockingConnectionPool.from_url(
+        url, max_connections=max_connections, timeout=timeout_s, socket_timeout=timeout_s,
+        socket_connect_timeout=timeout_s, health_check_interval=1)
+    return aioredis.Redis.from_pool(pool)  # owns the pool: aclose() closes it
+
+
+def cluster_client(url: str, timeout_s: float, max_connections: int) -> RedisCluster:
+    """A RedisCluster client over the URL's startup nodes; it follows MOVED/ASK for plain commands
+    and its own pipelines (which ClusterScripts does not use for scripts)."""
+    return RedisCluster(startup_nodes=[ClusterNode(h, p) for h, p in startup_nodes(url)],
+                        socket_timeout=timeout_s, socket_connect_timeout=timeout_s,
+                        max_connections=max_connections, health_check_interval=1)
+
+
+class ClusterScripts:
+    """Script calls on a Redis Cluster, one pipeline per master; after a master's writes, `WAIT
+    ack_replicas` on the same connection (fewer replicas in time: those calls' outcome is unknown)."""
+
+    def __init__(self, rc: RedisCluster, region: str, ack_replicas: int | None, wait_ms: int) -> None:
+        self.rc = rc
+        self.region = region
+        self._ack_replicas = ack_replicas
+        self.wait_ms = wait_ms
+        self._stale = False
+
+    async def ack_replicas(self) -> int:
+        """The replicas a write waits for: as configured, else 1 when the cluster has any replica.
+        Asked of CLUSTER NODES, not the slot map: Redis 7.0 leaves out of CLUSTER SLOTS a replica that
+        has synced nothing yet (offset 0), which every replica of a fresh cluster is."""
+        if self._ack_replicas is None:
+            await self.rc.initialize()
+            listing = await self.rc.get_random_node().execute_command("CLUSTER", "NODES")
+            text = listing.decode() if isinstance(listing, bytes) else str(listing)
+            roles = [set(line.split()[2].split(",")) for line in text.splitlines() if line.strip()]
+            self._ack_replicas = 1 if any("slave" in r for r in roles) else 0
+        return self._ack_replicas
+
+    async def run(self, sha: str, source: str, calls: Sequence[tuple[list[str], list[Any]]], *,
+                  write: bool) -> list[Any]:
+        """EVALSHA each (keys, args) on the master of its keys' slot; answers in order, errors as values."""
+        await self.rc.initialize()
+        if self._stale:
+            self._stale = False
+            await self.rc.nodes_manager.initialize()
+        wait_for = await self.ack_replicas() if write else 0
+        out: list[Any] = [None] * len(calls)
+        todo = list(range(len(calls)))
+        asked: dict[int, ClusterNode] = {}  # call -> the node an ASK sent it to
+        for attempt in range(_REDIRECTS + 1):
+            groups: dict[str, tuple[ClusterNode, list[int]]] = {}
+            for j in todo:
+                try:
+                    node = asked.get(j) or self.rc.get_node_from_key(calls[j][0][0])
+                except SlotNotCoveredError as e:  # no master for it now (mid-failover): this call is not sent
+                    out[j] = e
+                    continue
+                groups.setdefault(node.name, (node, []))[1].append(j)
+            results = await asyncio.gather(*(self._pipeline(node, sha, calls, js, asked, wait_for)
+                                             for node, js in groups.values()), return_exceptions=True)
+            retry: list[int] = []  # redirected or refused before running: safe to send again
+            missing: dict[str, list[int]] = {}
+            refresh = False
+            for (node, js), got in zip(groups.values(), results):
+                if isinstance(got, BaseException):
+                    # a master gone: the next call asks the cluster for its slot map again
+                    self._stale = True
+                answers = [got] * len(js) if isinstance(got, BaseException) else got
+                for j, a in zip(js, answers):
+                    asked.pop(j, None)
+                    if isinstance(a, NoScriptError):  # a restarted or promoted node forgot it: nothing ran
+                        missing.setdefault(node.name, []).append(j)
+                        retry.append(j)
+                    elif isinstance(a, (MovedError, TryAgainError, ClusterDownError)):
+                        refresh = True
+                        retry.append(j)
+                    elif isinstance(a, AskError):
+                        target = self.rc.nodes_manager.get_node(a.host, a.port)
+                        if target is None:
+                            refresh = True
+                        else:
+                            asked[j] = target
+                        retry.append(j)
+                    else:
+                        out[j] = a
+            if not retry or attempt == _REDIRECTS:
+                for j in retry:  # every answer it got said it did not run
+                    out[j] = Unavailable(f"redis {self.region}: the cluster kept redirecting a call")
+                break
+            for name, js in missing.items():
+                node = self.rc.get_node(node_name=name)
+                try:
+                    if node is not None:
+                        await node.execute_command("SCRIPT", "LOAD", source)
+                except (RedisError, OSError) as e:  # those calls never ran: report, do not resend
+                    for j in js:
+                        out[j] = e
+                        retry.remove(j)
+            if refresh:
+                await self.rc.nodes_manager.initialize()
+                await asyncio.sleep(0.05 * attempt)
+            todo = retry
+        return out
+
+    async def _pipeline(self, node: ClusterNode, sha: str, calls: Sequence[tuple[list[str], list[Any]]],
+                        js: list[int], asked: dict[int, ClusterNode], wait_for: int) -> list[Any]:
+        commands: list[PipelineCommand] = []
+        for j in js:
+            if j in asked:  # a slot being migrated: the target answers only after ASKING
+                commands.append(PipelineCommand(-1, "ASKING"))
+            keys, args = calls[j]
+            commands.append(PipelineCommand(j, "EVALSHA", sha, len(keys), *keys, *args))
+        if wait_for:
+            commands.append(PipelineCommand(-2, "WAIT", wait_for, self.wait_ms))
+        await node.execute_pipeline(commands)
+        answers = [c.result for c in commands if c.position >= 0]
+        if wait_for:
+            held = commands[-1].result
+            if isinstance(held, BaseException) or int(held) < wait_for:
+                # Applied on the master, maybe not on a replica a failover would promote: not a success.
+                unknown = OutcomeUnknown(f"redis {self.region}: {held} of {wait_for} replicas acknowledged "
+                                         f"the write within {self.wait_ms} ms on {node.name}")
+                answers = [a if isinstance(a, BaseException) else unknown for a in answers]
+        return answers
