@@ -229,7 +229,10 @@ def test_data_parallel_copies_average_gradients_and_stay_equal(tmp_path: Path) -
     """learn/parallel.py on two real gloo processes: a gradient only one copy has is averaged (halved) and
     kept, one no copy has stays None, and the copies' weights agree."""
     script = tmp_path / "dp.py"
+    # Each copy says "ok" in one write: both share the pipe, and under PYTHONUNBUFFERED print() writes each
+    # piece on its own (read back once as 'okok  0 12 ' under CI's busy loops).
     script.write_text("""
+import os
 import torch, torch.distributed as dist
 from learn import parallel
 r = parallel.start()
@@ -242,7 +245,7 @@ assert parallel.agree([a, b])
 c = torch.nn.Parameter(torch.full((2,), float(r.rank)))
 assert not parallel.agree([c])
 parallel.stop()
-print("ok", r.rank, r.size)
+os.write(1, f"ok {r.rank} {r.size}\\n".encode())
 """)
     torchrun = str(Path(sys.executable).parent / "torchrun")
     done = subprocess.run([torchrun, "--standalone", "--nproc-per-node", "2", str(script)], cwd=ROOT,
