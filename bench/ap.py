@@ -1,6 +1,7 @@
 """AP tier: ingest rate through the API versus the raw merge script, replication lag, convergence.
 
     python bench/ap.py [--seconds 3]
+    python bench/ap.py --ap-shards 1,2,4    # ingest per region on 1, 2, 4 masters: bench/ap_shards.py
 
 1. Ingest, observations/s: single POSTs at several concurrencies and batches of
    100 and 1000 through one API process, next to the same ingest script driven
@@ -210,7 +211,13 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seconds", type=float, default=3.0, help="duration of each rate measurement")
     ap.add_argument("--entities", type=int, default=10_000)
+    ap.add_argument("--ap-shards", default="", help="comma-separated master counts, e.g. 1,2,4: only the "
+                    "ingest phase, per count, and the throughput model (bench/ap_shards.py)")
     args = ap.parse_args()
+    if args.ap_shards:
+        from bench import ap_shards
+        ap_shards.run([int(n) for n in args.ap_shards.split(",")], args.seconds)
+        return
 
     import httpx
 

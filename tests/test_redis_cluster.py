@@ -252,3 +252,16 @@ def test_the_raw_bench_runs_in_smoke_mode() -> None:
     rows = [line.split() for line in out.stdout.splitlines() if line.split()[:1] and line.split()[0].isdigit()]
     assert [r[0] for r in rows] == ["1", "2"], out.stdout
     assert all(float(r[1]) > 0 and float(r[3]) > 0 for r in rows), out.stdout  # ops/s, Redis us/op
+
+
+def test_the_sharded_ap_bench_runs_and_prints_its_table_and_model() -> None:
+    """`bench/ap.py --ap-shards` as the README shows it, briefly: a 2-master region measured and modelled."""
+    out = subprocess.run([sys.executable, "bench/ap.py", "--ap-shards", "2", "--seconds", "0.3"], cwd=ROOT,
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    measured = [line.split() for line in out.stdout.splitlines() if line.startswith("2 (Redis Cluster)")]
+    assert len(measured) == 1, out.stdout
+    figures = [float(x.replace(",", "")) for x in measured[0][3:]]  # rates, API/raw, CPU us per observation
+    assert len(figures) == 7 and all(x > 0 for x in figures), out.stdout
+    modelled = [line.split() for line in out.stdout.splitlines() if line.startswith("2 master(s)")]
+    assert [row[2] for row in modelled] == ["1", "2", "4", "8", "16"], out.stdout
