@@ -29,9 +29,9 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
 
-import orjson  # noqa: E402
 import redis.asyncio as aioredis  # noqa: E402
 
+from bench.ap_load import WORLD, api_headers, api_rate, observation  # noqa: E402
 from bench.rawhttp import Connection  # noqa: E402
 from consistency import ap_keys as K  # noqa: E402
 from consistency.ap_positions import Vector, at_least, parse_vector, stream_id  # noqa: E402
@@ -39,47 +39,6 @@ from consistency.ap_calls import ingest_calls  # noqa: E402
 from consistency.ap_store import ALL, Observation, ReplicaStore, pack_observation  # noqa: E402
 from consistency.replication import Replicator  # noqa: E402
 from deploy.launcher import Deployment, Topology  # noqa: E402
-
-WORLD = "bench"
-_counter = 0
-
-
-def observation(i: int) -> dict[str, object]:
-    global _counter
-    _counter += 1
-    return {"event_id": f"ev-{_counter}", "entity": f"body{i % 1000}", "source": "cam",
-            "fields": {"x": i * 0.5, "y": 1.25, "vx": -0.5, "vy": 2.0}}
-
-
-def api_headers(d: Deployment) -> dict[str, str]:
-    """What every API request sends: its media type and the admin key (checking it is part of the API's cost)."""
-    return {"Content-Type": "application/json", "Authorization": f"Bearer {d.admin_key}"}
-
-
-async def api_rate(host: str, port: int, headers: dict[str, str], batch: int, concurrency: int,
-                   seconds: float) -> float:
-    """POSTs whose bodies are encoded before the clock starts, so the load generator,
-    which shares the machine's two cores, costs as little as it can."""
-    bodies = [orjson.dumps(observation(0) if batch == 1 else [observation(j) for j in range(batch)])
-              for _ in range(int(seconds * 80_000 / batch) + concurrency)]
-    conns = [Connection(host, port) for _ in range(concurrency)]
-    done = 0
-    deadline = time.perf_counter() + seconds
-
-    async def worker(c: Connection) -> None:
-        nonlocal done
-        while time.perf_counter() < deadline and bodies:
-            status, _, resp = await c.request("POST", f"/v1/worlds/{WORLD}/observations", bodies.pop(), headers)
-            assert status == 202, resp
-            done += batch
-
-    t0 = time.perf_counter()
-    await asyncio.gather(*[worker(c) for c in conns])
-    elapsed = time.perf_counter() - t0
-    for c in conns:
-        await c.close()
-    return done / elapsed
-
 
 async def raw_rate(url: str, per_call: int, pipeline: int, seconds: float, connections: int = 2) -> float:
     """The ingest script driven by redis-py alone: arguments built as the store builds them,

@@ -36,7 +36,7 @@ import httpx
 import redis.asyncio as aioredis
 from redis.cluster import key_slot
 
-from bench.ap import WORLD, api_headers, api_rate, observation
+from bench.ap_load import WORLD, api_headers, api_rate, observation
 from consistency import ap_keys as K
 from consistency.ap_calls import ingest_calls
 from consistency.ap_positions import at_least
