@@ -24,8 +24,9 @@ BASE_MS = 1_700_000_000_000
 values = (st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1)
           | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=6))
 # Few entities, events and sources, so duplicates within and across regions are common.
+ENTITIES = ["e1", "e2"]
 observations = st.tuples(
-    st.sampled_from(["e1", "e2"]), st.sampled_from([f"ev{i}" for i in range(6)]), st.sampled_from(["cam", "lidar"]),
+    st.sampled_from(ENTITIES), st.sampled_from([f"ev{i}" for i in range(6)]), st.sampled_from(["cam", "lidar"]),
     st.dictionaries(st.sampled_from(["x", "y", "label"]), values, max_size=3), st.none() | st.integers(0, 2**40))
 regions = st.sampled_from(REGIONS)
 operations = st.lists(st.one_of(
