@@ -218,8 +218,8 @@ async def scenario(urls: dict[str, str], ops: list[Any], final: str) -> None:
 
 
 # 200 examples took 20 s on this 2-core machine at load 4 (56 s when anti-entropy swept all 64
-# partitions). On a failure,
-# one bug is shrunk at a time: shrinking two at once ran into Hypothesis's 5-minute limit.
+# partitions). On a failure, one bug is shrunk at a time: shrinking two at once ran into
+# Hypothesis's 5-minute limit.
 @settings(max_examples=200, deadline=None, report_multiple_bugs=False)
 @given(ops=operations, final=final_syncs)
 def test_scripts_on_redis_match_the_model(servers: dict[str, int], loop: asyncio.AbstractEventLoop,
