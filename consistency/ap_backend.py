@@ -13,6 +13,7 @@ grouped per master and each group is written as one pipeline on one connection o
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections.abc import Sequence
 from typing import Any
 from urllib.parse import urlsplit
@@ -31,6 +32,9 @@ CLUSTER_SCHEME = "redis+cluster"
 # map refresh and a resend of the redirected calls only. A script is idempotent (event ids
 # dedupe), so resending a call whose redirection proved it did not run is safe.
 _REDIRECTS = 5
+# A partition whose slot is being migrated answers ASK or TRYAGAIN until the move is over; its
+# calls are resent for this long (at most) before they answer Unavailable.
+_MIGRATION_WAIT_S = 2.0
 
 
 def is_cluster_url(url: str) -> bool:
@@ -100,46 +104,46 @@ class ClusterScripts:
         wait_for = await self.ack_replicas() if write else 0
         out: list[Any] = [None] * len(calls)
         todo = list(range(len(calls)))
-        asked: dict[int, ClusterNode] = {}  # call -> the node an ASK sent it to
-        for attempt in range(_REDIRECTS + 1):
+        migration_ends = asyncio.get_running_loop().time() + _MIGRATION_WAIT_S
+        for attempt in itertools.count():
             groups: dict[str, tuple[ClusterNode, list[int]]] = {}
             for j in todo:
                 try:
-                    node = asked.get(j) or self.rc.get_node_from_key(calls[j][0][0])
+                    node = self.rc.get_node_from_key(calls[j][0][0])
                 except SlotNotCoveredError as e:  # no master for it now (mid-failover): this call is not sent
                     out[j] = e
                     continue
                 groups.setdefault(node.name, (node, []))[1].append(j)
-            results = await asyncio.gather(*(self._pipeline(node, sha, calls, js, asked, wait_for)
+            results = await asyncio.gather(*(self._pipeline(node, sha, calls, js, wait_for)
                                              for node, js in groups.values()), return_exceptions=True)
             retry: list[int] = []  # redirected or refused before running: safe to send again
             missing: dict[str, list[int]] = {}
-            refresh = False
+            refresh = migrating = False
             for (node, js), got in zip(groups.values(), results):
                 if isinstance(got, BaseException):
                     # a master gone: the next call asks the cluster for its slot map again
                     self._stale = True
                 answers = [got] * len(js) if isinstance(got, BaseException) else got
                 for j, a in zip(js, answers):
-                    asked.pop(j, None)
                     if isinstance(a, NoScriptError):  # a restarted or promoted node forgot it: nothing ran
                         missing.setdefault(node.name, []).append(j)
                         retry.append(j)
-                    elif isinstance(a, (MovedError, TryAgainError, ClusterDownError)):
+                    elif isinstance(a, (MovedError, ClusterDownError)):
                         refresh = True
                         retry.append(j)
-                    elif isinstance(a, AskError):
-                        target = self.rc.nodes_manager.get_node(a.host, a.port)
-                        if target is None:
-                            refresh = True
-                        else:
-                            asked[j] = target
+                    elif isinstance(a, (AskError, TryAgainError)):
+                        # Its slot is being migrated. Not followed with ASKING: a script run on the
+                        # importing node would merge into the keys not moved yet as if they were
+                        # absent. Wait for the move to end (common.lua refuses the migrating side).
+                        refresh = migrating = True
                         retry.append(j)
                     else:
                         out[j] = a
-            if not retry or attempt == _REDIRECTS:
+            waited_out = asyncio.get_running_loop().time() >= migration_ends
+            if not retry or (attempt >= _REDIRECTS and (not migrating or waited_out)):
                 for j in retry:  # every answer it got said it did not run
-                    out[j] = Unavailable(f"redis {self.region}: the cluster kept redirecting a call")
+                    out[j] = Unavailable(f"redis {self.region}: the cluster kept redirecting a call"
+                                         + (" (its partition was being migrated)" if migrating else ""))
                 break
             for name, js in missing.items():
                 node = self.rc.get_node(node_name=name)
@@ -152,16 +156,14 @@ class ClusterScripts:
                         retry.remove(j)
             if refresh:
                 await self.rc.nodes_manager.initialize()
-                await asyncio.sleep(0.05 * attempt)
+                await asyncio.sleep(0.05 * min(attempt, 4))
             todo = retry
         return out
 
     async def _pipeline(self, node: ClusterNode, sha: str, calls: Sequence[tuple[list[str], list[Any]]],
-                        js: list[int], asked: dict[int, ClusterNode], wait_for: int) -> list[Any]:
+                        js: list[int], wait_for: int) -> list[Any]:
         commands: list[PipelineCommand] = []
         for j in js:
-            if j in asked:  # a slot being migrated: the target answers only after ASKING
-                commands.append(PipelineCommand(-1, "ASKING"))
             keys, args = calls[j]
             commands.append(PipelineCommand(j, "EVALSHA", sha, len(keys), *keys, *args))
         if wait_for:

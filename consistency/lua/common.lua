@@ -5,6 +5,20 @@
 -- live in KEYS[1]'s slot. nil for scripts outside the partitioned layout (quota.lua).
 local T = string.match(KEYS[1] or '', '^(.-})')
 
+-- Resharding (docs/ap-cluster.md §11): while its slot is being migrated, a script that touches
+-- a key not (or no longer) on this node fails at that command, after its earlier writes, and
+-- a half-applied merge (a dedup record without its entity) is a lost observation. So every
+-- script first asks for a key that never exists: on a migrating slot that is refused too,
+-- before anything is written, and the caller retries once the slot has moved (TRYAGAIN). On
+-- the importing side the store never sends ASKING before a script (consistency/ap_backend.py),
+-- so no script runs there until the migration is over.
+if T then
+  local probe = redis.pcall('EXISTS', T .. ':never')
+  if type(probe) == 'table' and probe.err then
+    return redis.error_reply('TRYAGAIN partition ' .. T .. ' is being migrated: ' .. probe.err)
+  end
+end
+
 -- Every string comparison of a merge is byte order, the order of the reference
 -- model (consistency/crdt, byte_lt). Not Lua's `<`: Redis calls
 -- setlocale(LC_COLLATE, "") and Lua's `<` calls strcoll, so under en_US.UTF-8
