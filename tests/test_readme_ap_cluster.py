@@ -4,17 +4,25 @@ runs it, then an observation posted to one region and read in the other with its
 from __future__ import annotations
 
 import json
+import os
+import re
 import shlex
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import httpx
 import pytest
+import redis
 
-from deploy.launcher import Deployment, Topology
+from deploy.launcher import Deployment, Topology, wait_until
+from deploy.processes import free_port
+from deploy.redis_cluster import cluster_args, wait_role
+from tests.conftest import auth_headers
 from tests.test_readme_streams import blocks, section
 from tests.up_output import auth, until_up
 
@@ -71,3 +79,117 @@ def test_the_default_topology_keeps_one_plain_redis_and_clusters_refuse_what_the
                 {"ap_shards": 2, "learn": True}):
         with pytest.raises(ValueError):
             Deployment(Topology(etcd_members=0, regions=1, api=False, run_dir=tmp_path / "bad", **bad))  # type: ignore[arg-type]
+
+
+def _bus_free_ports() -> tuple[int, int]:
+    """Two free ports whose cluster bus ports (+10000) are free too, as the README's block assumes."""
+    found: list[int] = []
+    while len(found) < 2:
+        p = free_port()
+        if p + 10_000 < 65_536 and p not in found:
+            with socket.socket() as s:
+                try:
+                    s.bind(("127.0.0.1", p + 10_000))
+                except OSError:
+                    continue
+            found.append(p)
+    return found[0], found[1]
+
+
+def _bash(code: str, env: dict[str, str], cwd: Path) -> str:
+    done = subprocess.run(["bash", "-e", "-o", "pipefail", "-c", code], env={**os.environ, **env}, cwd=cwd,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, f"{code}\nexited {done.returncode}\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+    return done.stdout
+
+
+class Poster(threading.Thread):
+    """Posts one new entity a request, to r1 and r2 in turn, each until acknowledged (a 503 or 504
+    is posted again, as a client would: the event id makes a repeat a duplicate)."""
+
+    def __init__(self, d: Deployment, world: str) -> None:
+        super().__init__(daemon=True)
+        self.urls = [d.api["r1"].url, d.api["r2"].url]
+        self.headers, self.world = auth_headers(d), world
+        self.stop = threading.Event()
+        self.acked: list[str] = []
+        self.refused = 0
+        self.unexpected: list[str] = []
+
+    def run(self) -> None:
+        with httpx.Client(headers=self.headers, timeout=30) as client:
+            i = 0
+            while not self.stop.is_set():
+                entity = f"b{i}"
+                body = [{"event_id": f"ev-{i}", "entity": entity, "source": "cam", "fields": {"x": float(i)}}]
+                while True:
+                    got = client.post(f"{self.urls[i % 2]}/v1/worlds/{self.world}/observations", json=body)
+                    if got.status_code == 202:
+                        break
+                    if got.status_code not in (503, 504):  # moving, failing over, a replica behind: retry
+                        self.unexpected.append(got.text)
+                        return
+                    self.refused += 1
+                    time.sleep(0.1)
+                self.acked.append(entity)
+                i += 1
+                time.sleep(0.01)
+
+
+def test_the_readme_operations_fail_over_and_grow_a_region_under_load(tmp_path: Path) -> None:
+    text = section("#### Operating a clustered region")
+    check, failover, grow = blocks(text, "sh")
+    flags = set(re.findall(r"--[a-z-]+ \S+", grow.replace("\\\n", " ")))
+    wanted = set(re.findall(r"--[a-z-]+ \S+", " ".join(cluster_args(1, 2, "d"))))
+    ours = {f for f in wanted if f.split()[0] not in ("--port", "--dir", "--cluster-port", "--bind", "--daemonize",
+                                                      "--cluster-allow-replica-migration")}
+    assert ours <= flags | {"--save "}, ours - flags  # the README's nodes run as `up` runs its own
+    with Deployment(Topology(etcd_members=1, regions=2, ap_shards=2, ap_replicas=1, run_dir=tmp_path / "run")) as d:
+        assert httpx.put(f"{d.api['r1'].url}/v1/worlds/ops", json={}, headers=auth_headers(d)).status_code in (200, 201)
+        c = d.clusters["r1"]
+        master = c.current_masters()[0]
+        replica = c.replicas_of(master)[0]
+        new, new_replica = _bus_free_ports()
+        env = {"NODE": str(master.port), "REPLICA": str(replica.port), "NEW": str(new), "NEW_REPLICA": str(new_replica)}
+        poster = Poster(d, "ops")
+        poster.start()
+        try:
+            assert "cluster_state:ok" in _bash(check, env, tmp_path)
+            _bash(failover, env, tmp_path)
+            wait_role(replica, "master", 60)
+            c.wait_serving(60)
+            # redis-cli refuses to reshard until every node has the failover's new configuration
+            assert wait_until(lambda: subprocess.run(["redis-cli", "--cluster", "check", f"127.0.0.1:{master.port}"],
+                                                     capture_output=True).returncode == 0, 60)
+            _bash(grow, env, tmp_path)
+            with redis.Redis(port=new) as r:
+                assert r.info("replication")["role"] == "master"
+                slots = sum(int(hi) - int(lo) + 1 for lo, hi, m, *_ in r.execute_command("CLUSTER", "SLOTS")
+                            if int(m[1]) == new)
+                assert slots > 16384 // 4, slots  # its share of a 3-master region
+            time.sleep(1)  # a few writes after the move, some to the new master's partitions
+            poster.stop.set()
+            poster.join(120)
+            assert not poster.unexpected and len(poster.acked) > 20, (poster.unexpected, len(poster.acked))
+            with httpx.Client(headers=auth_headers(d), timeout=30) as client:
+                for region in ("r1", "r2"):
+                    seen: dict[str, int] = {}
+
+                    def gather() -> bool:
+                        seen.clear()
+                        after = None
+                        while True:
+                            page = client.get(f"{d.api[region].url}/v1/worlds/ops/entities",
+                                              params={"limit": 1000, **({"after": after} if after else {})}).json()
+                            seen.update({e["entity"]: e["counters"]["observations"]["total"] for e in page["items"]})
+                            if not page["next"]:
+                                return set(poster.acked) <= set(seen)
+                            after = page["next"]["after"]
+
+                    assert wait_until(gather, 120, 0.5), (region, sorted(set(poster.acked) - set(seen))[:10])
+                    assert all(seen[e] == 1 for e in poster.acked), region  # each acknowledged once, in both
+        finally:
+            poster.stop.set()
+            poster.join(120)
+            for port in (new, new_replica):
+                subprocess.run(["redis-cli", "-p", str(port), "shutdown", "nosave"], capture_output=True)
