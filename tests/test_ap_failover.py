@@ -305,7 +305,7 @@ def test_moving_a_partitions_slot_while_writing_keeps_every_write_once(clean: di
             await asyncio.sleep(0.5)
             stop.set()
             await task
-            assert failed == []
+            assert failed == [], "\n".join(failed)
             assert await asyncio.to_thread(asking_calls, target) > asks_before  # redirected calls ran there
             assert owner(f1, slot) is target
             assert all(acknowledged.values())
