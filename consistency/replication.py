@@ -183,9 +183,12 @@ class Replicator:
         while not self._stopping:
             try:
                 await self.failovers.check()
-            except (Unavailable, OutcomeUnknown, RedisError, OSError, RuntimeError) as e:
+            except Exception as e:  # noqa: BLE001 - the watch must outlive any failure; the next look starts over
                 self.failovers.status.last_error = f"{type(e).__name__}: {e}"
-                log.warning("failover watch of %s failed: %s", self.home.region, e)
+                if isinstance(e, (Unavailable, OutcomeUnknown, RedisError, OSError, RuntimeError)):
+                    log.warning("failover watch of %s failed: %s", self.home.region, e)
+                else:
+                    log.exception("failover watch of %s failed", self.home.region)
             await asyncio.sleep(self.failover_check_s)
 
     async def housekeep(self) -> None:
