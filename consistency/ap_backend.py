@@ -80,9 +80,10 @@ class _NotSent(ConnectionError):
 
 def _sent(e: BaseException) -> bool:
     """Whether a pipeline that raised `e` had been written: it had if the failure came while reading
-    answers. redis-py 8.1.0's asyncio cluster client can close a connection another task is opening
-    (its topology refresh disconnects connections it still hands out): the task then fails with an
-    AttributeError on the closed socket's writer while connecting or writing, before sending."""
+    answers. Seen with redis-py 8.1.0's asyncio cluster client during a slot move: a connection
+    closed under a task that was opening it (most likely its topology refresh closing connections
+    in the background), failing with an AttributeError on the closed socket's writer before any of
+    the pipeline was sent (docs/ap-cluster.md §9)."""
     return any(f.name in ("read_response", "parse_response", "_read_response")
                for f in traceback.extract_tb(e.__traceback__))
 

@@ -131,7 +131,8 @@ class Shipper:
                 self.status.reachable = False
                 self.status.last_error = f"{type(e).__name__}: {e}"
                 self.status.behind = True
-                if not isinstance(e, (Unavailable, RedisError, OSError, RuntimeError)):
+                # OutcomeUnknown: a master died under a write (its WAIT unanswered); the step is resent
+                if not isinstance(e, (Unavailable, OutcomeUnknown, RedisError, OSError, RuntimeError)):
                     log.exception("shipper %s -> %s failed", self.home.region, self.peer.region)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, self.max_backoff_s)
