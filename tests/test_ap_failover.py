@@ -139,6 +139,30 @@ async def kill_and_fail_over(c: RedisCluster, master: ShardNode, replica: ShardN
     await asyncio.to_thread(blocking)
 
 
+def test_the_raise_only_ever_raises_and_covers_our_own_offsets(clean: dict[str, RedisCluster]) -> None:
+    async def scenario() -> None:
+        s = store(clean["f2"])
+        p, q = 3, 4
+
+        async def raise_to(part: int, target: str) -> str:
+            (answer,) = await s._call_many("raise_id", [([K.stream(part), K.acked(part), K.consumers(part)], [target])])
+            return answer.decode()
+
+        assert await raise_to(p, "0-0") == "0-0" and not await s.redis.exists(K.stream(p))  # nothing to do
+        assert await raise_to(p, "500-1") == "500-1"  # a missing stream is made, empty, with that last id
+        assert await s.redis.xlen(K.stream(p)) == 0 and await s.last_id(p) == "500-1"
+        assert await raise_to(p, "400-0") == "500-1"  # never lowered (XSETID itself would lower it)
+        res = await s.ingest([ob(e, f"{e}-1", x=1.0) for e in entities_in(p, 1, "r")])
+        assert stream_id(res.last_id) > (500, 1)
+        assert await raise_to(p, "600-0") == res.last_id  # below the newest entry: left alone
+        await s.redis.hset(K.acked(q), "f1", "900-0")  # an offset written ahead of the stream
+        await s.redis.hset(K.consumers(q), "learner", "950-2")
+        assert await raise_to(q, "700-0") == "950-2" and await s.last_id(q) == "950-2"
+        await s.close()
+
+    run(scenario())
+
+
 def test_ack_zero_a_failover_is_detected_raised_and_repaired_from_the_peer(clean: dict[str, RedisCluster]) -> None:
     f1, f2 = clean["f1"], clean["f2"]
     p, master, replica = replicated_partition(f1)
