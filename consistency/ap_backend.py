@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
+import traceback
 from collections.abc import Sequence
 from typing import Any
 from urllib.parse import urlsplit
@@ -27,6 +29,7 @@ from consistency.errors import OutcomeUnknown, Unavailable
 
 __all__ = ["CLUSTER_SCHEME", "ClusterScripts", "cluster_client", "is_cluster_url", "single_client", "startup_nodes"]
 
+log = logging.getLogger("worldstate.ap_backend")
 CLUSTER_SCHEME = "redis+cluster"
 # Redirections a call may meet while the slot map moves (failover, resharding): each costs a
 # map refresh and a resend of the redirected calls only. A script is idempotent (event ids
@@ -69,6 +72,20 @@ def cluster_client(url: str, timeout_s: float, max_connections: int) -> RedisClu
     return RedisCluster(startup_nodes=[ClusterNode(h, p) for h, p in startup_nodes(url)],
                         socket_timeout=timeout_s, socket_connect_timeout=timeout_s,
                         max_connections=max_connections, health_check_interval=1)
+
+
+class _NotSent(ConnectionError):
+    """A pipeline that failed before any of it was written."""
+
+
+def _sent(e: BaseException) -> bool:
+    """Whether a pipeline that raised `e` had been written: it had if the failure came while reading
+    answers. Seen with redis-py 8.1.0's asyncio cluster client during a slot move: a connection
+    closed under a task that was opening it (most likely its topology refresh closing connections
+    in the background), failing with an AttributeError on the closed socket's writer before any of
+    the pipeline was sent (docs/ap-cluster.md §9)."""
+    return any(f.name in ("read_response", "parse_response", "_read_response")
+               for f in traceback.extract_tb(e.__traceback__))
 
 
 class ClusterScripts:
@@ -120,6 +137,11 @@ class ClusterScripts:
             missing: dict[str, list[int]] = {}
             refresh = migrating = False
             for (node, js), got in zip(groups.values(), results):
+                if isinstance(got, _NotSent):  # nothing of this group was written: send it again
+                    log.warning("%s; sending its %d calls again", got, len(js))
+                    refresh = True
+                    retry += js
+                    continue
                 if isinstance(got, BaseException):
                     # a master gone: the next call asks the cluster for its slot map again
                     self._stale = True
@@ -168,7 +190,12 @@ class ClusterScripts:
             commands.append(PipelineCommand(j, "EVALSHA", sha, len(keys), *keys, *args))
         if wait_for:
             commands.append(PipelineCommand(-2, "WAIT", wait_for, self.wait_ms))
-        await node.execute_pipeline(commands)
+        try:
+            await node.execute_pipeline(commands)
+        except AttributeError as e:
+            if _sent(e):
+                raise
+            raise _NotSent(f"redis {self.region}: a connection to {node.name} was closed under the call: {e}") from e
         answers = [c.result for c in commands if c.position >= 0]
         if wait_for:
             held = commands[-1].result

@@ -20,6 +20,9 @@ partition from KEYS[1]'s tag. Per partition:
     T:changes:maxlen          STRING the cap of T:changes (WORLDSTATE_CHANGES_MAXLEN, set by the node)
     T:applied                 origin region -> last id of *its* T:stream applied here
     T:acked                   peer region -> last id of T:stream the peer applied
+    T:master                  STRING run id of the master this partition was last recovered on after a
+                              failover (consistency/ap_failover.py): another run id serving it now means
+                              its master changed or restarted, and what it acknowledged may be gone
     T:clock                   the greatest order key merged in the partition; a node starts its HLC past
                               the greatest of all partitions'
     T:dedup:<minute>          LIST "<seen key>\\n<event id>" first seen in that minute (the dedup window)
@@ -110,6 +113,10 @@ def applied(p: int) -> str:
 
 def acked(p: int) -> str:
     return f"{tag(p)}:acked"
+
+
+def master_mark(p: int) -> str:
+    return f"{tag(p)}:master"
 
 
 def clock(p: int) -> str:

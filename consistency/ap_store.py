@@ -109,7 +109,7 @@ class ReplicaStore(PartitionLogs):
         self._on_cluster = ClusterScripts(self.redis, self.region, ack_replicas, int(timeout_s * 500)) if self.cluster else None
         self._scripts = {n: self.redis.register_script(_load(n))
                          for n in ("ingest", "apply", "keys", "merge_state", "digests", "trim", "expire_dedup", "quota",
-                                   "changes")}
+                                   "changes", "raise_id")}
 
     async def close(self) -> None:
         await self.redis.aclose()

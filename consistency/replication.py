@@ -16,10 +16,13 @@ from dataclasses import dataclass, field
 
 from redis.exceptions import RedisError
 
+from consistency.ap_anti_entropy import anti_entropy
+from consistency.ap_failover import FailoverWatch
 from consistency.ap_positions import ZERO, Vector, stream_id
 from consistency.ap_store import ALL, ReplicaStore
-from consistency.errors import Unavailable
+from consistency.errors import OutcomeUnknown, Unavailable
 
+__all__ = ["PeerStatus", "Replicator", "Shipper", "anti_entropy"]
 log = logging.getLogger("worldstate.replication")
 
 
@@ -41,17 +44,6 @@ class PeerStatus:
                 "behind": self.behind, "partitions_behind": self.partitions_behind,
                 "anti_entropy_runs": self.anti_entropy_runs,
                 "last_error": self.last_error}
-
-
-async def anti_entropy(source: ReplicaStore, dest: ReplicaStore, p: int) -> int:
-    """Ship every bucket of partition `p` whose digest differs from `source` to `dest`; returns how many."""
-    ours, theirs = await asyncio.gather(source.digests(p), dest.digests(p))
-    shipped = 0
-    for bucket, (a, b) in enumerate(zip(ours, theirs)):
-        if a and a != b:
-            await dest.merge_state(await source.dump_bucket(p, bucket), source.region)
-            shipped += 1
-    return shipped
 
 
 class Shipper:
@@ -139,25 +131,34 @@ class Shipper:
                 self.status.reachable = False
                 self.status.last_error = f"{type(e).__name__}: {e}"
                 self.status.behind = True
-                if not isinstance(e, (Unavailable, RedisError, OSError, RuntimeError)):
+                # OutcomeUnknown: a master died under a write (its WAIT unanswered); the step is resent
+                if not isinstance(e, (Unavailable, OutcomeUnknown, RedisError, OSError, RuntimeError)):
                     log.exception("shipper %s -> %s failed", self.home.region, self.peer.region)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, self.max_backoff_s)
 
 
 class Replicator:
-    """All of a node's shippers plus the housekeeping of its home replica."""
+    """All of a node's shippers plus the housekeeping of its home replica; on a Redis Cluster, also
+    the watch that recovers a partition whose master changed (consistency/ap_failover.py), every
+    `failover_check_s` (None: no watch)."""
 
-    def __init__(self, home: ReplicaStore, peers: list[ReplicaStore], housekeeping_s: float = 5.0) -> None:
+    def __init__(self, home: ReplicaStore, peers: list[ReplicaStore], housekeeping_s: float = 5.0,
+                 failover_check_s: float | None = 1.0) -> None:
         self.home = home
         self.shippers = {p.region: Shipper(home, p) for p in peers}
         self.housekeeping_s = housekeeping_s
+        self.failover_check_s = failover_check_s
+        self.failovers = (FailoverWatch(home, peers, blocked=lambda r: self.shippers[r].paused)
+                          if home.cluster and failover_check_s else None)
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
 
     def start(self) -> None:
         self._tasks = [asyncio.create_task(s.run(), name=f"ship-{r}") for r, s in self.shippers.items()]
         self._tasks.append(asyncio.create_task(self._housekeeping(), name="ap-housekeeping"))
+        if self.failovers is not None:
+            self._tasks.append(asyncio.create_task(self._watch_failovers(), name="ap-failovers"))
 
     async def stop(self) -> None:
         self._stopping = True
@@ -177,6 +178,19 @@ class Replicator:
                 await self.housekeep()
             except (Unavailable, RedisError, OSError, RuntimeError) as e:
                 log.warning("housekeeping of %s failed: %s", self.home.region, e)
+
+    async def _watch_failovers(self) -> None:
+        assert self.failovers is not None and self.failover_check_s
+        while not self._stopping:
+            try:
+                await self.failovers.check()
+            except Exception as e:  # noqa: BLE001 - the watch must outlive any failure; the next look starts over
+                self.failovers.status.last_error = f"{type(e).__name__}: {e}"
+                if isinstance(e, (Unavailable, OutcomeUnknown, RedisError, OSError, RuntimeError)):
+                    log.warning("failover watch of %s failed: %s", self.home.region, e)
+                else:
+                    log.exception("failover watch of %s failed", self.home.region)
+            await asyncio.sleep(self.failover_check_s)
 
     async def housekeep(self) -> None:
         """Per partition: trim what every peer has applied (and anything over the cap); forget old
