@@ -18,7 +18,7 @@ import logging
 import traceback
 from collections.abc import Sequence
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import ClusterNode, PipelineCommand, RedisCluster
@@ -27,7 +27,8 @@ from redis.exceptions import (AskError, ClusterDownError, MovedError, NoScriptEr
 
 from consistency.errors import OutcomeUnknown, Unavailable
 
-__all__ = ["CLUSTER_SCHEME", "ClusterScripts", "cluster_client", "is_cluster_url", "single_client", "startup_nodes"]
+__all__ = ["CLUSTER_SCHEME", "ClusterScripts", "cluster_client", "credentials", "is_cluster_url", "single_client",
+           "startup_nodes"]
 
 log = logging.getLogger("worldstate.ap_backend")
 CLUSTER_SCHEME = "redis+cluster"
@@ -54,6 +55,19 @@ def startup_nodes(url: str) -> list[tuple[str, int]]:
     return out
 
 
+def credentials(url: str) -> dict[str, str]:
+    """`username`/`password` of `redis+cluster://user:password@h:p,h:p` (percent-decoded), as redis-py's
+    keywords: every node of a cluster takes the same ACL user, so one pair serves the startup nodes and
+    every node discovered from them. Empty when the URL carries none."""
+    parts = urlsplit(url)
+    out = {}
+    if parts.username:
+        out["username"] = unquote(parts.username)
+    if parts.password:
+        out["password"] = unquote(parts.password)
+    return out
+
+
 def single_client(url: str, timeout_s: float, max_connections: int) -> aioredis.Redis:
     """One Redis. A connection idle for a second is PINGed before use, so a Redis restart is
     noticed before a write is sent on a dead socket (whose outcome would be unknown).
@@ -69,7 +83,7 @@ def single_client(url: str, timeout_s: float, max_connections: int) -> aioredis.
 def cluster_client(url: str, timeout_s: float, max_connections: int) -> RedisCluster:
     """A RedisCluster client over the URL's startup nodes; it follows MOVED/ASK for plain commands
     and its own pipelines (which ClusterScripts does not use for scripts)."""
-    return RedisCluster(startup_nodes=[ClusterNode(h, p) for h, p in startup_nodes(url)],
+    return RedisCluster(startup_nodes=[ClusterNode(h, p) for h, p in startup_nodes(url)], **credentials(url),
                         socket_timeout=timeout_s, socket_connect_timeout=timeout_s,
                         max_connections=max_connections, health_check_interval=1)
 

@@ -148,10 +148,9 @@ class Deployment:
             raise ValueError("--learn-every must be a number of seconds > 0")
         if topology.ap_shards < 1 or topology.ap_replicas < 0:
             raise ValueError("--ap-shards must be at least 1 and --ap-replicas 0 or more")
-        if topology.clustered and (topology.backend_auth or topology.learn or topology.link or topology.host):
-            # Not yet: cluster nodes have no ACL user, the learners' federated keys use a plain client, and
-            # a cluster's nodes advertise their own addresses, past any proxy in between.
-            raise ValueError("--ap-shards/--ap-replicas do not combine with --backend-auth, --learn or a proxied network yet")
+        if topology.clustered and (topology.link or topology.host):
+            # Not yet: a cluster's nodes advertise their own addresses, past any proxy in between.
+            raise ValueError("--ap-shards/--ap-replicas do not combine with a proxied network yet")
         self.topology = topology
         self.run_dir = Path(topology.run_dir or tempfile.mkdtemp(prefix="worldstate-"))
         self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -189,7 +188,8 @@ class Deployment:
         for region in t.region_names():
             if t.clustered:
                 self.clusters[region] = RedisCluster(region, self.run_dir, t.ap_shards, t.ap_replicas,
-                                                     appendfsync=t.appendfsync, maxmemory=t.redis_maxmemory)
+                                                     appendfsync=t.appendfsync, maxmemory=t.redis_maxmemory,
+                                                     user=redis_user)
                 continue
             port, data, me = free_port(), self.run_dir / f"redis-{region}", f"redis-{region}"
             data.mkdir(parents=True, exist_ok=True)
@@ -199,7 +199,7 @@ class Deployment:
             return
         def ap_url(me: str, region: str) -> str:
             if region in self.clusters:
-                return self.clusters[region].store_url
+                return self.clusters[region].client_store_url
             node = self.redis[region]
             return backend_auth.redis_url(addr(node.name), link(me, node.name, node.port), *(redis_user or ()))
 
@@ -242,6 +242,8 @@ class Deployment:
             return f"http://{api.host}:{link(me, api.name, api.port)}"
 
         def redis_url(me: str, region: str) -> str:
+            if region in self.clusters:  # the log and the announcements through the cluster client
+                return self.clusters[region].client_store_url
             node = self.redis[region]
             return backend_auth.redis_url(node.host, link(me, node.name, node.port), *(node.user or ()))
 

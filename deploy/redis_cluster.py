@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import time
+import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,13 +47,19 @@ class NodeView:
 
 
 def cluster_args(port: int, bus_port: int, data_dir: str, node_timeout_ms: int = NODE_TIMEOUT_MS,
-                 appendfsync: str = "always", maxmemory: str = REDIS_MAXMEMORY) -> list[str]:
-    """The single-Redis flags (AOF, no RDB, noeviction) plus cluster mode.
+                 appendfsync: str = "always", maxmemory: str = REDIS_MAXMEMORY,
+                 user: tuple[str, str] | None = None) -> list[str]:
+    """The single-Redis flags (AOF, no RDB, noeviction, the ACL user) plus cluster mode.
 
     The bus port is chosen, not port+10000: that would land in the kernel's ephemeral
-    range, where an outgoing connection can hold it first (deploy.processes.free_port)."""
+    range, where an outgoing connection can hold it first (deploy.processes.free_port).
+    With `user` (name, password), a replica logs in to its master as that user: every node
+    gets the flags, since any master may become a replica after a failover. The cluster bus
+    itself carries no authentication in Redis: it must listen on private addresses only."""
+    auth = ["--masteruser", user[0], "--masterauth", user[1]] if user is not None else []
     return [
-        *redis_args(port, data_dir, appendfsync, maxmemory=maxmemory),
+        *redis_args(port, data_dir, appendfsync, maxmemory=maxmemory, user=user),
+        *auth,
         "--cluster-enabled", "yes",
         "--cluster-config-file", "nodes.conf",  # under --dir, beside the AOF
         "--cluster-port", str(bus_port),
@@ -90,14 +97,18 @@ def parse_nodes(text: str) -> list[NodeView]:
 class ShardNode(RedisNode):
     """One redis-server of a cluster; `index` < masters means it was started as a master."""
 
-    def __init__(self, region: str, index: int, port: int, bus_port: int, argv: list[str], log: Path) -> None:
-        super().__init__(region, port, argv, log)
+    def __init__(self, region: str, index: int, port: int, bus_port: int, argv: list[str], log: Path,
+                 user: tuple[str, str] | None = None) -> None:
+        super().__init__(region, port, argv, log, user=user)
         self.name = f"redis-{region}-{index}"
         self.index = index
         self.bus_port = bus_port
 
     def admin(self) -> redis.Redis:
-        return redis.Redis(host=self.host, port=self.port, decode_responses=True, socket_timeout=2.0)
+        """The launcher's own connection (forming, failover, health), as the ACL user when there is one."""
+        name, password = self.user or (None, None)
+        return redis.Redis(host=self.host, port=self.port, username=name, password=password,
+                           decode_responses=True, socket_timeout=2.0)
 
     def info(self) -> dict[str, str]:
         """CLUSTER INFO as a dict of strings."""
@@ -130,7 +141,7 @@ class RedisCluster:
 
     def __init__(self, region: str, run_dir: Path, masters: int = 3, replicas: int = 0,
                  node_timeout_ms: int = NODE_TIMEOUT_MS, appendfsync: str = "always",
-                 maxmemory: str = REDIS_MAXMEMORY) -> None:
+                 maxmemory: str = REDIS_MAXMEMORY, user: tuple[str, str] | None = None) -> None:
         if masters < 1 or replicas < 0:
             raise ValueError("a cluster needs at least one master and a non-negative replica count")
         self.region = region
@@ -138,6 +149,7 @@ class RedisCluster:
         self.masters = masters
         self.replicas = replicas
         self.node_timeout_ms = node_timeout_ms
+        self.user = user  # (name, password) of the ACL user every node requires, else None
         layout = self.run_dir / f"redis-{region}-cluster.json"
         if layout.exists():
             saved = json.loads(layout.read_text())
@@ -154,8 +166,9 @@ class RedisCluster:
         for index, (port, bus) in enumerate(ports):
             data = self.run_dir / f"redis-{region}-{index}"
             data.mkdir(parents=True, exist_ok=True)
-            argv = [server, *cluster_args(port, bus, str(data), node_timeout_ms, appendfsync, maxmemory)]
-            self.nodes.append(ShardNode(region, index, port, bus, argv, self.run_dir / "logs" / f"redis-{region}-{index}.log"))
+            argv = [server, *cluster_args(port, bus, str(data), node_timeout_ms, appendfsync, maxmemory, user)]
+            self.nodes.append(ShardNode(region, index, port, bus, argv,
+                                        self.run_dir / "logs" / f"redis-{region}-{index}.log", user))
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -274,16 +287,30 @@ class RedisCluster:
 
     @property
     def store_url(self) -> str:
-        """The URL a ReplicaStore takes for this cluster: every node a startup node (consistency/ap_backend.py)."""
+        """The URL a ReplicaStore takes for this cluster: every node a startup node (consistency/ap_backend.py).
+        Without credentials, as describe() shows it; `client_store_url` carries them."""
         return "redis+cluster://" + ",".join(f"{h}:{p}" for h, p in self.startup_nodes())
+
+    @property
+    def client_store_url(self) -> str:
+        """store_url with the ACL user, `redis+cluster://user:password@h:p,...`, when the nodes require one."""
+        if self.user is None:
+            return self.store_url
+        name, password = (urllib.parse.quote(v, safe="") for v in self.user)
+        return self.store_url.replace("://", f"://{name}:{password}@", 1)
+
+    def _credentials(self) -> dict[str, str]:
+        return {"username": self.user[0], "password": self.user[1]} if self.user else {}
 
     def client(self, **kwargs: Any) -> redis.cluster.RedisCluster:
         return redis.cluster.RedisCluster(
-            startup_nodes=[redis.cluster.ClusterNode(h, p) for h, p in self.startup_nodes()], **kwargs)
+            startup_nodes=[redis.cluster.ClusterNode(h, p) for h, p in self.startup_nodes()],
+            **{**self._credentials(), **kwargs})
 
     def async_client(self, **kwargs: Any) -> redis.asyncio.cluster.RedisCluster:
         return redis.asyncio.cluster.RedisCluster(
-            startup_nodes=[redis.asyncio.cluster.ClusterNode(h, p) for h, p in self.startup_nodes()], **kwargs)
+            startup_nodes=[redis.asyncio.cluster.ClusterNode(h, p) for h, p in self.startup_nodes()],
+            **{**self._credentials(), **kwargs})
 
     def describe(self) -> dict[str, Any]:
         node = next((n for n in self.nodes if n.running), None)

@@ -44,13 +44,19 @@ EXIT = {PUBLISHED: 0, "accepted": 0, "refused-by-gate": 3, LOST_RACE: 4, "too-fe
 # Rejections that judged the update itself, so it is consumed; a stale or unreadable one is not
 # this round's to judge (stale stays stale; a blob may yet arrive on a shared volume).
 JUDGED = frozenset({"norm", "direction", "regression", "samples", "invalid"})
-SCHEMES = ("redis://", "rediss://", "unix://")
+SCHEMES = ("redis://", "rediss://", "unix://", "redis+cluster://")
 
 
 def region_urls(text: str) -> dict[str, str]:
-    """`r1=redis://h:p,r2=redis://...` -> {region: url}; ValueError saying what is wrong."""
+    """`r1=redis://h:p,r2=redis://...` -> {region: url}; ValueError saying what is wrong. A Redis
+    Cluster's URL lists its startup nodes with commas too (`r1=redis+cluster://h:p,h:p`): an item
+    with no `=` after one is its next node, as in WORLDSTATE_PEERS."""
     out: dict[str, str] = {}
+    last = ""
     for item in (t.strip() for t in text.split(",")):
+        if "=" not in item and last and out[last].startswith("redis+cluster://") and ":" in item:
+            out[last] += f",{item}"
+            continue
         region, eq, url = item.partition("=")
         if not eq or not REGION_RE.fullmatch(region) or not url.startswith(SCHEMES):
             raise ValueError(f"{item!r} is not REGION=URL (a region matching {REGION_RE.pattern}, "
@@ -58,6 +64,7 @@ def region_urls(text: str) -> dict[str, str]:
         if region in out:
             raise ValueError(f"region {region} named twice")
         out[region] = url
+        last = region
     return out
 
 

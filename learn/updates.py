@@ -24,13 +24,17 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import redis
+import redis.cluster
 import torch
 
+from consistency.ap_backend import credentials, is_cluster_url, startup_nodes
 from consistency.cp_keys import check_world
 from world_model.checkpoints import CheckpointStore, from_bytes, to_bytes
 
@@ -153,8 +157,26 @@ def make_update(base_blob: bytes, candidate_blob: bytes, *, world: str, region: 
     return update, blob
 
 
-def _client(url: str, timeout_s: float) -> "redis.Redis[bytes]":
-    return redis.Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
+@contextmanager
+def _client(url: str, timeout_s: float) -> Iterator[Any]:
+    """The region's Redis, whichever layout the URL names (consistency/ap_backend.py): a
+    `redis+cluster://[user:password@]h:p,...` URL gets a cluster client with the URL's credentials
+    (`ws:fed:<world>` is one key, on whichever master holds its slot), else one plain Redis.
+
+    redis-py's cluster client raises RedisClusterException, not a RedisError, when no startup
+    node answers; it is raised here as a ConnectionError, so a region whose cluster is down is
+    unreachable this round, as a plain Redis that is down is (learn/federated.py)."""
+    try:
+        if is_cluster_url(url):
+            r: Any = redis.cluster.RedisCluster(
+                startup_nodes=[redis.cluster.ClusterNode(h, p) for h, p in startup_nodes(url)], **credentials(url),
+                socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
+        else:
+            r = redis.Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
+        with r:
+            yield r
+    except redis.cluster.RedisClusterException as e:
+        raise redis.ConnectionError(f"redis cluster {startup_nodes(url)}: {e}") from e
 
 
 def announce(redis_url: str, update: Update, timeout_s: float = 5.0) -> None:

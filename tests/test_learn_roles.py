@@ -74,14 +74,34 @@ def test_the_readme_command_is_the_one_tested() -> None:
     assert [b.replace("\\\n    ", "").strip() for b in blocks(text, "sh")] == [UP]
 
 
+def _redis_url(state: dict[str, Any], region: str) -> str:
+    """The region's Redis (or cluster) URL from deployment.json, with the ACL user when there is one."""
+    url = str(state["redis"][region])
+    if not state["backend_auth"]:
+        return url
+    creds = json.loads(Path(state["backend_auth"]["credentials"]).read_text())
+    return url.replace("://", f"://{creds['redis_user']}:{creds['redis_password']}@", 1)
+
+
 def test_up_learn_runs_a_learner_per_region_and_an_aggregator() -> None:
-    proc = subprocess.Popen(["bash", "-c", f"exec {UP}"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    _up_learn(UP)
+
+
+def test_up_learn_on_clustered_regions_with_backend_auth() -> None:
+    """The same roles when each region is a 3-master Redis Cluster requiring the ACL user: the learner
+    reads its log and announces through `redis+cluster://user:password@...`, the aggregator reads there."""
+    _up_learn(f"{UP} --ap-shards 3 --backend-auth", clustered=True)
+
+
+def _up_learn(command: str, clustered: bool = False) -> None:
+    proc = subprocess.Popen(["bash", "-c", f"exec {command}"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, cwd=repo_root())
     try:
         out = until_up(proc)
         roles = dict(re.findall(r"^\s*learn\s+(\S+)\s+world lab, .*; log (\S+)$", out, re.M))
         assert set(roles) == {"learner-r1", "learner-r2", "aggregator"}, out
         state = json.loads((Path(out.split("run dir ")[1].split(")")[0]) / "deployment.json").read_text())
+        assert all(url.startswith("redis+cluster://") == clustered for url in state["redis"].values()), state
         assert set(state["learn"]) == set(roles) and all(state["pids"][r] for r in roles)
         api, headers = state["api"]["r1"], auth(out)
         lossy = {"gravity": 9.81, "restitution": 0.0, "drag": 0.1, "time_step": 0.05}
@@ -99,7 +119,7 @@ def test_up_learn_runs_a_learner_per_region_and_an_aggregator() -> None:
         update = learned["report"]["update"]
         # announced in r1's Redis (a round that consumed it and published forgets it later: then the
         # aggregator's log below names it)
-        in_redis = update in {u.hash for u in announced(state["redis"]["r1"], "lab")}
+        in_redis = update in {u.hash for u in announced(_redis_url(state, "r1"), "lab")}
         # The aggregator's round names that update (accepted, or rejected with a reason).
         agg = _wait_line(Path(roles["aggregator"]), "round that saw the update", lambda l: "report" in l and any(
             u["hash"] == update for u in l["report"].get("accepted", []) + l["report"].get("rejected", [])), proc)

@@ -75,8 +75,7 @@ def test_the_default_topology_keeps_one_plain_redis_and_clusters_refuse_what_the
     assert sharded.redis == {} and [len(c.nodes) for c in sharded.clusters.values()] == [2, 2]
     home, peers = sharded.api["r1"].env["WORLDSTATE_REDIS_URL"], sharded.api["r1"].env["WORLDSTATE_PEERS"]
     assert home == sharded.clusters["r1"].store_url and peers == f"r2={sharded.clusters['r2'].store_url}"
-    for bad in ({"ap_shards": 0}, {"ap_replicas": -1}, {"ap_shards": 2, "backend_auth": True},
-                {"ap_shards": 2, "learn": True}):
+    for bad in ({"ap_shards": 0}, {"ap_replicas": -1}, {"ap_shards": 2, "host": lambda name: "127.0.0.2"}):
         with pytest.raises(ValueError):
             Deployment(Topology(etcd_members=0, regions=1, api=False, run_dir=tmp_path / "bad", **bad))  # type: ignore[arg-type]
 
