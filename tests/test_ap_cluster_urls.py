@@ -8,13 +8,17 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import httpx
 import pytest
 
 from consistency.ap_backend import cluster_url, remapped_nodes, startup_nodes
 from consistency.ap_store import ReplicaStore
 from deploy.launcher import Deployment, Topology
+from deploy.processes import wait_until
+from jepsen_like.proxy import RESET, Net, Rule
 from service.config import Settings
 
 
@@ -91,3 +95,49 @@ def test_the_launcher_proxies_each_cluster_node_and_remaps_its_address(tmp_path:
     with pytest.raises(ValueError, match="netns"):  # a node listening on a namespace's address: not yet
         Deployment(Topology(etcd_members=0, regions=1, ap_shards=2, run_dir=tmp_path / "ns",
                             host=lambda name: "10.0.0.1"))
+
+
+def test_api_nodes_reach_the_other_region_s_cluster_only_through_the_proxies(tmp_path: Path) -> None:
+    """A proxied deployment with clustered regions, as jepsen_like's proxy mode builds one: the API
+    nodes' peer URLs remap every cluster node to its proxy, so a cut between the regions stops their
+    replication (were any node dialed where it advertises itself, the shipper would never fail)."""
+    net = Net()
+    d = Deployment(Topology(etcd_members=1, regions=2, ap_shards=2, run_dir=tmp_path,
+                            link=lambda src, dst, port: net.listen(src, dst, port)))
+    try:
+        d.start()
+        r1, r2 = d.api["r1"].url, d.api["r2"].url
+        headers = {"Authorization": f"Bearer {d.admin_key}"}
+        assert httpx.put(f"{r1}/v1/worlds/lab", json={}, headers=headers).status_code in (200, 201)
+
+        def post(event: str) -> str:
+            got = httpx.post(f"{r1}/v1/worlds/lab/observations", headers=headers,
+                             json=[{"event_id": event, "entity": event, "source": "cam", "fields": {"x": 1.0}}])
+            assert got.status_code == 202 and got.json()["accepted"] == 1, got.text
+            return str(got.json()["token"])
+
+        def read_in_r2(entity: str, token: str) -> None:
+            deadline = time.monotonic() + 120  # bounds a failure only: the token's wait is the node's
+            while True:
+                got = httpx.get(f"{r2}/v1/worlds/lab/entities/{entity}", headers=headers, params={"token": token},
+                                timeout=60)
+                if got.status_code == 200 or time.monotonic() > deadline:
+                    break
+            assert got.status_code == 200, got.text
+
+        def r1_reaches_r2() -> bool:
+            return bool(httpx.get(f"{r1}/readyz", timeout=30).json()["tiers"]["ap"]["peers"]["r2"]["reachable"])
+
+        read_in_r2("before", post("before"))
+        assert wait_until(r1_reaches_r2, 60)
+        shards = [n.name for c in d.clusters.values() for n in c.nodes]
+        across = [(f"api-{a}", s) for a in ("r1", "r2") for s in shards if not s.startswith(f"redis-{a}-")]
+        net.set([*across, *((dst, src) for src, dst in across)], Rule(RESET))
+        token = post("during")  # r1's own cluster is not cut
+        assert wait_until(lambda: not r1_reaches_r2(), 60), "r1's shipper to r2 never failed: a link bypassed the proxies"
+        assert httpx.get(f"{r2}/v1/worlds/lab/entities/during", headers=headers).status_code == 404
+        net.heal()
+        read_in_r2("during", token)
+    finally:
+        d.stop()
+        net.close()
