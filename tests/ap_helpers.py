@@ -56,6 +56,11 @@ def replicas(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFa
         yield d
 
 
+# For a test written against one Redis a region (it reads `d.redis`): runs it on the single layout only.
+# Not yet ported to both: tests/test_entity_delete.py, test_learn_log.py, test_learn_federated_keys.py.
+ONE_REDIS = pytest.mark.parametrize("replicas", ["single"], indirect=True)
+
+
 @pytest.fixture
 def fresh(replicas: Deployment) -> Deployment:
     for server in servers(replicas):
