@@ -86,11 +86,12 @@ def test_states_equal_the_whole_latent_rollout_on_every_kind_of_world(which: str
         assert torch.equal(lazy, full), (which, name)
         # One world a query, as a node mostly serves them: a batch takes the shortcut only when no
         # world of it touches anything, one world whenever it touches nothing.
+        one = range(0, frames.shape[0], 2)
         with torch.inference_mode():
             alone = torch.cat([jepa.predict_states(frames[i:i + 1], physics[i:i + 1], actions[i:i + 1],
-                                                   visible[i:i + 1]) for i in range(frames.shape[0])])
+                                                   visible[i:i + 1]) for i in one])
         alone_full = torch.cat([_full(jepa, frames[i:i + 1], physics[i:i + 1], actions[i:i + 1], visible[i:i + 1])
-                                for i in range(frames.shape[0])])
+                                for i in one])
         assert torch.equal(alone, alone_full), (which, name)
         assert short.shape == (frames.shape[0], 0, frames.shape[2], STATE_DIM)
         # under gradient mode (training) the same numbers, through the whole step
