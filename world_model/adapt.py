@@ -64,6 +64,10 @@ class Adapt(nn.Module):
         self.requires_grad_(False)  # fine-tuning turns them on (learn/finetune.py)
         self.register_state_dict_post_hook(_leave_out_while_zero)
 
+    def carries(self) -> bool:
+        """Whether any acceleration is carried at all (the gain is exactly zero until fine-tuned)."""
+        return bool(self.carry.any())
+
     def carried(self, accel: Tensor, physics: Tensor) -> Tensor:
         """Observed unexplained acceleration (B, N, 2) -> what free flight applies (B, N, 2)."""
         mc = self.mc

@@ -200,8 +200,7 @@ class WorldModel:
         -> predicted (B, H, N, 4) x, y, vx, vy in physical units, on the caller's device."""
         dev, out_dev = self.device, frames.device
         vis = None if visible is None else visible.to(dev)
-        enc = self.jepa.encode(frames.to(dev), physics.to(dev), vis)
-        z = self.jepa.rollout(enc, physics.to(dev), actions.to(dev))
+        z = self.jepa.predict_states(frames.to(dev), physics.to(dev), actions.to(dev), vis)
         return self.jepa.read_state(z).to(out_dev)
 
     @torch.inference_mode()
@@ -264,8 +263,7 @@ class WorldModel:
         dev = self.device
         visible = torch.stack([r.visible for r in reqs]).to(dev)
         physics = torch.stack([r.physics for r in reqs]).to(dev)
-        enc = self.jepa.encode(frames.to(dev), physics, visible)
-        z = self.jepa.rollout(enc, physics, actions.to(dev))
+        z = self.jepa.predict_states(frames.to(dev), physics, actions.to(dev), visible)
         y = self.jepa.read_state(z).cpu().numpy()
         out = []
         for i, r in enumerate(reqs):

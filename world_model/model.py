@@ -39,29 +39,33 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Mapping
-from typing import Any, NamedTuple
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .adapt import Adapt, fill_missing, unexplained_acceleration
+from .adapt import fill_missing, unexplained_acceleration
 from .config import MASS, PRESENT, RADIUS, ModelConfig, TrainConfig
+# The latent's layout and the predictor live in modules of their own; these names stay importable here.
+from .latent import STATE_DIM, STATIC_FEATS, Encoded, denormalise, mlp, normalise, physics_features
+from .predictor import Predictor, separate
 
-STATE_DIM = 4  # x, y, vx, vy: the first coordinates of every latent
+__all__ = ["FRAME_FEATS", "JEPA", "STATE_DIM", "STATIC_FEATS", "Encoded", "Encoder", "Predictor", "denormalise",
+           "bodies", "energy", "featurize", "mlp", "normalise", "physics_features", "separate", "surprise_score",
+           "vicreg_terms"]
+
 FRAME_FEATS = 6  # x, y, vx, vy, present, frame-visible (per window frame)
-STATIC_FEATS = 2  # radius, mass (physical units): the contact networks need them exactly
-WALL_FEATS = 8
-PAIR_FEATS = 7
-# Scales that make contact features O(1): penetrations are centimetres.
-DEPTH_SCALE = 0.1
 
 
-class Encoded(NamedTuple):
-    z: Tensor  # (B, N, D) per-entity latents
-    valid: Tensor  # (B, N) bool: the entity exists in the window
-    static: Tensor  # (B, N, STATIC_FEATS) radius and mass
-    accel: Tensor  # (B, N, 2) acceleration the window shows and the physics does not explain, m/s^2
+def bodies(frames: Tensor, frame_visible: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """(B, W, N, OBS_DIM) raw frames -> presence per frame (B, W, N), radius and mass (B, N, 2),
+    and (B, N) bool "entity exists in the window"."""
+    pres = frames[..., PRESENT] * frame_visible[:, :, None]  # (B, W, N)
+    seen = pres.amax(dim=1)  # (B, N)
+    radius = (frames[..., RADIUS] * pres).amax(dim=1)
+    mass = torch.where(seen > 0, (frames[..., MASS] * pres).amax(dim=1), torch.ones_like(seen))
+    return pres, torch.stack([radius, mass], -1), seen > 0
 
 
 def featurize(frames: Tensor, box: float, mc: ModelConfig, frame_visible: Tensor | None = None
@@ -71,7 +75,7 @@ def featurize(frames: Tensor, box: float, mc: ModelConfig, frame_visible: Tensor
     b, w, n, _ = frames.shape
     if frame_visible is None:
         frame_visible = torch.ones(b, w, device=frames.device)
-    pres = frames[..., PRESENT] * frame_visible[:, :, None]  # (B, W, N)
+    pres, static, valid = bodies(frames, frame_visible)
     half = box / 2
     per = torch.cat([
         (frames[..., 0:2] - half) / half,
@@ -80,50 +84,7 @@ def featurize(frames: Tensor, box: float, mc: ModelConfig, frame_visible: Tensor
         frame_visible[:, :, None, None].expand(b, w, n, 1),
     ], dim=-1) * pres[..., None]
     per[..., 5] = frame_visible[:, :, None].expand(b, w, n)  # visibility flag even for absent bodies
-    seen = pres.amax(dim=1)  # (B, N)
-    radius = (frames[..., RADIUS] * pres).amax(dim=1)
-    mass = torch.where(seen > 0, (frames[..., MASS] * pres).amax(dim=1), torch.ones_like(seen))
-    return per.permute(0, 2, 1, 3).reshape(b, n, w * FRAME_FEATS), torch.stack([radius, mass], -1), seen > 0
-
-
-def normalise(pos_vel: Tensor, box: float, mc: ModelConfig) -> Tensor:
-    half = box / 2
-    return torch.cat([(pos_vel[..., 0:2] - half) / half, pos_vel[..., 2:4] / mc.vel_scale], dim=-1)
-
-
-def denormalise(s: Tensor, box: float, mc: ModelConfig) -> Tensor:
-    half = box / 2
-    return torch.cat([s[..., 0:2] * half + half, s[..., 2:4] * mc.vel_scale], dim=-1)
-
-
-def physics_features(physics: Tensor, mc: ModelConfig) -> Tensor:
-    g, e, drag, dt = physics.unbind(-1)
-    return torch.stack([g / mc.gravity_scale, e * 2 - 1, drag * 2, dt / mc.dt_scale - 1], dim=-1)
-
-
-def mlp(i: int, h: int, o: int, layers: int = 2) -> nn.Sequential:
-    mods: list[nn.Module] = [nn.Linear(i, h), nn.SiLU()]
-    for _ in range(layers - 1):
-        mods += [nn.Linear(h, h), nn.SiLU()]
-    return nn.Sequential(*mods, nn.Linear(h, o))
-
-
-def _head(net: nn.Sequential, bias: list[float]) -> None:
-    """Start a contact network at a fixed guess (zero weights, this bias)."""
-    last = net[-1]
-    assert isinstance(last, nn.Linear)
-    nn.init.zeros_(last.weight)
-    with torch.no_grad():
-        last.bias.copy_(torch.tensor(bias))
-
-
-def _sparse(net: nn.Module, inputs: Tensor, active: Tensor, out_dim: int) -> Tensor:
-    """`net` on the active rows only (contacts are rare: most bodies touch
-    nothing on a given step); zeros elsewhere."""
-    out = inputs.new_zeros(*active.shape, out_dim)
-    if bool(active.any()):
-        out[active] = net(inputs[active])
-    return out
+    return per.permute(0, 2, 1, 3).reshape(b, n, w * FRAME_FEATS), static, valid
 
 
 class Encoder(nn.Module):
@@ -143,153 +104,6 @@ class Encoder(nn.Module):
         z = torch.cat([s, h], -1) * valid[..., None]
         accel = unexplained_acceleration(window, physics, self.box, frame_visible) * valid[..., None]
         return Encoded(z, valid, static, accel)
-
-
-class Predictor(nn.Module):
-    """One step of every body: free flight from the physics, then learned
-    wall and pair contact responses, then projection into the box."""
-
-    def __init__(self, mc: ModelConfig, box: float):
-        super().__init__()
-        self.mc, self.box = mc, box
-        dh, d = mc.latent_dim - STATE_DIM, mc.d_model
-        # Outputs scale what the free step did: pushes back (1 + e) x penetration and
-        # reverses (1 + e) x the speed into the wall when it is elastic; learned, not given.
-        self.wall = mlp(WALL_FEATS + dh, d, 4, mc.pred_layers)
-        self.pair = mlp(PAIR_FEATS + 2 * dh, d, 2, mc.pred_layers)
-        self.update = mlp(dh + 2 * STATE_DIM + 4 + 3, d, dh, mc.pred_layers)
-        _head(self.wall, [1.75, 0.0, 1.75, 0.0])
-        _head(self.pair, [1.75, 1.0])
-        _head(self.update, [0.0] * dh)
-        self.adapt = Adapt(mc)
-
-    def forward(self, z: Tensor, action: Tensor, valid: Tensor, static: Tensor, physics: Tensor,
-                accel: Tensor | None = None) -> Tensor:
-        """`accel` (B, N, 2): the carried unexplained acceleration (Adapt.carried), m/s^2."""
-        mc, box = self.mc, self.box
-        s, h = z[..., :STATE_DIM], z[..., STATE_DIM:]
-        x = denormalise(s, box, mc)
-        r, m = static[..., 0], static[..., 1]
-        g, e, drag, dt = (physics[:, i, None] for i in range(4))  # each (B, 1)
-        live = valid[..., None].float()
-
-        # Free flight: exactly what the physics document prescribes.
-        vel = x[..., 2:4] + action / m[..., None] * live
-        vel = torch.cat([vel[..., 0:1], vel[..., 1:2] - (g * dt)[..., None]], -1)
-        if accel is not None:  # in the simulator's order: after gravity, before drag
-            vel = vel + accel * (dt[..., None] * live)
-        vel = vel * torch.exp(-drag * dt)[..., None]
-        pos = x[..., 0:2] + vel * dt[..., None]
-
-        pos, vel, walls = self._walls(pos, vel, r, h, valid, physics)
-        pos, vel, touching = self._pairs(pos, vel, r, m, h, valid, physics)
-        pos = self.adapt.kept_apart(pos, separate(pos, r, m, valid, box), r, box, physics)
-
-        s_new = normalise(torch.cat([pos, vel], -1), box, mc)
-        pf = physics_features(physics, mc)[:, None].expand(-1, s.shape[1], -1)
-        h_new = h + self.update(torch.cat([h, s, (s_new - s) * 10, pf, walls, touching], -1))
-        out = torch.cat([s_new, h_new], -1)
-        return torch.where(valid[..., None], out, z)
-
-    def _walls(self, pos: Tensor, vel: Tensor, r: Tensor, h: Tensor, valid: Tensor, physics: Tensor
-               ) -> tuple[Tensor, Tensor, Tensor]:
-        """Per axis, the wall a body ended up behind after the free step (if any)."""
-        mc, box = self.mc, self.box
-        g, e, drag, dt = physics.unbind(-1)
-        new_pos, new_vel, hits = [], [], []
-        for ax in range(2):
-            p, v = pos[..., ax], vel[..., ax]
-            below, above = r - p, p - (box - r)
-            depth = torch.maximum(below, above)
-            active = valid & (depth > 0)
-            if not bool(active.any()):  # most steps touch no wall: what follows would change nothing
-                new_pos.append(p)
-                new_vel.append(v)
-                hits.append(active.float())
-                continue
-            side = torch.where(below > above, 1.0, -1.0)  # +1: the low wall, pushes towards +
-            v_in = -side * v  # speed into the wall
-            v_tan = vel[..., 1 - ax]
-            g_in = (g[:, None] * side * (1.0 if ax == 1 else 0.0)).expand_as(p)  # gravity pulling into it
-            feats = torch.stack([
-                depth.clamp(min=0) / DEPTH_SCALE, v_in / mc.vel_scale, v_tan.abs() / mc.vel_scale,
-                g_in / mc.gravity_scale,
-                (e * 2 - 1)[:, None].expand_as(p), (drag * 2)[:, None].expand_as(p),
-                (dt / mc.dt_scale - 1)[:, None].expand_as(p), torch.full_like(p, float(ax)),
-            ], -1)
-            out = self.adapt.wall_out(_sparse(self.wall, torch.cat([feats, h], -1), active, 4), active, physics, v_in)
-            dp = out[..., 0] * depth + 0.01 * out[..., 1]
-            dv = out[..., 2] * v_in + 0.1 * out[..., 3]
-            new_pos.append(torch.where(active, p + side * dp, p))
-            new_vel.append(torch.where(active, v + side * dv, v))
-            hits.append(active.float())
-        return torch.stack(new_pos, -1), torch.stack(new_vel, -1), torch.stack(hits, -1)
-
-    def _pairs(self, pos: Tensor, vel: Tensor, r: Tensor, m: Tensor, h: Tensor, valid: Tensor,
-               physics: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """Every pair that overlaps after the free step exchanges an impulse and
-        a push along the line of centres, equal and opposite."""
-        mc = self.mc
-        n = pos.shape[1]
-        if n < 2:
-            return pos, vel, torch.zeros_like(pos[..., :1])
-        d = pos[:, None, :, :] - pos[:, :, None, :]  # d[b, i, j] = p_j - p_i
-        dist = d.norm(dim=-1).clamp(min=1e-6)
-        normal = d / dist[..., None]
-        overlap = r[:, :, None] + r[:, None, :] - dist
-        eye = torch.eye(n, dtype=torch.bool, device=pos.device)
-        active = valid[:, :, None] & valid[:, None, :] & ~eye & (overlap > 0)
-        if not bool(active.any()):
-            return pos, vel, torch.zeros_like(pos[..., :1])
-        dv = vel[:, None, :, :] - vel[:, :, None, :]
-        v_n = (dv * normal).sum(-1)  # < 0: approaching
-        v_t = (dv - v_n[..., None] * normal).norm(dim=-1)
-        inv_m = 1.0 / m
-        w = inv_m[:, :, None] + inv_m[:, None, :]
-        lm = torch.log(m)
-        g, e, drag, dt = physics.unbind(-1)
-        shape = overlap.shape
-        feats = torch.stack([
-            overlap.clamp(min=0) / DEPTH_SCALE, v_n / mc.vel_scale, v_t / mc.vel_scale,
-            (e * 2 - 1)[:, None, None].expand(shape), lm[:, :, None].expand(shape), lm[:, None, :].expand(shape),
-            (dt / mc.dt_scale - 1)[:, None, None].expand(shape),
-        ], -1)
-        hi, hj = h[:, :, None, :].expand(-1, -1, n, -1), h[:, None, :, :].expand(-1, n, -1, -1)
-        out = self.adapt.pair_out(_sparse(self.pair, torch.cat([feats, hi, hj], -1), active, 2), active, physics, v_n)
-        out = (out + out.transpose(1, 2)) / 2  # the same response seen from either body
-        act = active.float()
-        impulse = out[..., 0] * (-v_n) / w * act  # (B, N, N), symmetric
-        push = out[..., 1] * overlap.clamp(min=0) / w * act
-        vel = vel - inv_m[..., None] * (impulse[..., None] * normal).sum(2)
-        pos = pos - inv_m[..., None] * (push[..., None] * normal).sum(2)
-        return pos, vel, act.sum(2, keepdim=True)
-
-
-def separate(pos: Tensor, r: Tensor, m: Tensor, valid: Tensor, box: float, rounds: int = 3,
-             tolerance: float = 0.01) -> Tensor:
-    """Project positions onto the constraints: inside the box, and no two discs overlapping by more
-    than `tolerance`. The learned pair response separates a pair it sees; when three or more bodies
-    press together the pushes add up and can leave one pair overlapping (measured: 0.27 m in 1 of
-    918 pairs of crowded five-body worlds), so what is left is pushed apart, lighter body more."""
-    lo, hi = r[..., None], box - r[..., None]
-    pos = torch.minimum(torch.maximum(pos, lo), hi)
-    n = pos.shape[1]
-    if n < 2:
-        return pos
-    eye = torch.eye(n, dtype=torch.bool, device=pos.device)
-    both = valid[:, :, None] & valid[:, None, :] & ~eye
-    inv_m = 1.0 / m
-    w = inv_m[:, :, None] + inv_m[:, None, :]
-    for _ in range(rounds):
-        d = pos[:, None, :, :] - pos[:, :, None, :]
-        dist = d.norm(dim=-1).clamp(min=1e-6)
-        excess = (r[:, :, None] + r[:, None, :] - dist - tolerance).clamp(min=0) * both
-        if not bool((excess > 0).any()):
-            break
-        push = (excess / w)[..., None] * d / dist[..., None]  # (B, N, N, 2), along i -> j
-        pos = pos - inv_m[..., None] * push.sum(2)  # each body takes its share of each pair's excess
-        pos = torch.minimum(torch.maximum(pos, lo), hi)  # walls win over pair pushes
-    return pos
 
 
 class JEPA(nn.Module):
@@ -320,16 +134,32 @@ class JEPA(nn.Module):
         """(B, W, N, OBS_DIM) -> per-entity latents (B, N, D) and what the predictor needs."""
         return (self.target if target else self.encoder)(window, physics, frame_visible)
 
-    def rollout(self, enc: Encoded, physics: Tensor, actions: Tensor) -> Tensor:
-        """Encoded latents (B, N, D) and actions (B, K, N, 2) -> predicted (B, K, N, D)."""
-        z, out = enc.z, []
+    def rollout(self, enc: Encoded, physics: Tensor, actions: Tensor, features: bool = True) -> Tensor:
+        """Encoded latents (B, N, D) and actions (B, K, N, 2) -> predicted (B, K, N, D); with
+        `features` False the states alone, (B, K, N, STATE_DIM), the same numbers, sooner
+        (predictor.py: what a rollout skips and why)."""
         carry = self.predictor.adapt.carried(enc.accel, physics)
-        for k in range(actions.shape[1]):
-            z = self.predictor(z, actions[:, k], enc.valid, enc.static, physics, carry)
-            out.append(z)
-        if not out:
-            return z.new_zeros(z.shape[0], 0, *z.shape[1:])
-        return torch.stack(out, dim=1)
+        return self.predictor.rollout(enc.z, enc.valid, enc.static, physics, carry, actions, features)
+
+    def predict_states(self, window: Tensor, physics: Tensor, actions: Tensor,
+                       frame_visible: Tensor | None = None) -> Tensor:
+        """States (B, K, N, STATE_DIM) after each step from a window (B, W, N, OBS_DIM):
+        rollout(encode(...), ..., features=False), the same numbers. Outside gradient mode it
+        encodes the learned features only if a contact needs them (Predictor.states), and reads the
+        unexplained acceleration off the window only if adapt.py's carry is trained."""
+        if torch.is_grad_enabled():
+            return self.rollout(self.encode(window, physics, frame_visible), physics, actions, features=False)
+        if frame_visible is None:
+            frame_visible = torch.ones(window.shape[0], window.shape[1], device=window.device)
+        _, static, valid = bodies(window, frame_visible)
+        keep = valid[..., None]  # encode() zeroes the latents of bodies absent from the window
+        s = normalise(window[:, -1, :, 0:4], self.box, self.mc) * keep
+        adapt = self.predictor.adapt
+        carry = None
+        if adapt.carries():
+            carry = adapt.carried(unexplained_acceleration(window, physics, self.box, frame_visible) * keep, physics)
+        return self.predictor.states(s, lambda: self.encode(window, physics, frame_visible).z[..., STATE_DIM:],
+                                     valid, static, physics, carry, actions)
 
     def read_state(self, z: Tensor) -> Tensor:
         """Latents (..., D) -> x, y, vx, vy (..., 4) in physical units."""

@@ -71,7 +71,7 @@ class LatentDynamics:
             return t.repeat_interleave(p, 0)
 
         big = Encoded(*map(rep, enc))
-        z = self.jepa.rollout(big, rep(physics), _body_actions(actions, body, enc.z.shape[1]))
+        z = self.jepa.rollout(big, rep(physics), _body_actions(actions, body, enc.z.shape[1]), features=False)
         zb = z.view(e, p, *z.shape[1:])[torch.arange(e, device=z.device), :, :, body]  # (E, P, H, D)
         return self.jepa.read_state(zb)[..., 0:2].to(out_device)
 
