@@ -5,6 +5,11 @@ The choice is the URL's: `redis://host:port/db` is one Redis (today's path, unto
 asyncio `RedisCluster` discovers the rest. `ReplicaStore(..., cluster=True)` also forces a cluster
 for a plain `redis://` URL naming one node of it.
 
+A node reached at another address than the one it advertises (CLUSTER SLOTS), behind a proxy
+or a NAT, is written `advertised>reached`: `redis+cluster://10.0.0.5:6379>127.0.0.1:40001,...`
+dials 127.0.0.1:40001 as a startup node and wherever the cluster names 10.0.0.5:6379 (redis-py's
+`address_remap`). A node the URL does not list is dialed where it says it is.
+
 On a cluster, script calls go through `ClusterScripts`: redis-py's cluster pipeline refuses
 EVALSHA, and a `WAIT` must follow the writes on the connection that sent them, so the calls are
 grouped per master and each group is written as one pipeline on one connection of that master.
@@ -15,19 +20,21 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import re
 import traceback
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
 import redis.asyncio as aioredis
-from redis.asyncio.cluster import ClusterNode, PipelineCommand, RedisCluster
+from redis.asyncio.cluster import ClusterNode, NodesManager, PipelineCommand, RedisCluster
 from redis.exceptions import (AskError, ClusterDownError, MovedError, NoScriptError, RedisError, SlotNotCoveredError,
                               TryAgainError)
 
 from consistency.errors import OutcomeUnknown, Unavailable
 
-__all__ = ["CLUSTER_SCHEME", "ClusterScripts", "cluster_client", "is_cluster_url", "single_client", "startup_nodes"]
+__all__ = ["CLUSTER_SCHEME", "ClusterScripts", "cluster_client", "cluster_url", "is_cluster_url", "remapped_nodes",
+           "single_client", "startup_nodes"]
 
 log = logging.getLogger("worldstate.ap_backend")
 CLUSTER_SCHEME = "redis+cluster"
@@ -44,14 +51,53 @@ def is_cluster_url(url: str) -> bool:
     return urlsplit(url).scheme == CLUSTER_SCHEME
 
 
-def startup_nodes(url: str) -> list[tuple[str, int]]:
-    """The (host, port) pairs of `redis+cluster://h:p,h:p` or of a plain `redis://h:p` URL."""
-    netloc = urlsplit(url).netloc.rpartition("@")[2]
-    out = []
-    for part in netloc.split(","):
-        host, _, port = part.rpartition(":")
-        out.append((host or "127.0.0.1", int(port or 6379)))
+Address = tuple[str, int]
+_ADDRESS = re.compile(r"([^\s:>,/@]*):([0-9]{1,5})")  # host:port, host may be empty (127.0.0.1)
+REMAP = ">"  # advertised>reached
+
+
+def _address(text: str, item: str) -> Address:
+    m = _ADDRESS.fullmatch(text)
+    if m is None or not 0 < int(m.group(2)) < 65536:
+        # the item only, never the whole URL: its user part may hold a password
+        raise ValueError(f"redis+cluster URL: node {item!r} is not HOST:PORT or ADVERTISED_HOST:PORT>HOST:PORT")
+    return m.group(1) or "127.0.0.1", int(m.group(2))
+
+
+def remapped_nodes(url: str) -> list[tuple[Address, Address]]:
+    """Each node of a `redis+cluster://` (or plain `redis://h:p`) URL as (advertised, reached):
+    the same address unless written `advertised>reached`. ValueError, saying which node, if malformed."""
+    parts = urlsplit(url)
+    netloc = parts.netloc.rpartition("@")[2]
+    if is_cluster_url(url) and (parts.path not in ("", "/", "/0") or parts.query or parts.fragment):
+        raise ValueError("redis+cluster URL: only /0 may follow the node list (a cluster has one database)")
+    out: list[tuple[Address, Address]] = []
+    for item in netloc.split(","):
+        if REMAP in item:
+            advertised, _, reached = item.partition(REMAP)
+            out.append((_address(advertised, item), _address(reached, item)))
+        elif ":" in item:
+            out.append((_address(item, item),) * 2)
+        else:  # redis://host with no port, as before
+            out.append(((item or "127.0.0.1", 6379),) * 2)
+    seen: dict[Address, Address] = {}
+    for advertised, reached in out:
+        if seen.setdefault(advertised, reached) != reached:
+            raise ValueError(f"redis+cluster URL: node {advertised[0]}:{advertised[1]} is remapped to two addresses")
     return out
+
+
+def startup_nodes(url: str) -> list[Address]:
+    """The addresses to dial first, of `redis+cluster://h:p,h:p` (a remapped node's reached one)
+    or of a plain `redis://h:p` URL."""
+    return [reached for _, reached in remapped_nodes(url)]
+
+
+def cluster_url(nodes: Mapping[Address, Address] | Sequence[Address]) -> str:
+    """The `redis+cluster://` URL of these nodes: a list of addresses, or advertised -> reached."""
+    pairs = nodes.items() if isinstance(nodes, Mapping) else [(n, n) for n in nodes]
+    return "redis+cluster://" + ",".join(
+        f"{a[0]}:{a[1]}" if a == r else f"{a[0]}:{a[1]}{REMAP}{r[0]}:{r[1]}" for a, r in pairs)
 
 
 def single_client(url: str, timeout_s: float, max_connections: int) -> aioredis.Redis:
@@ -68,10 +114,36 @@ def single_client(url: str, timeout_s: float, max_connections: int) -> aioredis.
 
 def cluster_client(url: str, timeout_s: float, max_connections: int) -> RedisCluster:
     """A RedisCluster client over the URL's startup nodes; it follows MOVED/ASK for plain commands
-    and its own pipelines (which ClusterScripts does not use for scripts)."""
-    return RedisCluster(startup_nodes=[ClusterNode(h, p) for h, p in startup_nodes(url)],
-                        socket_timeout=timeout_s, socket_connect_timeout=timeout_s,
-                        max_connections=max_connections, health_check_interval=1)
+    and its own pipelines (which ClusterScripts does not use for scripts). ValueError for a bad URL."""
+    nodes = remapped_nodes(url)
+    remap = {a: r for a, r in nodes if a != r}
+    rc = RedisCluster(startup_nodes=[ClusterNode(h, p) for _, (h, p) in nodes],
+                      socket_timeout=timeout_s, socket_connect_timeout=timeout_s,
+                      max_connections=max_connections, health_check_interval=1,
+                      address_remap=(lambda address: remap.get(address, address)) if remap else None)
+    if remap:
+        _remap_moved(rc)
+    return rc
+
+
+class _RemappingNodes(NodesManager):
+    """redis-py 8.1 remaps the addresses CLUSTER SLOTS names but not the one a MOVED answer names
+    (redis/redis-py#3382): after a failover, its plain commands and pipelines would record the new
+    master where it says it is and dial it there, past the proxy. This remaps a redirection's
+    address before redis-py records it. (An ASK answer to a plain command, met only while a slot
+    migrates, is still looked up unremapped by redis-py: resharding through a proxy is untested.)"""
+
+    __slots__ = ()  # the same layout as NodesManager's, so a client's manager can take this class
+
+    async def move_slot(self, e: AskError | MovedError) -> None:
+        e.host, e.port = self.remap_host_port(e.host, e.port)
+        await super().move_slot(e)
+
+
+def _remap_moved(rc: RedisCluster) -> None:
+    # RedisCluster builds its NodesManager itself and NodesManager has __slots__ (no method can be
+    # set on one instance): this client's manager becomes the remapping subclass.
+    rc.nodes_manager.__class__ = _RemappingNodes
 
 
 class _NotSent(ConnectionError):

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from consistency import ap_backend
 from consistency.cp_store import CPStore
 from deploy import backend_auth, binaries, first_start
 from service.config import Settings
@@ -148,10 +149,11 @@ class Deployment:
             raise ValueError("--learn-every must be a number of seconds > 0")
         if topology.ap_shards < 1 or topology.ap_replicas < 0:
             raise ValueError("--ap-shards must be at least 1 and --ap-replicas 0 or more")
-        if topology.clustered and (topology.backend_auth or topology.learn or topology.link or topology.host):
+        if topology.clustered and (topology.backend_auth or topology.learn or topology.host):
             # Not yet: cluster nodes have no ACL user, the learners' federated keys use a plain client, and
-            # a cluster's nodes advertise their own addresses, past any proxy in between.
-            raise ValueError("--ap-shards/--ap-replicas do not combine with --backend-auth, --learn or a proxied network yet")
+            # netns hosts would need each node to listen, and advertise itself, on its namespace's address.
+            # (`link` works: each node's port is proxied and the URL remaps its address, ap_backend.py.)
+            raise ValueError("--ap-shards/--ap-replicas do not combine with --backend-auth, --learn or a netns network yet")
         self.topology = topology
         self.run_dir = Path(topology.run_dir or tempfile.mkdtemp(prefix="worldstate-"))
         self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -199,7 +201,11 @@ class Deployment:
             return
         def ap_url(me: str, region: str) -> str:
             if region in self.clusters:
-                return self.clusters[region].store_url
+                if t.link is None:
+                    return self.clusters[region].store_url
+                # Every node through its own proxy: the cluster names its nodes by their real ports.
+                return ap_backend.cluster_url({(n.host, n.port): (n.host, link(me, n.name, n.port))
+                                               for n in self.clusters[region].nodes})
             node = self.redis[region]
             return backend_auth.redis_url(addr(node.name), link(me, node.name, node.port), *(redis_user or ()))
 

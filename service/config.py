@@ -11,6 +11,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from consistency import ap_backend
+from consistency import ap_keys as K
 from service import sabotage
 
 
@@ -28,7 +30,7 @@ def _peers(value: str) -> dict[str, str]:
         if not url and last and out[last].startswith("redis+cluster://"):
             out[last] += f",{item}"
             continue
-        if not url:
+        if not url or not K.REGION_RE.fullmatch(region):
             raise ValueError(f"peer {item!r} is not REGION=URL")
         out[region] = url
         last = region
@@ -142,6 +144,12 @@ class Settings:
             raise ValueError("WORLDSTATE_PREDICT_MEMO must be 0 (no memo) or more")
         if s.ap_ack_replicas < -1:
             raise ValueError("WORLDSTATE_AP_ACK_REPLICAS must be -1 (automatic), 0 or more")
+        for setting, url in [("WORLDSTATE_REDIS_URL", s.redis_url), *(("WORLDSTATE_PEERS", u) for u in s.peers.values())]:
+            if ap_backend.is_cluster_url(url):
+                try:  # refused at start, not at the first write (a node list, maybe remapped: ap_backend.py)
+                    ap_backend.remapped_nodes(url)
+                except ValueError as e:
+                    raise ValueError(f"{setting}: {e}") from None
         return s
 
     def to_env(self) -> dict[str, str]:

@@ -7,6 +7,12 @@ region's API node would dial them across a network. A partition is a
 blackhole on those links: bytes and connection ends are held, nobody is told,
 the shippers' commands time out and they retry until the link heals. The
 link from a node to its home Redis is on one host and is never cut.
+
+Every test taking `replicas` (or `fresh`) runs on both layouts of a region's replica: `single`
+(one Redis) and `cluster` (a Redis Cluster of 3 masters, docs/ap-cluster.md). A peer cluster's
+nodes are each dialed through their own proxy, all named `redis-<region>` so one cut covers the
+region, with the URL remapping the addresses the cluster advertises (consistency/ap_backend.py).
+The raw helpers below read a cluster master by master.
 """
 
 from __future__ import annotations
@@ -21,10 +27,12 @@ import redis
 from redis.exceptions import RedisError
 
 from consistency import ap_keys
+from consistency.ap_backend import cluster_url
 from consistency.ap_positions import at_least
 from consistency.ap_store import ALL, Observation, ReplicaStore
 from consistency.replication import Replicator
 from deploy.launcher import Deployment, Topology
+from deploy.nodes import RedisNode
 from jepsen_like.proxy import BLACKHOLE, Net, Rule
 
 # Deadlines, not expectations: on a quiet machine replication settles in well under a
@@ -34,34 +42,96 @@ SETTLE_S = 60.0
 SCENARIO_S = 180.0
 
 
-@pytest.fixture(scope="module")
-def replicas(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
-    """Three regions' Redis (AOF on), no etcd and no API: the AP tier alone."""
-    with Deployment(Topology(etcd_members=0, regions=3, api=False,
-                             run_dir=tmp_path_factory.mktemp("replicas"))) as d:
+LAYOUTS = ("single", "cluster")
+SHARDS = 3  # masters per region in the cluster layout: each holds about a third of the 64 partitions
+
+
+@pytest.fixture(scope="module", params=LAYOUTS)
+def replicas(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
+    """Three regions' AP replicas (AOF on, appendfsync always), no etcd and no API: the AP tier alone,
+    one Redis a region or a 3-master Redis Cluster a region. Started once per module and layout."""
+    shards = SHARDS if request.param == "cluster" else 1
+    with Deployment(Topology(etcd_members=0, regions=3, api=False, ap_shards=shards,
+                             run_dir=tmp_path_factory.mktemp(f"replicas-{request.param}"))) as d:
         yield d
 
 
 @pytest.fixture
 def fresh(replicas: Deployment) -> Deployment:
-    for node in replicas.redis.values():
-        if not node.running:
-            node.start()
-            node.wait_healthy(30)
+    for server in servers(replicas):
+        if not server.running:
+            server.start()
+    for region in replicas.topology.region_names():
+        back(replicas, region)
     flush(replicas)
     return replicas
 
 
+def layout(d: Deployment) -> str:
+    return "cluster" if d.clusters else "single"
+
+
+def servers(d: Deployment) -> list[RedisNode]:
+    """Every redis-server of the deployment (a cluster's ShardNode is a RedisNode)."""
+    return [*d.redis.values(), *(n for c in d.clusters.values() for n in c.nodes)]
+
+
+def url(d: Deployment, region: str) -> str:
+    """The URL a region's own node gives its ReplicaStore: `redis://` or `redis+cluster://`."""
+    return d.clusters[region].store_url if region in d.clusters else d.redis[region].url
+
+
+def server_of(d: Deployment, region: str, world: str = "w", entity: str = "e0") -> RedisNode:
+    """The process holding an entity's partition: the region's Redis, or the master serving its slot."""
+    if region not in d.clusters:
+        return d.redis[region]
+    c = d.clusters[region]
+    with c.client() as rc:
+        holder = rc.get_node_from_key(ap_keys.stream(ap_keys.partition(world, entity)))
+    return c.node_on(holder.port)
+
+
+def back(d: Deployment, region: str, timeout: float = 30.0) -> None:
+    """Until a region's replica serves again after a restart: its Redis answers, or every node of
+    its cluster answers and the cluster covers every slot again."""
+    for server in servers(d):
+        if server.region == region and server.running:
+            server.wait_healthy(timeout)
+    if region in d.clusters:
+        d.clusters[region].wait_serving(timeout)
+
+
+def masters(d: Deployment, region: str, **options: Any) -> list[redis.Redis]:
+    """Plain clients of the servers that hold a region's keys, for what a cluster client cannot do
+    on one node (SCAN, KEYS, FLUSHALL): its one Redis, or each master of its cluster now."""
+    if region in d.clusters:
+        return [redis.Redis(port=n.port, **options) for n in d.clusters[region].current_masters()]
+    return [redis.Redis(port=d.redis[region].port, **options)]
+
+
+def raw(d: Deployment, region: str, **options: Any) -> Any:
+    """A client for commands on named keys: redis.Redis, or a redis.cluster.RedisCluster routing each key."""
+    if region in d.clusters:
+        return d.clusters[region].client(**options)
+    return redis.Redis(port=d.redis[region].port, **options)
+
+
+def keys(d: Deployment, region: str) -> list[bytes]:
+    """Every key of a region's replica, sorted."""
+    return sorted(k for m in masters(d, region) for k in m.keys("*"))
+
+
 def flush(d: Deployment) -> None:
-    for node in d.redis.values():
-        if node.running:
-            redis.Redis(port=node.port).flushall()
+    for region in d.topology.region_names():
+        if region in d.clusters or d.redis[region].running:
+            for m in masters(d, region):
+                m.flushall()  # a master's replicas follow
 
 
 def state(d: Deployment, region: str) -> dict[bytes, dict[bytes, bytes]]:
     """Every merged entity of one replica, exactly as stored."""
-    r = redis.Redis(port=d.redis[region].port)
-    return {k: r.hgetall(k) for k in sorted(r.scan_iter(match=ENTITY_KEYS, count=1000))}
+    held = {k: m.hgetall(k) for m in masters(d, region) for k in m.scan_iter(match=ENTITY_KEYS, count=1000)}
+    return dict(sorted(held.items()))
 
 
 ENTITY_KEYS = "ws:{p*}:e:*"  # every partition's entity hashes (consistency/ap_keys.py)
@@ -70,7 +140,7 @@ SEEN_KEYS = "ws:{p*}:s:*"
 
 def stream_len(d: Deployment, region: str) -> int:
     """Entries held in all of the replica's partition streams."""
-    r = redis.Redis(port=d.redis[region].port)
+    r = raw(d, region)
     return sum(r.xlen(ap_keys.stream(p)) for p in ALL)
 
 
@@ -91,13 +161,12 @@ async def replication(d: Deployment, regions: list[str] | None = None,
                       **home_options: Any) -> AsyncIterator[Replicas]:
     """One home store and a replicator per region, as each region's API node would run them;
     every peer link through a proxy of `reps.net`. Housekeeping runs only when a test calls it."""
-    regions = regions or sorted(d.redis)
+    regions = regions or d.topology.region_names()
     reps = Replicas(Net())
     try:
         for r in regions:
-            home = ReplicaStore(d.redis[r].url, r, node(r), **home_options)
-            peers = [ReplicaStore(f"redis://127.0.0.1:{reps.net.listen(node(r), f'redis-{p}', d.redis[p].port)}/0",
-                                  p, node(r)) for p in regions if p != r]
+            home = ReplicaStore(url(d, r), r, node(r), **home_options)
+            peers = [ReplicaStore(peer_url(d, reps.net, r, p), p, node(r)) for p in regions if p != r]
             reps[r] = Replicator(home, peers, housekeeping_s=3600)
             reps[r].start()
         yield reps
@@ -107,6 +176,15 @@ async def replication(d: Deployment, regions: list[str] | None = None,
             await rep.stop()
             await rep.home.close()
         reps.net.close()
+
+
+def peer_url(d: Deployment, net: Net, me: str, peer: str) -> str:
+    """The URL region `me`'s node dials `peer`'s replica at: through a proxy per server, each
+    linked as `redis-<peer>`; a cluster's URL remaps every node's own address to its proxy."""
+    if peer in d.clusters:
+        return cluster_url({(n.host, n.port): ("127.0.0.1", net.listen(node(me), f"redis-{peer}", n.port))
+                            for n in d.clusters[peer].nodes})
+    return f"redis://127.0.0.1:{net.listen(node(me), f'redis-{peer}', d.redis[peer].port)}/0"
 
 
 def _link_pairs(a: str, b: str) -> list[tuple[str, str]]:

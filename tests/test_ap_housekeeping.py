@@ -16,7 +16,6 @@ import asyncio
 from collections.abc import Iterator
 
 import pytest
-import redis
 
 import consistency.ap_logs as ap_logs
 import consistency.ap_store as ap_store
@@ -28,7 +27,7 @@ from deploy.launcher import Deployment
 from jepsen_like.proxy import RESET
 from tests.ap_helpers import (SCENARIO_S, cut, eventually, failed_across, fresh, heal, ob, quiesce, replicas,  # noqa: F401 (fixtures)
                               replication, shipped, state, stream_len)
-from tests.ap_helpers import SEEN_KEYS
+from tests.ap_helpers import SEEN_KEYS, masters, raw
 
 MINUTE_MS = 60_000
 
@@ -58,18 +57,14 @@ def dedup_clock(monkeypatch: pytest.MonkeyPatch) -> Iterator[DedupClock]:
     yield clock
 
 
-def _raw(d: Deployment, region: str) -> redis.Redis:
-    return redis.Redis(port=d.redis[region].port, decode_responses=True)
-
-
 def _remembered(d: Deployment, region: str) -> set[str]:
-    """Every event id the replica's dedup records hold, over all entities."""
-    r = _raw(d, region)
-    return {ev for k in r.scan_iter(match=SEEN_KEYS, count=1000) for ev in r.hkeys(k)}
+    """Every event id the replica's dedup records hold, over all entities (and masters)."""
+    return {ev for r in masters(d, region, decode_responses=True)
+            for k in r.scan_iter(match=SEEN_KEYS, count=1000) for ev in r.hkeys(k)}
 
 
 def _dedup_minutes(d: Deployment, region: str) -> list[int]:
-    r = _raw(d, region)
+    r = raw(d, region, decode_responses=True)
     return sorted({int(m) for p in ALL for m in r.zrange(K.dedup_minutes(p), 0, -1)})
 
 

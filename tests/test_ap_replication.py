@@ -16,13 +16,13 @@ from consistency.hlc import MAX_LOGICAL, HLCTimestamp, HybridLogicalClock, wall_
 from deploy.launcher import Deployment
 from jepsen_like.proxy import RESET
 from service.metrics import Metrics
-from tests.ap_helpers import (SCENARIO_S, cut, eventually, failed_across, fresh, heal, ob, quiesce, replicas,  # noqa: F401 (fixtures)
-                              replication, shipped, state, stream_len)
+from tests.ap_helpers import (SCENARIO_S, back, cut, eventually, failed_across, fresh, heal, ob, quiesce,  # noqa: F401 (fixtures)
+                              replicas, replication, server_of, shipped, state, stream_len, url)
 
 
 def test_dedup_in_batch_and_on_replay(fresh: Deployment) -> None:
     async def scenario() -> None:
-        store = ReplicaStore(fresh.redis["r1"].url, "r1", "node-r1")
+        store = ReplicaStore(url(fresh, "r1"), "r1", "node-r1")
         res = await store.ingest([ob("ball", "e1", x=1.0), ob("ball", "e1", x=2.0), ob("ball", "e2", x=3.0)])
         assert res.accepted == [True, False, True]
         before = state(fresh, "r1")
@@ -116,7 +116,7 @@ def test_same_event_posted_to_two_replicas_is_counted_once(fresh: Deployment) ->
 
 def test_replay_after_redis_restart_is_a_duplicate_and_aof_keeps_acknowledged(fresh: Deployment) -> None:
     async def write() -> list[str]:
-        store = ReplicaStore(fresh.redis["r1"].url, "r1", "node-r1")
+        store = ReplicaStore(url(fresh, "r1"), "r1", "node-r1")
         events = [f"k{i}" for i in range(200)]
         res = await store.ingest([ob(f"e{i % 10}", ev, i=i) for i, ev in enumerate(events)])
         assert all(res.accepted)
@@ -124,12 +124,13 @@ def test_replay_after_redis_restart_is_a_duplicate_and_aof_keeps_acknowledged(fr
         return events
 
     events = asyncio.run(write())
-    fresh.redis["r1"].kill()  # kill -9 right after the acknowledgements
-    fresh.redis["r1"].start()
-    fresh.redis["r1"].wait_healthy(30)
+    server = server_of(fresh, "r1", "w", "e0")  # the Redis, or the cluster master holding e0
+    server.kill()  # kill -9 right after the acknowledgements
+    server.start()  # from its AOF (appendfsync always on both layouts)
+    back(fresh, "r1")
 
     async def check() -> None:
-        store = ReplicaStore(fresh.redis["r1"].url, "r1", "node-r1")
+        store = ReplicaStore(url(fresh, "r1"), "r1", "node-r1")
         total = 0
         for i in range(10):
             e = await store.get_entity("w", f"e{i}")
@@ -154,13 +155,13 @@ def test_a_restarted_node_orders_its_next_write_after_what_its_replica_holds(fre
 
     async def scenario() -> None:
         writer = "r1" if ahead == "own" else "r2"
-        before = ReplicaStore(fresh.redis[writer].url, writer, f"node-{writer}", fast_clock(f"node-{writer}"))
+        before = ReplicaStore(url(fresh, writer), writer, f"node-{writer}", fast_clock(f"node-{writer}"))
         first = await before.ingest([ob("ball", "e1", x=1)])
         await before.close()
         if ahead == "peer":
             async with replication(fresh, ["r1", "r2"]) as reps:
                 await quiesce(reps)
-        restarted = ReplicaStore(fresh.redis["r1"].url, "r1", "node-r1")  # a fresh HLC, true clock
+        restarted = ReplicaStore(url(fresh, "r1"), "r1", "node-r1")  # a fresh HLC, true clock
         second = await restarted.ingest([ob("ball", "e2", x=2)])
         assert second.stamp > first.stamp
         ball = await restarted.get_entity("w", "ball")
@@ -176,7 +177,7 @@ def test_a_clock_out_of_timestamps_refuses_the_whole_batch_and_writes_nothing(fr
     ahead = HybridLogicalClock("node-r1", last=HLCTimestamp(stamps_until_ms, MAX_LOGICAL - 6))
 
     async def scenario() -> None:
-        store = ReplicaStore(fresh.redis["r1"].url, "r1", "node-r1", ahead)
+        store = ReplicaStore(url(fresh, "r1"), "r1", "node-r1", ahead)
         batch = [ob(f"e{i}", f"ev{i}", x=i) for i in range(2 * CHUNK)]  # two chunks: neither may be sent
         before_ms = wall_clock_ms()
         with pytest.raises(Unavailable) as refused:
@@ -235,14 +236,15 @@ def test_replication_survives_a_peer_redis_restart(fresh: Deployment) -> None:
         async with replication(fresh, ["r1", "r2"]) as reps:
             await reps["r1"].home.ingest([ob("a", "x1", v=1)])
             await quiesce(reps)
-            await asyncio.to_thread(fresh.redis["r2"].stop)
+            server = server_of(fresh, "r2", "w", "a")  # the Redis, or the cluster master holding `a`
+            await asyncio.to_thread(server.stop)
             for i in range(20):
                 await reps["r1"].home.ingest([ob("a", f"y{i}", v=i)])
             # the lag becomes visible while the peer is away (polled: noticing takes a failed ship)
             await eventually(lambda: "r2" in reps["r1"].behind(), what="r1 reporting r2 behind")
             assert not at_least(await reps["r1"].home.acked("r2"), await reps["r1"].home.last_ids())
-            await asyncio.to_thread(fresh.redis["r2"].start)
-            await asyncio.to_thread(fresh.redis["r2"].wait_healthy, 30)
+            await asyncio.to_thread(server.start)
+            await asyncio.to_thread(back, fresh, "r2")
             await quiesce(reps)
             assert state(fresh, "r1") == state(fresh, "r2")
             # the status is refreshed just after the acknowledgement quiesce waits for
@@ -256,7 +258,7 @@ def test_any_delivery_order_with_duplicates_converges(fresh: Deployment) -> None
     rng = random.Random(11)
 
     async def scenario() -> None:
-        stores = {r: ReplicaStore(fresh.redis[r].url, r, f"node-{r}") for r in ("r1", "r2", "r3")}
+        stores = {r: ReplicaStore(url(fresh, r), r, f"node-{r}") for r in ("r1", "r2", "r3")}
         events: dict[str, str] = {}  # event id -> source
         for i in range(60):
             # a quarter of the events are posted to two regions, as a retrying client might
