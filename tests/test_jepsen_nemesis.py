@@ -82,6 +82,9 @@ class _Cluster:
     def on_host(self, host: str) -> list[str]:
         return [n for n in self._processes if host_of(n) == host]
 
+    def redis_names(self, region: str) -> list[str]:
+        return [f"redis-{region}"]  # one Redis a region (a clustered one names its nodes)
+
     def etcd_members(self) -> list[str]:
         return ["etcd1", "etcd2", "etcd3"]
 

@@ -1,0 +1,105 @@
+"""The ``shard`` nemesis: faults on one node of a region's Redis Cluster (docs/ap-cluster.md §12).
+
+Each fault picks a clustered region, then one of its nodes by the role it has now (after earlier
+failovers, not the role it started with), and does one of:
+
+- ``kill-master``: kill -9 a master serving slots. Its replica, if it has one, is promoted once
+  the other masters agree it failed (``cluster-node-timeout``); restarted at the stop, the old
+  master rejoins as a replica of the new one, or, not yet replaced, as the master again (its AOF
+  is written with ``appendfsync always``). What the region may lose here is §4's: with
+  ``WORLDSTATE_AP_ACK_REPLICAS=0`` the writes the master acknowledged that its replica had not got.
+- ``kill-replica``: kill -9 a replica; with ack replicas 1 its master's writes answer
+  OutcomeUnknown (503) until it is back.
+- ``pause-master`` / ``pause-replica``: SIGSTOP, SIGCONT at the stop. A master paused past the
+  node timeout is failed over too, and learns at its resume that it is a replica.
+- ``failover``: a planned ``CLUSTER FAILOVER`` on a replica; the replica catches up first, so
+  nothing acknowledged is lost. Done at the start; the stop has nothing to undo.
+
+The stop ends once the node answers and the cluster serves again (every live node sees all 16384
+slots on live masters). The history records the node, the role it had, its master (for a
+replica), and at the stop the role it came back with.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from typing import Any
+
+from .cluster import Cluster
+
+KINDS = ("kill-master", "kill-replica", "pause-master", "pause-replica", "failover")
+
+
+class ShardFault:
+    """One fault on one node of a clustered region; `health_timeout_s` bounds a stop (nemesis.py
+    builds it with its HEALTH_TIMEOUT_S, as for the kill and pause families)."""
+
+    name = "shard"
+
+    def __init__(self, cluster: Cluster, health_timeout_s: float) -> None:
+        self.cluster = cluster
+        self.health_timeout_s = health_timeout_s
+        self.region: str | None = None
+        self.node: str | None = None
+        self.undo: str | None = None  # the node's method that ends the fault: "start" or "resume"
+
+    def start(self, rng: random.Random) -> dict[str, Any]:
+        regions = self.cluster.clustered_regions()
+        if not regions:
+            raise RuntimeError("shard: this run has no clustered region (--ap-shards N or --ap-replicas R)")
+        region = rng.choice(regions)
+        rc = self.cluster.deployment.clusters[region]
+        masters = sorted(rc.current_masters(), key=lambda n: n.name)
+        master = rng.choice(masters)
+        replicas = sorted(rc.replicas_of(master), key=lambda n: n.name)
+        kinds = KINDS if replicas else tuple(k for k in KINDS if k.endswith("-master"))
+        kind = rng.choice(kinds)
+        node = master if kind.endswith("-master") else rng.choice(replicas)
+        desc: dict[str, Any] = {"kind": kind, "region": region, "node": node.name,
+                                "role": "master" if node is master else "replica"}
+        if node is not master:
+            desc["master"] = master.name
+        else:
+            desc["replicas"] = [r.name for r in replicas]
+        self.region, self.node = region, node.name
+        if kind == "failover":
+            rc.failover(node, timeout=self.health_timeout_s)
+            self.undo = None
+        elif kind.startswith("kill"):
+            node.kill()
+            self.undo = "start"
+        else:
+            node.pause()
+            self.undo = "resume"
+        return desc
+
+    def stop(self) -> dict[str, Any]:
+        region, name, undo = self.region, self.node, self.undo
+        self.region = self.node = self.undo = None
+        if region is None or name is None:
+            return {}
+        rc = self.cluster.deployment.clusters[region]
+        node = next(n for n in rc.nodes if n.name == name)
+        deadline = time.monotonic() + self.health_timeout_s
+        if undo is not None:
+            getattr(node, undo)()
+            node.wait_healthy(max(1.0, deadline - time.monotonic()))
+        rc.wait_serving(max(1.0, deadline - time.monotonic()))
+        return {"region": region, "node": name, "role_now": "master" if node.role() == "master" else "replica"}
+
+    def heal(self) -> None:
+        """Every node of every cluster running and unpaused, and each cluster serving again."""
+        try:
+            self.stop()
+        finally:
+            for rc in self.cluster.deployment.clusters.values():
+                for node in rc.nodes:
+                    if node.paused:
+                        node.resume()
+                    if not node.running:
+                        node.start()
+                rc.wait_serving(self.health_timeout_s)
+
+
+__all__ = ["KINDS", "ShardFault"]
