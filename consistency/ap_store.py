@@ -27,7 +27,7 @@ from redis.exceptions import ExecAbortError, NoScriptError, OutOfMemoryError, Re
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from consistency import ap_keys as K
-from consistency.ap_backend import ClusterScripts, cluster_client, is_cluster_url, single_client
+from consistency.ap_backend import ClusterScripts, cluster_client, is_cluster_url, single_client, transport_race
 from consistency.ap_calls import CHUNK, apply_calls, ingest_calls
 from consistency.ap_changes import LoggedChange, LogState
 from consistency.ap_entity import DELETED, TOMBSTONE_SOURCE, EntityState, FieldState, Scalar
@@ -329,7 +329,9 @@ class ReplicaStore(PartitionLogs):
         for attempt in (1, 2):
             try:
                 return await fn()
-            except _UNREACHABLE as e:
+            except Exception as e:
+                if not (isinstance(e, _UNREACHABLE) or transport_race(e)):
+                    raise
                 if attempt == 2:
                     raise Unavailable(f"redis {self.region} unreachable: {e}") from e
         raise AssertionError("unreachable")

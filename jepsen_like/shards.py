@@ -4,9 +4,10 @@ Each fault picks a clustered region, then one of its nodes by the role it has no
 failovers, not the role it started with), and does one of:
 
 - ``kill-master``: kill -9 a master serving slots. Its replica, if it has one, is promoted once
-  the other masters agree it failed (``cluster-node-timeout``); restarted at the stop, the old
-  master rejoins as a replica of the new one, or, not yet replaced, as the master again (its AOF
-  is written with ``appendfsync always``). What the region may lose here is §4's: with
+  a majority of masters agree it failed (``cluster-node-timeout``; so never with 2 masters, whose
+  slots stay down until the restart); the stop waits for that promotion (``PROMOTION_WAIT_S``),
+  then restarts the old master, which rejoins as a replica of the new one, or, not replaced, as
+  the master again (its AOF is written with ``appendfsync always``). What the region may lose here is §4's: with
   ``WORLDSTATE_AP_ACK_REPLICAS=0`` the writes the master acknowledged that its replica had not got.
 - ``kill-replica``: kill -9 a replica; with ack replicas 1 its master's writes answer
   OutcomeUnknown (503) until it is back.
@@ -26,8 +27,14 @@ import random
 import time
 from typing import Any
 
+from deploy.launcher import wait_until
+
 from .cluster import Cluster
 
+# How long a killed master's stop waits for its replica to be promoted: node timeout (2 s), the
+# other masters' FAIL vote, and the replica's election delay (0.5-1 s and 1 s a rank) take 3-4 s
+# quiet; 20 s leaves room for a busy machine. Not promoted by then: it restarts as the master.
+PROMOTION_WAIT_S = 20.0
 KINDS = ("kill-master", "kill-replica", "pause-master", "pause-replica", "failover")
 
 
@@ -43,6 +50,7 @@ class ShardFault:
         self.region: str | None = None
         self.node: str | None = None
         self.undo: str | None = None  # the node's method that ends the fault: "start" or "resume"
+        self.heirs: list[str] = []  # a killed master's replicas: one is promoted before it restarts
 
     def start(self, rng: random.Random) -> dict[str, Any]:
         regions = self.cluster.clustered_regions()
@@ -69,24 +77,32 @@ class ShardFault:
         elif kind.startswith("kill"):
             node.kill()
             self.undo = "start"
+            # Promotion needs a majority of masters to agree the master failed: none with 2 masters.
+            self.heirs = [r.name for r in replicas] if node is master and len(masters) >= 3 else []
         else:
             node.pause()
             self.undo = "resume"
         return desc
 
     def stop(self) -> dict[str, Any]:
-        region, name, undo = self.region, self.node, self.undo
+        region, name, undo, heirs = self.region, self.node, self.undo, self.heirs
         self.region = self.node = self.undo = None
+        self.heirs = []
         if region is None or name is None:
             return {}
         rc = self.cluster.deployment.clusters[region]
         node = next(n for n in rc.nodes if n.name == name)
         deadline = time.monotonic() + self.health_timeout_s
+        out: dict[str, Any] = {"region": region, "node": name}
+        if heirs:  # the failover this fault is for, before the old master comes back as a replica
+            promoted = [n for n in rc.nodes if n.name in heirs]
+            wait_until(lambda: any(n.role() == "master" for n in promoted), PROMOTION_WAIT_S, 0.2)
+            out["promoted"] = next((n.name for n in promoted if n.role() == "master"), None)
         if undo is not None:
             getattr(node, undo)()
             node.wait_healthy(max(1.0, deadline - time.monotonic()))
         rc.wait_serving(max(1.0, deadline - time.monotonic()))
-        return {"region": region, "node": name, "role_now": "master" if node.role() == "master" else "replica"}
+        return {**out, "role_now": "master" if node.role() == "master" else "replica"}
 
     def heal(self) -> None:
         """Every node of every cluster running and unpaused, and each cluster serving again."""

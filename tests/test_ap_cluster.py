@@ -15,9 +15,11 @@ from pathlib import Path
 
 import pytest
 import redis
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from consistency import ap_keys as K
 from consistency.ap_consumers import StreamConsumers
+from consistency.ap_backend import transport_race
 from consistency.ap_positions import ZERO, stream_id
 from consistency.ap_store import ALL, Observation, ReplicaStore
 from consistency.errors import OutcomeUnknown, Unavailable
@@ -263,6 +265,14 @@ def test_reads_across_partitions_with_a_master_down_are_unavailable_not_a_crash(
 
     with RedisCluster("c5", tmp_path, masters=2) as c:
         run(scenario(c))
+
+
+def test_only_redis_own_transport_errors_pass_for_a_lost_connection() -> None:
+    try:
+        {}.get("x").items()  # type: ignore[union-attr]  # our own bug: must stay a 500, never a retried 503
+    except AttributeError as e:
+        assert not transport_race(e)
+    assert not transport_race(RedisConnectionError("down"))  # already a connection error, handled as one
 
 
 def test_a_master_that_forgot_the_scripts_gets_them_again(clean: dict[str, RedisCluster]) -> None:

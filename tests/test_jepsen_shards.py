@@ -1,7 +1,7 @@
 """jepsen_like with clustered regions: the ``shard`` nemesis on a real run, and how shard nodes are placed.
 
-The run is the README's command (docs/ap-cluster.md §12): two regions, each a Redis Cluster of two
-masters with one replica each, writes acknowledged once one replica has them
+The run is the README's command (docs/ap-cluster.md §12): two regions, each a Redis Cluster of three
+masters (a master's failure needs a majority of masters to agree) with one replica each, writes acknowledged once one replica has them
 (--ap-ack-replicas 1), while the nemesis kills, pauses or fails over one shard node at a time and
 partitions the regions' hosts. With ack 1 a promoted replica holds every acknowledged write, so the
 convergence checker (every acknowledged observation in every region, once) must find nothing lost.
@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 # As README.md shows it ("Shard faults: a region's Redis Cluster under jepsen_like").
 RUN = ["run", "--workload", "observations", "--nemesis", "shard,partition", "--regions", "2",
-       "--ap-shards", "2", "--ap-replicas", "1", "--ap-ack-replicas", "1",
+       "--ap-shards", "3", "--ap-replicas", "1", "--ap-ack-replicas", "1",
        "--order", "cycle", "--time-limit", "25", "--seed", "2"]
 
 
@@ -52,9 +52,11 @@ def test_shard_faults_on_clustered_regions_lose_no_acknowledged_write(tmp_path: 
         assert e["kind"] in KINDS and e["region"] in ("r1", "r2"), e
         assert e["node"].startswith(f"redis-{e['region']}-") and e["role"] in ("master", "replica"), e
         assert ("master" in e) == (e["role"] == "replica"), e
-    # Seed 2 draws a master's kill first (its replica promoted once the fault outlasts the node timeout):
-    # the case where ack 1 is what keeps acknowledged writes. Other draws change with the schedule's.
+    # Seed 2 draws a master's kill first: its replica is promoted and the old master comes back as a
+    # replica, the case where ack 1 is what keeps acknowledged writes. Other draws change with the schedule's.
     assert shard_starts[0]["kind"] == "kill-master", shard_starts
+    first_stop = next(e for e in log if e["fault"] == "shard" and e["f"] == "stop")
+    assert first_stop["promoted"] == shard_starts[0]["replicas"][0] and first_stop["role_now"] == "replica", log
     stops = [e for e in log if e["fault"] == "shard" and e["f"] == "stop" and "node" in e]
     assert all(e["role_now"] in ("master", "replica") for e in stops), stops
     # The partitions cut cluster nodes with their region: a peer's nodes are behind the cut.
@@ -62,8 +64,8 @@ def test_shard_faults_on_clustered_regions_lose_no_acknowledged_write(tmp_path: 
     assert parts and all(e["drops"] for e in parts), parts
     # The options went to the run as given.
     opts = results["test"]["options"]
-    assert (opts["ap_shards"], opts["ap_replicas"], opts["ap_ack_replicas"]) == (2, 1, 1)
-    assert (latest / "cluster" / "logs" / "redis-r2-3.log").stat().st_size > 0  # every node of each cluster ran
+    assert (opts["ap_shards"], opts["ap_replicas"], opts["ap_ack_replicas"]) == (3, 1, 1)
+    assert (latest / "cluster" / "logs" / "redis-r2-5.log").stat().st_size > 0  # every node of each cluster ran
 
 
 def test_the_shard_nemesis_refuses_a_run_without_clusters(tmp_path: Path) -> None:
