@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
+from redis.exceptions import ClusterDownError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -75,12 +76,12 @@ class PartitionLogs:
                 for p in parts:
                     command(pipe, p)
                 values = list(await pipe.execute(raise_on_error=False))
-            # One Redis raises a lost connection for the whole pipeline; a cluster pipeline puts it in the
-            # places of the node it could not reach (a killed master), where a caller would take it for a
-            # reply (found by jepsen_like's shard nemesis: a 500 on GET entity). Raised, as on one Redis:
-            # `_read` retries, then answers Unavailable.
+            # One Redis raises a lost connection for the whole pipeline; a cluster pipeline puts it (or
+            # CLUSTERDOWN, while a failover is under way) in the places of the node it could not reach,
+            # where a caller would take it for a reply (found by jepsen_like's shard nemesis: a 500 on
+            # GET entity). Raised, as on one Redis: `_read` retries, then answers Unavailable.
             for v in values:
-                if isinstance(v, (RedisConnectionError, RedisTimeoutError)):
+                if isinstance(v, (RedisConnectionError, RedisTimeoutError, ClusterDownError)):
                     raise v
             return values
 

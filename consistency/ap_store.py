@@ -22,6 +22,7 @@ from importlib import resources
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
+from redis.exceptions import ClusterDownError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ExecAbortError, NoScriptError, OutOfMemoryError, RedisClusterException
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -325,12 +326,13 @@ class ReplicaStore(PartitionLogs):
     # -- reads -----------------------------------------------------------------
 
     async def _read(self, fn: Callable[[], Awaitable[T]]) -> T:
-        """Reads are idempotent: one retry on a fresh connection, then Unavailable."""
+        """Reads are idempotent: one retry on a fresh connection, then Unavailable (a cluster: also
+        while a slot has no master, CLUSTERDOWN, or no node answers its slot map)."""
         for attempt in (1, 2):
             try:
                 return await fn()
             except Exception as e:
-                if not (isinstance(e, _UNREACHABLE) or transport_race(e)):
+                if not (isinstance(e, (*_UNREACHABLE, ClusterDownError, RedisClusterException)) or transport_race(e)):
                     raise
                 if attempt == 2:
                     raise Unavailable(f"redis {self.region} unreachable: {e}") from e

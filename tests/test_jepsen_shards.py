@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -20,10 +22,13 @@ from jepsen_like.shards import KINDS
 
 ROOT = Path(__file__).resolve().parent.parent
 
-# As README.md shows it ("Shard faults: a region's Redis Cluster under jepsen_like").
-RUN = ["run", "--workload", "observations", "--nemesis", "shard,partition", "--regions", "2",
-       "--ap-shards", "3", "--ap-replicas", "1", "--ap-ack-replicas", "1",
-       "--order", "cycle", "--time-limit", "25", "--seed", "2"]
+def readme_command() -> list[str]:
+    """The README's run with --ap-shards ("Shard faults: a region's Redis Cluster under jepsen_like"), as argv."""
+    text = (ROOT / "README.md").read_text()
+    m = re.search(r"\.venv/bin/python -m jepsen_like run --workload observations --nemesis shard[^`]*?\n(?=\S|$)", text)
+    assert m, "the README shows no jepsen_like run with the shard nemesis"
+    argv = shlex.split(m.group(0).replace("\\\n", " "))
+    return [sys.executable, *argv[1:]]
 
 
 def test_a_cluster_node_runs_on_its_region_s_host() -> None:
@@ -33,7 +38,7 @@ def test_a_cluster_node_runs_on_its_region_s_host() -> None:
 
 
 def test_shard_faults_on_clustered_regions_lose_no_acknowledged_write(tmp_path: Path) -> None:
-    done = subprocess.run([sys.executable, "-m", "jepsen_like", *RUN], cwd=tmp_path, capture_output=True,
+    done = subprocess.run(readme_command(), cwd=tmp_path, capture_output=True,
                           text=True, timeout=400, env={**os.environ, "PYTHONPATH": str(ROOT)})
     print(done.stdout[-4000:], done.stderr[-4000:])
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
