@@ -101,11 +101,9 @@ def edge_count(o: Options) -> int:
 
 def run(o: Options) -> Outcome:
     if o.net == "netns":  # refuse before anything exists (no netem for the net family, no root, no iptables)
-        why = netns.refusal(o.nemeses)
+        why = CLUSTERED_NETNS if o.ap_shards > 1 or o.ap_replicas > 0 else netns.refusal(o.nemeses)
         if not why and edge_count(o):
             why = "edge nodes run in proxy mode only (--net proxy): their links to the core are proxied"
-        if not why and (o.ap_shards > 1 or o.ap_replicas > 0):
-            why = CLUSTERED_NETNS
         if why:
             raise netns.Unavailable(why)
     if not edge_count(o) and any(n.startswith("edge-") for n in o.nemeses):

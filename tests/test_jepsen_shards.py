@@ -79,3 +79,11 @@ def test_the_shard_nemesis_refuses_a_run_without_clusters(tmp_path: Path) -> Non
                           env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert done.returncode == 2 and "needs clustered regions" in done.stderr, done.stderr
     assert not (tmp_path / "store").exists()
+
+
+def test_clustered_regions_refuse_netns_mode_before_starting_anything(tmp_path: Path) -> None:
+    done = subprocess.run([sys.executable, "-m", "jepsen_like", "run", "--net", "netns", "--ap-shards", "3"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert done.returncode == 3 and "proxy mode only" in done.stderr, done.stderr
+    assert not (tmp_path / "store").exists()
