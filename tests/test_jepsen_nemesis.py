@@ -164,6 +164,20 @@ def test_a_target_may_name_one_process() -> None:
         Pause(c, ("api-r9",)).start(random.Random(0))  # type: ignore[arg-type]
 
 
+def test_redis_targets_any_node_of_a_clustered_region_and_partitions_cut_it_with_its_host() -> None:
+    c = _Cluster()
+    shards = {f"redis-r{i}-{k}": _Process(f"redis-r{i}-{k}", c.journal) for i in (1, 2, 3) for k in range(4)}
+    c._processes = {n: p for n, p in c._processes.items() if not n.startswith("redis-")} | shards
+    c.redis_names = lambda region: [n for n in shards if n.startswith(f"redis-{region}-")]  # type: ignore[method-assign]
+    hit = set()
+    for seed in range(40):
+        [victim] = Kill(c, ("redis",)).start(random.Random(seed))["targets"]  # type: ignore[arg-type]
+        hit.add(victim)
+        c.process(victim).start()
+    assert hit <= set(shards) and len(hit) > 4  # several nodes, across regions
+    assert set(c.on_host("n2")) == {"etcd2", "api-r2", *(f"redis-r2-{k}" for k in range(4))}
+
+
 def test_the_first_round_of_a_cycle_runs_whole_past_the_deadline() -> None:
     c = _Cluster()
     faults = make(["kill", "pause"], c, kill_targets=("api-r1",), pause_targets=("redis-r2",))  # type: ignore[arg-type]
