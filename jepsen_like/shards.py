@@ -9,8 +9,8 @@ failovers, not the role it started with), and does one of:
   then restarts the old master, which rejoins as a replica of the new one, or, not replaced, as
   the master again (its AOF is written with ``appendfsync always``). What the region may lose here is §4's: with
   ``WORLDSTATE_AP_ACK_REPLICAS=0`` the writes the master acknowledged that its replica had not got.
-- ``kill-master-behind``: the same, but its replica is paused for ``BEHIND_S`` first and resumed
-  just after the kill, so it is promoted without the master's last writes: with ack replicas 0
+- ``kill-master-behind``: the same, but its replica is paused, and its link dropped by the master
+  (``CLIENT KILL TYPE replica``), ``BEHIND_S`` before the kill, and resumed just after it, so it is promoted without the master's last writes: with ack replicas 0
   those were acknowledged and are lost (§4's admitted loss); with 1, their WAIT timed out and
   they were answered OutcomeUnknown (503), never acknowledged.
 - ``kill-replica``: kill -9 a replica; with ack replicas 1 its master's writes answer
@@ -85,6 +85,10 @@ class ShardFault:
         elif kind == "kill-master-behind":
             held = replicas[0]  # the one that will be promoted (one replica a master; with more, any may be)
             held.pause()
+            # A stopped process's kernel still receives: what the master sends lands in the replica's
+            # socket buffer and is read at the resume. Dropping the link makes the master keep it.
+            with node.admin() as r:
+                r.execute_command("CLIENT", "KILL", "TYPE", "replica")
             time.sleep(BEHIND_S)
             node.kill()
             held.resume()
