@@ -29,7 +29,8 @@ Families (Jepsen's etcd test names where they exist):
   kill -9 an edge node, restarted on the same data directory at the stop
   (jepsen_like/edges.py starts them).
 - ``shard``: one node of a clustered region's Redis Cluster killed, paused, or
-  (a replica) made master by a planned failover (jepsen_like/shards.py).
+  (a replica) made master by a planned failover; ``shard-behind``: a master killed
+  while its replica is held behind (jepsen_like/shards.py).
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ from typing import Any, Protocol, runtime_checkable
 from .cluster import Cluster
 from .hosts import host_of
 from .proxy import BLACKHOLE, DELAY, DROP, PASS_RULE, RESET, Rule
-from .shards import ShardFault
+from .shards import BEHIND, ShardFault
 
 # What kill and pause act on unless told otherwise: every kind of process.
 TARGETS = ("etcd", "redis", "api")
@@ -362,6 +363,7 @@ BUILDERS: dict[str, Callable[[Cluster, tuple[str, ...], tuple[str, ...]], Fault]
     "edge-cut": lambda cluster, kill, pause: EdgeCut(cluster),
     "edge-kill": lambda cluster, kill, pause: EdgeKill(cluster),
     "shard": lambda cluster, kill, pause: ShardFault(cluster, HEALTH_TIMEOUT_S),
+    "shard-behind": lambda cluster, kill, pause: ShardFault(cluster, HEALTH_TIMEOUT_S, "shard-behind", BEHIND),
 }
 FAMILIES = tuple(BUILDERS)
 

@@ -1,4 +1,4 @@
-"""The ``shard`` nemesis: faults on one node of a region's Redis Cluster (docs/ap-cluster.md §12).
+"""The ``shard`` and ``shard-behind`` nemeses: faults on one node of a region's Redis Cluster (docs/ap-cluster.md §12).
 
 Each fault picks a clustered region, then one of its nodes by the role it has now (after earlier
 failovers, not the role it started with), and does one of:
@@ -9,7 +9,7 @@ failovers, not the role it started with), and does one of:
   then restarts the old master, which rejoins as a replica of the new one, or, not replaced, as
   the master again (its AOF is written with ``appendfsync always``). What the region may lose here is §4's: with
   ``WORLDSTATE_AP_ACK_REPLICAS=0`` the writes the master acknowledged that its replica had not got.
-- ``kill-master-behind``: the same, but its replica is paused, and its link dropped by the master
+- ``kill-master-behind`` (the ``shard-behind`` family, alone): the same, but its replica is paused, and its link dropped by the master
   (``CLIENT KILL TYPE replica``), ``BEHIND_S`` before the kill, and resumed just after it, so it is promoted without the master's last writes: with ack replicas 0
   those were acknowledged and are lost (§4's admitted loss); with 1, their WAIT timed out and
   they were answered OutcomeUnknown (503), never acknowledged.
@@ -39,7 +39,8 @@ from .cluster import Cluster
 # other masters' FAIL vote, and the replica's election delay (0.5-1 s and 1 s a rank) take 3-4 s
 # quiet; 20 s leaves room for a busy machine. Not promoted by then: it restarts as the master.
 PROMOTION_WAIT_S = 20.0
-KINDS = ("kill-master", "kill-master-behind", "kill-replica", "pause-master", "pause-replica", "failover")
+KINDS = ("kill-master", "kill-replica", "pause-master", "pause-replica", "failover")  # the `shard` family's
+BEHIND = ("kill-master-behind",)  # the `shard-behind` family's: a failover that loses what the replica lacked
 # kill-master-behind: how long the replica is held (SIGSTOP) before its master is killed, so that the
 # master's writes of that time are on no replica when it dies. On loopback a replica is otherwise
 # under a millisecond behind, and a plain kill-master almost never catches a write in between.
@@ -50,9 +51,10 @@ class ShardFault:
     """One fault on one node of a clustered region; `health_timeout_s` bounds a stop (nemesis.py
     builds it with its HEALTH_TIMEOUT_S, as for the kill and pause families)."""
 
-    name = "shard"
-
-    def __init__(self, cluster: Cluster, health_timeout_s: float) -> None:
+    def __init__(self, cluster: Cluster, health_timeout_s: float, name: str = "shard",
+                 kinds: tuple[str, ...] = KINDS) -> None:
+        self.name = name
+        self.kinds = kinds
         self.cluster = cluster
         self.health_timeout_s = health_timeout_s
         self.region: str | None = None
@@ -69,7 +71,7 @@ class ShardFault:
         masters = sorted(rc.current_masters(), key=lambda n: n.name)
         master = rng.choice(masters)
         replicas = sorted(rc.replicas_of(master), key=lambda n: n.name)
-        kinds = KINDS if replicas else ("kill-master", "pause-master")
+        kinds = self.kinds if replicas else ("kill-master", "pause-master") if self.kinds == KINDS else ("kill-master",)
         kind = rng.choice(kinds)
         node = master if "-master" in kind else rng.choice(replicas)
         desc: dict[str, Any] = {"kind": kind, "region": region, "node": node.name,
@@ -139,4 +141,4 @@ class ShardFault:
                 rc.wait_serving(self.health_timeout_s)
 
 
-__all__ = ["KINDS", "ShardFault"]
+__all__ = ["BEHIND", "KINDS", "ShardFault"]
