@@ -34,9 +34,20 @@ from redis.exceptions import (AskError, ClusterDownError, MovedError, NoScriptEr
 from consistency.errors import OutcomeUnknown, Unavailable
 
 __all__ = ["CLUSTER_SCHEME", "ClusterScripts", "cluster_client", "cluster_url", "credentials", "is_cluster_url",
-           "remapped_nodes", "single_client", "startup_nodes"]
+           "remapped_nodes", "single_client", "startup_nodes", "transport_race"]
 
 log = logging.getLogger("worldstate.ap_backend")
+
+
+def transport_race(e: BaseException) -> bool:
+    """redis-py 8.1's asyncio connection, written to just as another task drops it (a cluster node
+    killed under load), raises AttributeError or TypeError from its own code instead of
+    ConnectionError (redis/redis-py#3546, #4287; seen here as `'NoneType' object has no attribute
+    'writelines'` under jepsen_like's shard nemesis). A lost connection as far as a read goes."""
+    if not isinstance(e, (AttributeError, TypeError)):
+        return False
+    frames = traceback.extract_tb(e.__traceback__)
+    return any(f.filename.replace("\\", "/").endswith("redis/asyncio/connection.py") for f in frames)
 CLUSTER_SCHEME = "redis+cluster"
 # Redirections a call may meet while the slot map moves (failover, resharding): each costs a
 # map refresh and a resend of the redirected calls only. A script is idempotent (event ids

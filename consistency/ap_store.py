@@ -22,12 +22,13 @@ from importlib import resources
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
+from redis.exceptions import ClusterDownError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ExecAbortError, NoScriptError, OutOfMemoryError, RedisClusterException
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from consistency import ap_keys as K
-from consistency.ap_backend import ClusterScripts, cluster_client, is_cluster_url, single_client
+from consistency.ap_backend import ClusterScripts, cluster_client, is_cluster_url, single_client, transport_race
 from consistency.ap_calls import CHUNK, apply_calls, ingest_calls
 from consistency.ap_changes import LoggedChange, LogState
 from consistency.ap_entity import DELETED, TOMBSTONE_SOURCE, EntityState, FieldState, Scalar
@@ -325,11 +326,14 @@ class ReplicaStore(PartitionLogs):
     # -- reads -----------------------------------------------------------------
 
     async def _read(self, fn: Callable[[], Awaitable[T]]) -> T:
-        """Reads are idempotent: one retry on a fresh connection, then Unavailable."""
+        """Reads are idempotent: one retry on a fresh connection, then Unavailable (a cluster: also
+        while a slot has no master, CLUSTERDOWN, or no node answers its slot map)."""
         for attempt in (1, 2):
             try:
                 return await fn()
-            except _UNREACHABLE as e:
+            except Exception as e:
+                if not (isinstance(e, (*_UNREACHABLE, ClusterDownError, RedisClusterException)) or transport_race(e)):
+                    raise
                 if attempt == 2:
                     raise Unavailable(f"redis {self.region} unreachable: {e}") from e
         raise AssertionError("unreachable")

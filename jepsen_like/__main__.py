@@ -92,6 +92,12 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--keep-data", action="store_true", help="keep the etcd and Redis data directories")
     r.add_argument("--edges", type=int, default=None,
                    help="edge nodes, following the regions in turn (default 2 with --workload edge, else 0)")
+    r.add_argument("--ap-shards", type=int, default=1,
+                   help="each region's AP store a Redis Cluster of N masters (default 1: one Redis)")
+    r.add_argument("--ap-replicas", type=int, default=0, help="replicas per cluster master (default 0)")
+    r.add_argument("--ap-ack-replicas", type=int, default=None,
+                   help="replicas a write waits for before it is acknowledged (WORLDSTATE_AP_ACK_REPLICAS; "
+                        "default: 1 when there are replicas, else 0)")
     c = sub.add_parser("check", help="re-run the checkers on a stored history")
     c.add_argument("dir", type=Path)
     s = sub.add_parser("serve", help="browse stored runs in a web browser")
@@ -114,9 +120,14 @@ def main(argv: list[str] | None = None) -> int:
                        quiet_s=args.quiet, final_wait_s=args.final_wait, gap_s=args.gap, hold_s=args.hold,
                        order=args.order,
                        check_time_limit_s=args.check_time_limit, workload_options=per, plots=not args.no_plots,
-                       keep_data=args.keep_data, edges=args.edges)
+                       keep_data=args.keep_data, edges=args.edges, ap_shards=args.ap_shards,
+                       ap_replicas=args.ap_replicas, ap_ack_replicas=args.ap_ack_replicas)
     if not runner.edge_count(o) and any(n.startswith("edge-") for n in o.nemeses):
         ap.error("the edge-cut and edge-kill nemeses need edge nodes: --workload edge, or --edges N")
+    if o.ap_shards < 1 or o.ap_replicas < 0 or (o.ap_ack_replicas is not None and o.ap_ack_replicas < 0):
+        ap.error("--ap-shards must be at least 1, --ap-replicas and --ap-ack-replicas 0 or more")
+    if {"shard", "shard-behind"} & set(o.nemeses) and o.ap_shards <= 1 and o.ap_replicas <= 0:
+        ap.error(runner.SHARD_NEEDS_CLUSTER)
     if o.net == "netns":
         signal.signal(signal.SIGTERM, _terminate)
     try:

@@ -16,6 +16,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from redis.exceptions import RedisError
+
 from deploy.launcher import Deployment, Topology, wait_until
 from deploy.processes import ManagedProcess
 from edge.sabotage import SABOTAGES as EDGE_SABOTAGES
@@ -25,18 +27,31 @@ from .edges import Edges
 from .hosts import Links, host_of
 from .proxy import Net
 
-__all__ = ["Cluster", "FAULTS_ENV", "host_of"]  # host_of re-exported: tests and callers name hosts through here
+__all__ = ["Cluster", "CLUSTERED_NETNS", "FAULTS_ENV", "host_of"]  # host_of re-exported: tests and callers name hosts through here
 
 FAULTS_ENV = {"WORLDSTATE_FAULTS": "1"}
+# A cluster node advertises its own address to clients and to the other nodes; in a namespace that
+# address must be the namespace's, which the launcher does not plan yet (docs/ap-cluster.md §8).
+CLUSTERED_NETNS = "clustered regions (--ap-shards > 1 or --ap-replicas > 0) run in proxy mode only (--net proxy)"
 
 
 class Cluster:
-    """3 etcd members and N regions (Redis + API node each), started and stopped as one."""
+    """3 etcd members and N regions (Redis + API node each), started and stopped as one.
+
+    A region's Redis is a Redis Cluster of `ap_shards` masters with `ap_replicas` each when either
+    is past 1/0 (proxy mode only); its nodes are ``redis-rN-i``, on the region's host, each dialed
+    by other regions' API nodes through a proxy of its own. `ap_ack_replicas` becomes the API
+    nodes' WORLDSTATE_AP_ACK_REPLICAS (None: theirs, automatic)."""
 
     def __init__(self, run_dir: Path, *, etcd_members: int = 3, regions: int = 3, cp_timeout_s: float = 3.0,
                  sabotage: tuple[str, ...] = (), seed: int = 0, mode: str = "proxy", edges: int = 0,
-                 world: str = "jepsen") -> None:
+                 world: str = "jepsen", ap_shards: int = 1, ap_replicas: int = 0,
+                 ap_ack_replicas: int | None = None) -> None:
+        if mode == "netns" and (ap_shards > 1 or ap_replicas > 0):  # before any namespace exists
+            raise netns.Unavailable(CLUSTERED_NETNS)
         env = dict(FAULTS_ENV)
+        if ap_ack_replicas is not None:  # None: the node's automatic choice (1 when the cluster has replicas)
+            env["WORLDSTATE_AP_ACK_REPLICAS"] = str(ap_ack_replicas)
         core_sabotage = [s for s in sabotage if s not in EDGE_SABOTAGES]  # the rest is the edges'
         if core_sabotage:
             env["WORLDSTATE_SABOTAGE"] = ",".join(core_sabotage)
@@ -61,7 +76,8 @@ class Cluster:
             raise ValueError(f"network mode {mode!r} is proxy or netns")
         try:
             self.topology = Topology(etcd_members=etcd_members, regions=regions, run_dir=run_dir,
-                                     cp_timeout_s=cp_timeout_s, api_env=env, **placement)
+                                     cp_timeout_s=cp_timeout_s, api_env=env, ap_shards=ap_shards,
+                                     ap_replicas=ap_replicas, **placement)
             self.deployment = Deployment(self.topology)
         except BaseException:
             self.net.close()  # namespaces and a bridge already exist in netns mode
@@ -115,6 +131,24 @@ class Cluster:
     def edge_names(self) -> list[str]:
         return [s.name for s in self.edges.specs] if self.edges else []
 
+    def redis_names(self, region: str) -> list[str]:
+        """The process names of a region's AP store: its one Redis, or every node of its cluster."""
+        c = self.deployment.clusters.get(region)
+        return [n.name for n in c.nodes] if c else [f"redis-{region}"]
+
+    def clustered_regions(self) -> list[str]:
+        return list(self.deployment.clusters)
+
+    def clusters_serving(self) -> bool:
+        """Every running node of every region's cluster sees every slot on a live master."""
+        for c in self.deployment.clusters.values():
+            try:
+                if not all(n.serving() for n in c.nodes if n.running and not n.paused) or not c.slots_covered():
+                    return False
+            except (OSError, RedisError):  # a node between restart and its first answer
+                return False
+        return True
+
     def on_host(self, host: str) -> list[str]:
         return [p.name for p in self.deployment.processes() if host_of(p.name) == host]
 
@@ -146,6 +180,8 @@ class Cluster:
         if any(not p.running or p.paused for p in self.deployment.processes()):
             return False
         if self.deployment.etcd and self.deployment.etcd_leader() is None:
+            return False
+        if not self.clusters_serving():
             return False
         for api in self.deployment.api.values():
             try:

@@ -14,11 +14,13 @@ from typing import Protocol
 from .proxy import Rule
 
 _HOST_NUMBER = re.compile(r"(\d+)$")
+# A node of a region's Redis Cluster: ``redis-r2-0`` runs on its region's host, n2 (not "n0").
+_SHARD_NODE = re.compile(r"^redis-r(\d+)-\d+$")
 
 
 def host_of(process: str) -> str:
-    """``etcd2`` / ``redis-r2`` / ``api-r2`` -> ``n2``."""
-    m = _HOST_NUMBER.search(process)
+    """``etcd2`` / ``redis-r2`` / ``api-r2`` / ``redis-r2-0`` (a cluster node) -> ``n2``."""
+    m = _SHARD_NODE.match(process) or _HOST_NUMBER.search(process)
     if not m:
         raise ValueError(f"no host for process {process!r}")
     return f"n{m.group(1)}"

@@ -14,7 +14,8 @@ Families (Jepsen's etcd test names where they exist):
   one-way cuts), ``bridge`` (two sides that only one host connects).
 - ``kill``: kill -9 an etcd member (sometimes the leader, sometimes a
   majority), a region's Redis or a region's API node, or one process named
-  in the targets (``api-r1``); restarted when the fault stops, which ends
+  in the targets (``api-r1``; in a clustered region ``redis`` is any one of its
+  nodes, ``redis-r1-0``); restarted when the fault stops, which ends
   once the process is healthy again.
 - ``pause``: SIGSTOP the same kinds of targets; SIGCONT at the end, again
   until healthy.
@@ -27,6 +28,9 @@ Families (Jepsen's etcd test names where they exist):
   blackholed both ways (one edge, or sometimes every edge); ``edge-kill``:
   kill -9 an edge node, restarted on the same data directory at the stop
   (jepsen_like/edges.py starts them).
+- ``shard``: one node of a clustered region's Redis Cluster killed, paused, or
+  (a replica) made master by a planned failover; ``shard-behind``: a master killed
+  while its replica is held behind (jepsen_like/shards.py).
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ from typing import Any, Protocol, runtime_checkable
 from .cluster import Cluster
 from .hosts import host_of
 from .proxy import BLACKHOLE, DELAY, DROP, PASS_RULE, RESET, Rule
+from .shards import BEHIND, ShardFault
 
 # What kill and pause act on unless told otherwise: every kind of process.
 TARGETS = ("etcd", "redis", "api")
@@ -172,8 +177,11 @@ def choose_victims(cluster: Cluster, targets: tuple[str, ...], rng: random.Rando
         if r < 0.45:
             return rng.sample(members, len(members) // 2 + 1)  # quorum lost for a while
         return [rng.choice(members)]
-    prefix = {"redis": "redis-", "api": "api-"}[kind]
-    return [prefix + rng.choice(cluster.regions)]
+    region = rng.choice(cluster.regions)
+    if kind == "api":
+        return [f"api-{region}"]
+    names = cluster.redis_names(region)  # a clustered region's: any of its nodes, whatever its role
+    return [names[0] if len(names) == 1 else rng.choice(names)]  # one Redis: no draw, same seeds as before
 
 
 # How long a fault's stop waits for its processes to be healthy again. A killed API
@@ -354,6 +362,8 @@ BUILDERS: dict[str, Callable[[Cluster, tuple[str, ...], tuple[str, ...]], Fault]
     "net": lambda cluster, kill, pause: NetFault(cluster),
     "edge-cut": lambda cluster, kill, pause: EdgeCut(cluster),
     "edge-kill": lambda cluster, kill, pause: EdgeKill(cluster),
+    "shard": lambda cluster, kill, pause: ShardFault(cluster, HEALTH_TIMEOUT_S),
+    "shard-behind": lambda cluster, kill, pause: ShardFault(cluster, HEALTH_TIMEOUT_S, "shard-behind", BEHIND),
 }
 FAMILIES = tuple(BUILDERS)
 

@@ -30,13 +30,14 @@ from . import nemesis, netns, report
 from .checkers import availability
 from .checkers.result import Verdict, worst
 from .client import Api
-from .cluster import Cluster
+from .cluster import CLUSTERED_NETNS, Cluster
 from .history import INFO, INVOKE, Event, as_operations
 from .recorder import Process, Recorder
 from .schedule import Schedule, heal_all
 from .workloads import WORKLOADS, Context, Workload
 
 WORLD = "jepsen"
+SHARD_NEEDS_CLUSTER = "the shard nemesis needs clustered regions: --ap-shards N (N > 1) or --ap-replicas R (R > 0)"
 
 
 @dataclass
@@ -68,6 +69,11 @@ class Options:
     plots: bool = True
     keep_data: bool = False                                    # keep etcd/Redis data dirs (logs are always kept)
     edges: int | None = None                                   # edge nodes; None: 2 with the edge workload, else 0
+    # Each region's AP store a Redis Cluster of ap_shards masters with ap_replicas each (1/0: one Redis);
+    # ap_ack_replicas: the API nodes' WORLDSTATE_AP_ACK_REPLICAS, None for their automatic choice.
+    ap_shards: int = 1
+    ap_replicas: int = 0
+    ap_ack_replicas: int | None = None
 
 
 @dataclass
@@ -95,19 +101,22 @@ def edge_count(o: Options) -> int:
 
 def run(o: Options) -> Outcome:
     if o.net == "netns":  # refuse before anything exists (no netem for the net family, no root, no iptables)
-        why = netns.refusal(o.nemeses)
+        why = CLUSTERED_NETNS if o.ap_shards > 1 or o.ap_replicas > 0 else netns.refusal(o.nemeses)
         if not why and edge_count(o):
             why = "edge nodes run in proxy mode only (--net proxy): their links to the core are proxied"
         if why:
             raise netns.Unavailable(why)
     if not edge_count(o) and any(n.startswith("edge-") for n in o.nemeses):
         raise ValueError("the edge-cut and edge-kill nemeses need edge nodes: --workload edge, or --edges N")
+    if {"shard", "shard-behind"} & set(o.nemeses) and o.ap_shards <= 1 and o.ap_replicas <= 0:
+        raise ValueError(SHARD_NEEDS_CLUSTER)
     out = o.store / test_name(o) / datetime.now().strftime("%Y%m%dT%H%M%S")
     out.mkdir(parents=True, exist_ok=True)
     rec = Recorder(out / "history.jsonl")
     timings: dict[str, float] = {}
     cluster = Cluster(out / "cluster", etcd_members=o.etcd_members, regions=o.regions, cp_timeout_s=o.cp_timeout_s,
-                      sabotage=tuple(o.sabotage), seed=o.seed, mode=o.net, edges=edge_count(o), world=WORLD)
+                      sabotage=tuple(o.sabotage), seed=o.seed, mode=o.net, edges=edge_count(o), world=WORLD,
+                      ap_shards=o.ap_shards, ap_replicas=o.ap_replicas, ap_ack_replicas=o.ap_ack_replicas)
     try:
         faults = nemesis.make(o.nemeses, cluster, tuple(o.kill_targets), tuple(o.pause_targets))
     except BaseException:

@@ -15,12 +15,14 @@ from pathlib import Path
 
 import pytest
 import redis
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from consistency import ap_keys as K
 from consistency.ap_consumers import StreamConsumers
+from consistency.ap_backend import transport_race
 from consistency.ap_positions import ZERO, stream_id
 from consistency.ap_store import ALL, Observation, ReplicaStore
-from consistency.errors import OutcomeUnknown
+from consistency.errors import OutcomeUnknown, Unavailable
 from consistency.replication import Shipper
 from deploy import binaries
 from deploy.launcher import redis_args
@@ -245,6 +247,32 @@ def test_a_failover_moves_a_slot_and_the_store_follows(replicated: RedisCluster)
         await s.close()
 
     run(scenario())
+
+
+def test_reads_across_partitions_with_a_master_down_are_unavailable_not_a_crash(tmp_path: Path) -> None:
+    """A cluster pipeline answers a dead master's commands with ConnectionError *values*; the
+    per-partition reads (the watermark every GET entity reports) must raise Unavailable (503), not
+    take the error for a reply (a 500, seen under jepsen_like's shard nemesis)."""
+    async def scenario(c: RedisCluster) -> None:
+        s = store(c)
+        await s.ingest([ob(f"e{i}", f"d{i}", x=1.0) for i in range(ENTITIES)])
+        assert c.region in await s.watermark()
+        c.current_masters()[1].kill()  # no replica: its slots stay down
+        for read in (s.watermark, s.all_acked, s.applied):
+            with pytest.raises(Unavailable):
+                await read()
+        await s.close()
+
+    with RedisCluster("c5", tmp_path, masters=2) as c:
+        run(scenario(c))
+
+
+def test_only_redis_own_transport_errors_pass_for_a_lost_connection() -> None:
+    try:
+        {}.get("x").items()  # type: ignore[union-attr]  # our own bug: must stay a 500, never a retried 503
+    except AttributeError as e:
+        assert not transport_race(e)
+    assert not transport_race(RedisConnectionError("down"))  # already a connection error, handled as one
 
 
 def test_a_master_that_forgot_the_scripts_gets_them_again(clean: dict[str, RedisCluster]) -> None:

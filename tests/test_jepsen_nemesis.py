@@ -82,6 +82,9 @@ class _Cluster:
     def on_host(self, host: str) -> list[str]:
         return [n for n in self._processes if host_of(n) == host]
 
+    def redis_names(self, region: str) -> list[str]:
+        return [f"redis-{region}"]  # one Redis a region (a clustered one names its nodes)
+
     def etcd_members(self) -> list[str]:
         return ["etcd1", "etcd2", "etcd3"]
 
@@ -159,6 +162,20 @@ def test_a_target_may_name_one_process() -> None:
         c.process("api-r1").start()
     with pytest.raises(KeyError):
         Pause(c, ("api-r9",)).start(random.Random(0))  # type: ignore[arg-type]
+
+
+def test_redis_targets_any_node_of_a_clustered_region_and_partitions_cut_it_with_its_host() -> None:
+    c = _Cluster()
+    shards = {f"redis-r{i}-{k}": _Process(f"redis-r{i}-{k}", c.journal) for i in (1, 2, 3) for k in range(4)}
+    c._processes = {n: p for n, p in c._processes.items() if not n.startswith("redis-")} | shards
+    c.redis_names = lambda region: [n for n in shards if n.startswith(f"redis-{region}-")]  # type: ignore[method-assign]
+    hit = set()
+    for seed in range(40):
+        [victim] = Kill(c, ("redis",)).start(random.Random(seed))["targets"]  # type: ignore[arg-type]
+        hit.add(victim)
+        c.process(victim).start()
+    assert hit <= set(shards) and len(hit) > 4  # several nodes, across regions
+    assert set(c.on_host("n2")) == {"etcd2", "api-r2", *(f"redis-r2-{k}" for k in range(4))}
 
 
 def test_the_first_round_of_a_cycle_runs_whole_past_the_deadline() -> None:
