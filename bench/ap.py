@@ -31,12 +31,12 @@ os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
 
 import redis.asyncio as aioredis  # noqa: E402
 
-from bench.ap_load import WORLD, api_headers, api_rate, observation  # noqa: E402
+from bench.ap_load import WORLD, api_headers, api_rate, observation, packed_batch  # noqa: E402
 from bench.rawhttp import Connection  # noqa: E402
 from consistency import ap_keys as K  # noqa: E402
 from consistency.ap_positions import Vector, at_least, parse_vector, stream_id  # noqa: E402
 from consistency.ap_calls import ingest_calls  # noqa: E402
-from consistency.ap_store import ALL, Observation, ReplicaStore, pack_observation  # noqa: E402
+from consistency.ap_store import ALL, Observation, ReplicaStore  # noqa: E402
 from consistency.replication import Replicator  # noqa: E402
 from deploy.launcher import Deployment, Topology  # noqa: E402
 
@@ -48,12 +48,7 @@ async def raw_rate(url: str, per_call: int, pipeline: int, seconds: float, conne
     await script.registered_client.script_load(script.script)
     calls: list[list[tuple[list[str], list[Any]]]] = []  # per call of the old layout: the store's calls for it
     for _ in range(int(seconds * 120_000 / per_call) + 1):  # more than Redis can take in `seconds`
-        groups: dict[int, list[bytes]] = {}
-        for j in range(per_call):
-            o = observation(j)
-            ob = Observation(WORLD, str(o["entity"]), str(o["event_id"]), "cam", o["fields"])  # type: ignore[arg-type]
-            groups.setdefault(K.partition(WORLD, ob.entity), []).append(
-                pack_observation(ob, f"{store.hlc.now().to_string()}|raw-bench"))
+        groups = packed_batch(store, per_call)
         calls.append([(keys, args) for _, keys, args in
                       ingest_calls(groups, "r1", int(time.time() * 1000), store.partitions_per_call)])
     clients = [aioredis.Redis.from_url(url) for _ in range(connections)]

@@ -9,6 +9,8 @@ import time
 import orjson
 
 from bench.rawhttp import Connection
+from consistency import ap_keys as K
+from consistency.ap_store import Observation, ReplicaStore, pack_observation
 from deploy.launcher import Deployment
 
 WORLD = "bench"
@@ -50,3 +52,14 @@ async def api_rate(host: str, port: int, headers: dict[str, str], batch: int, co
     for c in conns:
         await c.close()
     return done / elapsed
+
+
+def packed_batch(store: ReplicaStore, size: int) -> dict[int, list[bytes]]:
+    """`size` new observations packed as the store packs them, grouped by partition (for ingest_calls)."""
+    groups: dict[int, list[bytes]] = {}
+    for j in range(size):
+        o = observation(j)
+        ob = Observation(WORLD, str(o["entity"]), str(o["event_id"]), "cam", o["fields"])  # type: ignore[arg-type]
+        groups.setdefault(K.partition(WORLD, ob.entity), []).append(
+            pack_observation(ob, f"{store.hlc.now().to_string()}|{store.node_id}"))
+    return groups

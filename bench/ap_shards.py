@@ -36,11 +36,11 @@ import httpx
 import redis.asyncio as aioredis
 from redis.cluster import key_slot
 
-from bench.ap_load import WORLD, api_headers, api_rate, observation
+from bench.ap_load import WORLD, api_headers, api_rate, packed_batch
 from consistency import ap_keys as K
 from consistency.ap_calls import ingest_calls
 from consistency.ap_positions import at_least
-from consistency.ap_store import Observation, ReplicaStore, pack_observation
+from consistency.ap_store import ReplicaStore
 from deploy.launcher import Deployment, Topology
 
 LOADS = ((100, 8), (1000, 2))  # (batch, concurrency) of the API rows
@@ -115,12 +115,7 @@ async def raw_rate(nodes: list[tuple[str, int]], per_call: int, seconds: float,
     queues: list[list[Pending]] = [[] for _ in nodes]  # per node: pipelines of calls
     per_node: list[Pending] = [[] for _ in nodes]
     for _ in range(int(seconds * 150_000 / per_call) + 1):  # more than the masters can take in `seconds`
-        groups: dict[int, list[bytes]] = {}
-        for j in range(per_call):
-            o = observation(j)
-            ob = Observation(WORLD, str(o["entity"]), str(o["event_id"]), "cam", o["fields"])  # type: ignore[arg-type]
-            groups.setdefault(K.partition(WORLD, ob.entity), []).append(
-                pack_observation(ob, f"{store.hlc.now().to_string()}|raw-bench"))
+        groups = packed_batch(store, per_call)
         for segments, keys, args in ingest_calls(groups, "r1", int(time.time() * 1000), ppc):
             i = owner.get(key_slot(keys[0].encode()), 0)
             per_node[i].append((keys, args, sum(end - start for _, start, end in segments)))
