@@ -26,6 +26,7 @@ from consistency.replication import Replicator
 from deploy.processes import wait_until
 from deploy.redis_cluster import RedisCluster, ShardNode, wait_role
 from tests.ap_helpers import SCENARIO_S, ob
+from tests.test_ap_cluster import clean, store  # noqa: F401 (clean: a fixture over this module's regions)
 
 DEADLINE_S = 60.0  # bounds a failure only: every wait below ends as soon as its condition holds
 
@@ -37,17 +38,6 @@ def regions(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Redi
         yield {"f1": f1, "f2": f2}
 
 
-@pytest.fixture
-def clean(regions: dict[str, RedisCluster]) -> dict[str, RedisCluster]:
-    for c in regions.values():
-        for node in c.current_masters():
-            with node.admin() as r:
-                r.flushall()
-    return regions
-
-
-def store(c: RedisCluster, **kwargs: object) -> ReplicaStore:
-    return ReplicaStore(c.store_url, c.region, f"node-{c.region}", **kwargs)  # type: ignore[arg-type]
 
 
 def run(coro: Awaitable[None]) -> None:
