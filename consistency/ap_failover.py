@@ -59,7 +59,13 @@ class FailoverStatus:
     buckets_to_peers: int = 0
     raised: dict[int, str] = field(default_factory=dict)  # partition -> its stream's last id after the last raise
     pending: list[int] = field(default_factory=list)  # recovered but not marked: a peer was out of reach
+    watched: int = 0  # partitions whose serving master answered at the last look (64 when all is well)
     last_error: str = ""
+
+    def as_dict(self) -> dict[str, object]:
+        return {"checks": self.checks, "watched": self.watched, "recoveries": self.recoveries,
+                "partitions_recovered": self.partitions_recovered, "pending": self.pending,
+                "last_error": self.last_error}
 
 
 class FailoverWatch:
@@ -109,10 +115,12 @@ class FailoverWatch:
                     owners[p] = (_s(master[0]) or "127.0.0.1", int(master[1]))
         run_ids: dict[tuple[str, int], str] = {}
         for host, port in set(owners.values()):
-            node = rc.get_node(host, port)
+            # The client knows a node by the address it dials: through a proxy (an `advertised>reached`
+            # URL) that is not the one CLUSTER SLOTS names, and unmapped, no node would ever be found.
+            node = rc.get_node(*rc.nodes_manager.remap_host_port(host, port))
             if node is None:  # a node the client has not met yet: ask the cluster for its map again
                 await rc.nodes_manager.initialize()
-                node = rc.get_node(host, port)
+                node = rc.get_node(*rc.nodes_manager.remap_host_port(host, port))
             if node is None:
                 continue
             try:
@@ -128,6 +136,7 @@ class FailoverWatch:
         returns the partitions recovered (marked or pending)."""
         self.status.checks += 1
         now = await self.masters()
+        self.status.watched = len(now)
         changed = [p for p, rid in now.items() if self._known.get(p) != rid]
         if not changed:
             return []

@@ -20,6 +20,9 @@ partition from KEYS[1]'s tag. Per partition:
     T:changes:maxlen          STRING the cap of T:changes (WORLDSTATE_CHANGES_MAXLEN, set by the node)
     T:applied                 origin region -> last id of *its* T:stream applied here
     T:acked                   peer region -> last id of T:stream the peer applied
+    T:fence                   peer region -> last id of T:stream the shipper read for it, written after the
+                              read and waited for on a cluster with replicas (ap_logs.fence): what
+                              ships is on a replica first
     T:master                  STRING run id of the master this partition was last recovered on after a
                               failover (consistency/ap_failover.py): another run id serving it now means
                               its master changed or restarted, and what it acknowledged may be gone
@@ -113,6 +116,11 @@ def applied(p: int) -> str:
 
 def acked(p: int) -> str:
     return f"{tag(p)}:acked"
+
+
+def fence(p: int) -> str:
+    """Peer -> the last stream id the shipper read for it and saw on a replica (ap_logs.fence)."""
+    return f"{tag(p)}:fence"
 
 
 def master_mark(p: int) -> str:

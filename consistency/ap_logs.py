@@ -27,6 +27,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from consistency import ap_keys as K
 from consistency.ap_changes import LoggedChange, LogState, parse_read
 from consistency.ap_positions import ZERO, Vector, stream_id
+from consistency.errors import OutcomeUnknown
 from consistency.hlc import wall_clock_ms
 
 __all__ = ["ALL", "PartitionLogs", "StreamEntry"]
@@ -57,6 +58,7 @@ class PartitionLogs:
     partitions_per_call: int
     cluster: bool
     _changes_configured: bool
+    _on_cluster: Any  # ap_backend.ClusterScripts on a cluster, else None
 
     async def _read(self, fn: Callable[[], Awaitable[T]]) -> T:
         raise NotImplementedError
@@ -205,6 +207,22 @@ class PartitionLogs:
         """What `peer` acknowledged of each partition's stream (0-0 where nothing)."""
         out = await self._across("hget", [K.acked(p) for p in ALL], peer)
         return {p: _s(v) if isinstance(v, bytes) else ZERO for p, v in zip(ALL, out)}
+
+    async def fence(self, peer: str, read: Vector) -> None:
+        """On a cluster whose writes wait for a replica: one write to each partition read, after the read,
+        waited for like every write (WAIT on its connection), so every entry read is on a replica too.
+        The shipper calls it before it ships: without it, a write whose WAIT failed (answered 504, on
+        the master alone) reached peers, the failover then dropped it at home only, and a write
+        after the failover counted from the lower value, which the peers' max absorbed: an
+        acknowledged write lost (docs/ap-cluster.md §14). Raises OutcomeUnknown while no replica
+        confirms. One Redis, or no replicas: nothing to wait for, nothing sent."""
+        if self._on_cluster is None or not read or not await self._on_cluster.ack_replicas():
+            return
+        parts = list(read)
+        try:
+            await self._across("hset", [K.fence(p) for p in parts], peer, [read[p] for p in parts])
+        except OutcomeUnknown as e:
+            raise OutcomeUnknown(f"not shipped to {peer}: no replica confirmed what was read ({e})") from e
 
     async def set_acked(self, peer: str, offsets: Vector) -> None:
         parts = list(offsets)

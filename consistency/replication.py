@@ -93,8 +93,9 @@ class Shipper:
             return shipped
         entries = await self.home.read_partitions(acked, self.batch, self.block_ms)
         if entries:
-            await self.peer.apply_remote(self.home.region, entries)
             shipped_to = {p: listed[-1][0] for p, listed in entries.items()}
+            await self.home.fence(self.peer.region, shipped_to)  # nothing ships that a failover could drop
+            await self.peer.apply_remote(self.home.region, entries)
             await self.home.set_acked(self.peer.region, shipped_to)
             acked.update(shipped_to)
         # The read said how far behind the peer is, as of the read: a partition that had fewer than
@@ -206,6 +207,10 @@ class Replicator:
 
     def status(self) -> dict[str, dict[str, object]]:
         return {r: s.status.as_dict() for r, s in self.shippers.items()}
+
+    def failover_status(self) -> dict[str, object] | None:
+        """The failover watch's counters (None: the home replica is not a cluster, or no watch runs)."""
+        return self.failovers.status.as_dict() if self.failovers is not None else None
 
     def behind(self) -> list[str]:
         return sorted(r for r, s in self.shippers.items() if s.status.behind or not s.status.reachable)

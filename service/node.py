@@ -116,6 +116,8 @@ class Node:
         ok = await self.ap.ping()
         ap = {"state": "ok" if ok else "unavailable", "replica": self.settings.region,
               "peers": self.replicator.status(), "behind": self.replicator.behind()}
+        if (failover := self.replicator.failover_status()) is not None:
+            ap["failover"] = failover
         keys = self.keyring.status() if self.keyring is not None else {"state": "off"}
         return {"cp": await self.cp.health(), "ap": ap, "model": self.models.status(), "keys": keys}
 

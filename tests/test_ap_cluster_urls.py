@@ -130,6 +130,16 @@ def test_api_nodes_reach_the_other_region_s_cluster_only_through_the_proxies(tmp
 
         read_in_r2("before", post("before"))
         assert wait_until(r1_reaches_r2, 60)
+
+        def failover_watch(api: str) -> dict:
+            return dict(httpx.get(f"{api}/readyz", timeout=30).json()["tiers"]["ap"]["failover"])
+
+        # Each node's failover watch finds the master of every partition through the proxies (it once
+        # looked the slot map's advertised addresses up unmapped, found none, and never recovered a
+        # failover in a proxied deployment), and its first look recovers the unmarked partitions.
+        for api in (r1, r2):
+            assert wait_until(lambda: (w := failover_watch(api))["watched"] == 64 and w["partitions_recovered"] >= 64
+                              and not w["pending"], 60), failover_watch(api)
         shards = [n.name for c in d.clusters.values() for n in c.nodes]
         across = [(f"api-{a}", s) for a in ("r1", "r2") for s in shards if not s.startswith(f"redis-{a}-")]
         net.set([*across, *((dst, src) for src, dst in across)], Rule(RESET))
