@@ -51,14 +51,13 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")  # the aetcd watch, then edges forked: no handlers
 
-from bench.edge_predict import PHYSICS, WORLD, predict, stats  # noqa: E402
+from bench.edge_predict import ANY_AGE, PHYSICS, WORLD, predict, stats  # noqa: E402
 from bench.edge_report import show  # noqa: E402
 from bench.rawhttp import Connection  # noqa: E402
 from consistency import cp_keys  # noqa: E402
 from deploy.launcher import Deployment, Topology, free_port  # noqa: E402
 
 WORLDSTATE = Path(sys.executable).with_name("worldstate")
-ANY_AGE = "max_staleness_ms=86400000"  # fan-out asks what an edge holds, however stale its label
 MIN_FREE_MB = 1024  # stop starting edges when less memory than this is left
 
 

@@ -75,6 +75,8 @@ def _predict_table(workload: str, c: str, rows: dict[str, Any], a: argparse.Name
     ratios = {k: edge[k] / core[k] for k in ("p50", "p99", "mean")}
     print("edge / core: " + ", ".join(f"{k} {v:.2f}x" for k, v in ratios.items())
           + f"; plain torch p50 is {floor['p50'] / core['p50']:.2f}x of the core's")
+    print(f"the edge's answers were at most {edge['stale_ms_max']} ms stale by their labels (asked to accept "
+          "any age; by default an edge refuses past 5000 ms)")
     return (f"predict, {workload}, {c} client(s): edge/core p50 {ratios['p50']:.2f}x (target <= 0.5x: "
             f"{'met' if ratios['p50'] <= 0.5 else 'NOT met'}); plain torch alone is "
             f"{floor['p50'] / core['p50']:.2f}x of the core's p50")

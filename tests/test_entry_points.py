@@ -127,6 +127,10 @@ def test_edge_benchmark_runs_as_the_readme_shows(tmp_path: Path) -> None:
     assert set(doc["predict"]) == {"new", "again"}
     assert all(row["failed"] == 0 and row["n"] > 0 for by_clients in doc["predict"].values()
                for rows in by_clients.values() for row in rows.values()), (doc["predict"], done.stderr[-2000:])
+    # the edge was asked to answer however stale (a starved edge refuses past its bound: not a latency
+    # sample), and the run says how stale its answers were, by their labels
+    assert "the edge's answers were at most" in out, out
+    assert all(rows["edge"]["stale_ms_max"] >= 0 for by_clients in doc["predict"].values() for rows in by_clients.values())
     assert doc["memory_model"][0]["rss"] > doc["memory_no_model"][0]["rss"] > 0
 
 
