@@ -36,6 +36,30 @@ def _ephemeral_floor() -> int:
 
 _handed_out: set[int] = set()
 _rng = random.Random()
+# Ports handed out by any process on this machine, a file each, held _HOLD_S: two processes (the
+# test suite's workers, a benchmark beside a deployment) drawing the same still-free port before
+# either server bound it made one of them fail with "address already in use". Once bound, the bind
+# check below refuses the port anyway; the hold only has to outlast a server's start.
+_RESERVED = Path(os.environ.get("TMPDIR", "/tmp")) / f"worldstate-ports-{os.getuid()}"
+_HOLD_S = 300.0
+
+
+def _reserve(port: int) -> bool:
+    """Claim `port` machine-wide for _HOLD_S; False when another process holds it."""
+    _RESERVED.mkdir(exist_ok=True)
+    path = _RESERVED / str(port)
+    for _ in range(2):
+        try:
+            os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+            return True
+        except FileExistsError:
+            try:
+                if time.time() - path.stat().st_mtime < _HOLD_S:
+                    return False
+                path.unlink()  # an expired claim: take it over (a server bound to it fails the bind check)
+            except FileNotFoundError:
+                pass
+    return False
 
 
 def free_port() -> int:
@@ -43,7 +67,8 @@ def free_port() -> int:
 
     Drawn below the kernel's ephemeral range: a port from bind(0) could be taken,
     before the server starts, by another socket's bind(0) or by the local end of
-    an outgoing connection. Never the same port twice in one process.
+    an outgoing connection. Never the same port twice in one process, nor within
+    _HOLD_S in two processes of this machine's user.
     """
     top = _ephemeral_floor()
     for _ in range(1000):
@@ -55,6 +80,8 @@ def free_port() -> int:
                 s.bind(("127.0.0.1", port))
             except OSError:
                 continue
+        if not _reserve(port):
+            continue
         _handed_out.add(port)
         return port
     raise OSError("no free port below the ephemeral range")

@@ -297,3 +297,16 @@ def test_api_node_with_an_open_watch_exits_on_sigterm(tmp_path: Path) -> None:
         assert "timeout graceful shutdown exceeded" in api.log_path.read_text()
     finally:
         d.stop()
+
+
+def test_two_processes_drawing_ports_at_once_never_get_the_same_one(tmp_path: Path) -> None:
+    """free_port in two processes with the same random sequence (the worst case of the suite's two
+    workers): without the machine-wide claims both would hand out every port alike, each still free."""
+    draw = ("import sys; from deploy import processes as p; p._rng.seed(7); "
+            "print(' '.join(str(p.free_port()) for _ in range(200)))")
+    env = {**os.environ, "TMPDIR": str(tmp_path)}
+    procs = [subprocess.Popen([sys.executable, "-c", draw], stdout=subprocess.PIPE, text=True, env=env, cwd=repo_root())
+             for _ in range(2)]
+    a, b = (set(map(int, p.communicate(timeout=120)[0].split())) for p in procs)
+    assert len(a) == len(b) == 200 and not a & b, sorted(a & b)[:10]
+    assert len(list(tmp_path.glob("worldstate-ports-*/*"))) == 400
