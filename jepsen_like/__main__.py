@@ -126,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("the edge-cut and edge-kill nemeses need edge nodes: --workload edge, or --edges N")
     if o.ap_shards < 1 or o.ap_replicas < 0 or (o.ap_ack_replicas is not None and o.ap_ack_replicas < 0):
         ap.error("--ap-shards must be at least 1, --ap-replicas and --ap-ack-replicas 0 or more")
-    if {"shard", "shard-behind"} & set(o.nemeses) and o.ap_shards <= 1 and o.ap_replicas <= 0:
+    if {"shard", "shard-behind", "shard-cut"} & set(o.nemeses) and o.ap_shards <= 1 and o.ap_replicas <= 0:
         ap.error(runner.SHARD_NEEDS_CLUSTER)
     if o.net == "netns":
         signal.signal(signal.SIGTERM, _terminate)

@@ -30,7 +30,8 @@ Families (Jepsen's etcd test names where they exist):
   (jepsen_like/edges.py starts them).
 - ``shard``: one node of a clustered region's Redis Cluster killed, paused, or
   (a replica) made master by a planned failover; ``shard-behind``: a master killed
-  while its replica is held behind (jepsen_like/shards.py).
+  while its replica is held behind; ``shard-cut``: one master cut off from every API node
+  (jepsen_like/shards.py).
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ from typing import Any, Protocol, runtime_checkable
 from .cluster import Cluster
 from .hosts import host_of
 from .proxy import BLACKHOLE, DELAY, DROP, PASS_RULE, RESET, Rule
-from .shards import BEHIND, ShardFault
+from .shards import BEHIND, CUT, ShardFault
 
 # What kill and pause act on unless told otherwise: every kind of process.
 TARGETS = ("etcd", "redis", "api")
@@ -364,6 +365,7 @@ BUILDERS: dict[str, Callable[[Cluster, tuple[str, ...], tuple[str, ...]], Fault]
     "edge-kill": lambda cluster, kill, pause: EdgeKill(cluster),
     "shard": lambda cluster, kill, pause: ShardFault(cluster, HEALTH_TIMEOUT_S),
     "shard-behind": lambda cluster, kill, pause: ShardFault(cluster, HEALTH_TIMEOUT_S, "shard-behind", BEHIND),
+    "shard-cut": lambda cluster, kill, pause: ShardFault(cluster, HEALTH_TIMEOUT_S, "shard-cut", CUT),
 }
 FAMILIES = tuple(BUILDERS)
 

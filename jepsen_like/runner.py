@@ -108,7 +108,7 @@ def run(o: Options) -> Outcome:
             raise netns.Unavailable(why)
     if not edge_count(o) and any(n.startswith("edge-") for n in o.nemeses):
         raise ValueError("the edge-cut and edge-kill nemeses need edge nodes: --workload edge, or --edges N")
-    if {"shard", "shard-behind"} & set(o.nemeses) and o.ap_shards <= 1 and o.ap_replicas <= 0:
+    if {"shard", "shard-behind", "shard-cut"} & set(o.nemeses) and o.ap_shards <= 1 and o.ap_replicas <= 0:
         raise ValueError(SHARD_NEEDS_CLUSTER)
     out = o.store / test_name(o) / datetime.now().strftime("%Y%m%dT%H%M%S")
     out.mkdir(parents=True, exist_ok=True)

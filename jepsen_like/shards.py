@@ -1,4 +1,4 @@
-"""The ``shard`` and ``shard-behind`` nemeses: faults on one node of a region's Redis Cluster (docs/ap-cluster.md §12).
+"""The ``shard``, ``shard-behind`` and ``shard-cut`` nemeses: faults on one node of a region's Redis Cluster (docs/ap-cluster.md §12).
 
 Each fault picks a clustered region, then one of its nodes by the role it has now (after earlier
 failovers, not the role it started with), and does one of:
@@ -19,6 +19,12 @@ failovers, not the role it started with), and does one of:
   node timeout is failed over too, and learns at its resume that it is a replica.
 - ``failover``: a planned ``CLUSTER FAILOVER`` on a replica; the replica catches up first, so
   nothing acknowledged is lost. Done at the start; the stop has nothing to undo.
+- ``cut-master`` (the ``shard-cut`` family, alone): every API node's links to one master blackholed
+  both ways (their proxies), the rest of the cluster untouched: the master serves on, its own
+  cluster sees it well (the cluster bus is not proxied) and fails nothing over, while no client
+  reaches its partitions: their writes answer 503 or 504, reads 503, and replication of the whole
+  region stalls until the heal. (A cut between a master and its replica needs the bus cut too:
+  netns, which refuses clusters.)
 
 The stop ends once the node answers and the cluster serves again (every live node sees all 16384
 slots on live masters). The history records the node, the role it had, its master (for a
@@ -34,6 +40,7 @@ from typing import Any
 from deploy.launcher import wait_until
 
 from .cluster import Cluster
+from .proxy import BLACKHOLE, PASS_RULE, Rule
 
 # How long a killed master's stop waits for its replica to be promoted: node timeout (2 s), the
 # other masters' FAIL vote, and the replica's election delay (0.5-1 s and 1 s a rank) take 3-4 s
@@ -41,6 +48,7 @@ from .cluster import Cluster
 PROMOTION_WAIT_S = 20.0
 KINDS = ("kill-master", "kill-replica", "pause-master", "pause-replica", "failover")  # the `shard` family's
 BEHIND = ("kill-master-behind",)  # the `shard-behind` family's: a failover that loses what the replica lacked
+CUT = ("cut-master",)  # the `shard-cut` family's: one master out of every client's reach
 # kill-master-behind: how long the replica is held (SIGSTOP) before its master is killed, so that the
 # master's writes of that time are on no replica when it dies. On loopback a replica is otherwise
 # under a millisecond behind, and a plain kill-master almost never catches a write in between.
@@ -61,6 +69,7 @@ class ShardFault:
         self.node: str | None = None
         self.undo: str | None = None  # the node's method that ends the fault: "start" or "resume"
         self.heirs: list[str] = []  # a killed master's replicas: one is promoted before it restarts
+        self.cut: list[tuple[str, str]] = []  # cut-master: the (src, dst) links blackholed
 
     def start(self, rng: random.Random) -> dict[str, Any]:
         regions = self.cluster.clustered_regions()
@@ -83,6 +92,12 @@ class ShardFault:
         self.region, self.node = region, node.name
         if kind == "failover":
             rc.failover(node, timeout=self.health_timeout_s)
+            self.undo = None
+        elif kind == "cut-master":
+            apis = [f"api-{r}" for r in self.cluster.regions]
+            self.cut = [pair for api in apis for pair in ((api, node.name), (node.name, api))]
+            self.cluster.net.set(self.cut, Rule(BLACKHOLE))
+            desc["cut_from"] = apis
             self.undo = None
         elif kind == "kill-master-behind":
             held = replicas[0]  # the one that will be promoted (one replica a master; with more, any may be)
@@ -111,6 +126,9 @@ class ShardFault:
         region, name, undo, heirs = self.region, self.node, self.undo, self.heirs
         self.region = self.node = self.undo = None
         self.heirs = []
+        if self.cut:
+            self.cluster.net.set(self.cut, PASS_RULE)
+            self.cut = []
         if region is None or name is None:
             return {}
         rc = self.cluster.deployment.clusters[region]
@@ -141,4 +159,4 @@ class ShardFault:
                 rc.wait_serving(self.health_timeout_s)
 
 
-__all__ = ["BEHIND", "KINDS", "ShardFault"]
+__all__ = ["BEHIND", "CUT", "KINDS", "ShardFault"]

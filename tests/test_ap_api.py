@@ -1,21 +1,55 @@
-"""The AP tier through the HTTP API: two regions, each with its API node and Redis."""
+"""The AP tier through the HTTP API: two regions, each with its API node and its replica.
+
+Writes, reads, tokens, listing and refusals run on both layouts of a region's replica (one Redis,
+and a Redis Cluster of 3 masters: docs/ap-cluster.md); the tests that stop a region's Redis or
+etcd run on the session's one-Redis deployment (the cluster's own faults: tests/test_ap_failover.py,
+test_ap_replication.py, test_jepsen_shards.py).
+"""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 
 import httpx
 import pytest
-import redis
 
 from consistency import ap_keys as K
 from consistency.ap_store import ALL
-from deploy.launcher import Deployment, wait_until
+from deploy.launcher import Deployment, Topology, wait_until
 from service.config import Settings
-from tests.ap_helpers import SETTLE_S
+from tests.ap_helpers import LAYOUTS, SETTLE_S, SHARDS, raw
+from tests.conftest import auth_headers
 
 # The conftest cluster leaves WORLDSTATE_READ_WAIT_S at its default: the most a read waits for its token.
 READ_WAIT_S = Settings().read_wait_s
+
+
+@pytest.fixture(scope="module", params=LAYOUTS)
+def ap_deployment(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
+    """Two regions with an API node each: the session's deployment (one Redis a region), or one whose
+    regions are each a Redis Cluster of SHARDS masters, started once for this module."""
+    if request.param == "single":
+        yield request.getfixturevalue("cluster")
+        return
+    with Deployment(Topology(etcd_members=1, regions=2, ap_shards=SHARDS, api_env={"WORLDSTATE_DEVICE": "cpu"},
+                             run_dir=tmp_path_factory.mktemp("ap-api-cluster"))) as d:
+        yield d
+
+
+ONE_REDIS = pytest.mark.parametrize("ap_deployment", ["single"], indirect=True)
+
+
+@pytest.fixture
+def api(ap_deployment: Deployment) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=ap_deployment.api["r1"].url, timeout=30, headers=auth_headers(ap_deployment)) as c:
+        yield c
+
+
+@pytest.fixture
+def api2(ap_deployment: Deployment) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=ap_deployment.api["r2"].url, timeout=30, headers=auth_headers(ap_deployment)) as c:
+        yield c
 
 
 @pytest.fixture
@@ -24,10 +58,10 @@ def ap_world(api: httpx.Client, world: str) -> str:
     return world
 
 
-def _stream_last_id(cluster: Deployment, region: str) -> dict[int, str]:
+def _stream_last_id(d: Deployment, region: str) -> dict[int, str]:
     """The last id each partition's stream ever took: it moves with every entry added and, unlike
     the stream's length, not when housekeeping trims what every peer has applied (seen under load)."""
-    r = redis.Redis(port=cluster.redis[region].port)
+    r = raw(d, region)  # on a cluster, each partition's key asked of its master
     return {p: r.xinfo_stream(K.stream(p))["last-generated-id"].decode() for p in ALL if r.exists(K.stream(p))}
 
 
@@ -140,26 +174,27 @@ RAW = [
 
 
 @pytest.mark.parametrize("body,status,kind", [b for b in BAD if b[1]] + RAW)
-def test_bad_observations_are_refused_and_write_nothing(cluster: Deployment, api: httpx.Client, ap_world: str,
-                                                        body: object, status: int, kind: str) -> None:
-    before = _stream_last_id(cluster, "r1")
+def test_bad_observations_are_refused_and_write_nothing(ap_deployment: Deployment, api: httpx.Client,
+                                                        ap_world: str, body: object, status: int, kind: str) -> None:
+    before = _stream_last_id(ap_deployment, "r1")
     url = f"/v1/worlds/{ap_world}/observations"
     r = (api.post(url, content=body, headers={"Content-Type": "application/json"}) if isinstance(body, bytes)
          else api.post(url, json=body))
     assert r.status_code == status, r.text
     assert r.headers["content-type"] == "application/problem+json"
     assert r.json()["type"] == f"/problems/{kind}"
-    assert _stream_last_id(cluster, "r1") == before
+    assert _stream_last_id(ap_deployment, "r1") == before
     assert api.get(f"/v1/worlds/{ap_world}/entities/ball").status_code == 404
 
 
-def test_unknown_world_is_refused(cluster: Deployment, api: httpx.Client) -> None:
-    before = _stream_last_id(cluster, "r1")
+def test_unknown_world_is_refused(ap_deployment: Deployment, api: httpx.Client) -> None:
+    before = _stream_last_id(ap_deployment, "r1")
     r = api.post("/v1/worlds/never-created/observations", json=GOOD)
     assert r.status_code == 404 and r.json()["type"] == "/problems/unknown-world"
-    assert _stream_last_id(cluster, "r1") == before
+    assert _stream_last_id(ap_deployment, "r1") == before
 
 
+@ONE_REDIS
 def test_ap_keeps_working_while_etcd_has_lost_quorum(healthy_cluster: Deployment, api: httpx.Client,
                                                      api2: httpx.Client, ap_world: str) -> None:
     first = api.post(f"/v1/worlds/{ap_world}/observations",
@@ -189,6 +224,7 @@ def test_ap_keeps_working_while_etcd_has_lost_quorum(healthy_cluster: Deployment
             m.start()
 
 
+@ONE_REDIS
 def test_region_redis_down_then_back_converges(healthy_cluster: Deployment, api: httpx.Client,
                                                api2: httpx.Client, ap_world: str) -> None:
     healthy_cluster.redis["r2"].stop()  # cuts r1 -> r2 replication and r2's own writes
@@ -206,6 +242,7 @@ def test_region_redis_down_then_back_converges(healthy_cluster: Deployment, api:
     assert r.json()["fields"]["v"]["value"] == 49
 
 
+@ONE_REDIS
 def test_paused_redis_gives_outcome_unknown_and_a_replay_is_safe(healthy_cluster: Deployment,
                                                                  api: httpx.Client, ap_world: str) -> None:
     ob = {"event_id": "paused-1", "entity": "crane", "source": "enc", "fields": {"h": 3.0}}

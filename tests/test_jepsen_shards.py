@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
 def readme_command() -> list[str]:
     """The README's run with --ap-shards ("Shard faults: a region's Redis Cluster under jepsen_like"), as argv."""
     text = (ROOT / "README.md").read_text()
-    m = re.search(r"\.venv/bin/python -m jepsen_like run --workload observations --nemesis shard[^`]*?\n(?=\S|$)", text)
+    m = re.search(r"\.venv/bin/python -m jepsen_like run --workload observations --nemesis shard,[^`]*?\n(?=\S|$)", text)
     assert m, "the README shows no jepsen_like run with the shard nemesis"
     argv = shlex.split(m.group(0).replace("\\\n", " "))
     return [sys.executable, *argv[1:]]
@@ -64,6 +64,10 @@ def test_shard_faults_on_clustered_regions_lose_no_acknowledged_write(tmp_path: 
     assert first_stop["promoted"] == shard_starts[0]["replicas"][0] and first_stop["role_now"] == "replica", log
     stops = [e for e in log if e["fault"] == "shard" and e["f"] == "stop" and "node" in e]
     assert all(e["role_now"] in ("master", "replica") for e in stops), stops
+    # A master cut off from both API nodes (the cluster still sees it: nothing fails over).
+    cuts = [e for e in log if e["fault"] == "shard-cut" and e["f"] == "start"]
+    assert cuts and all(e["kind"] == "cut-master" and e["role"] == "master" and e["cut_from"] == ["api-r1", "api-r2"]
+                        for e in cuts), log
     # The partitions cut cluster nodes with their region: a peer's nodes are behind the cut.
     parts = [e for e in log if e["fault"] == "partition" and e["f"] == "start"]
     assert parts and all(e["drops"] for e in parts), parts
