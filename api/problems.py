@@ -112,7 +112,8 @@ PROBLEMS = {p.slug: p for p in [
     ProblemType("slow-consumer", 409, "Subscriber too far behind",
                 "The subscriber's position (`position`) fell `lag` entries behind the replica's changes log, more "
                 "than the `max_lag` allowed (WORLDSTATE_SUBSCRIBE_MAX_LAG); the stream ends with an event of this "
-                "type rather than buffer. Read the entities again, then subscribe from now."),
+                "type rather than buffer. A subscription that starts that far behind counts only to `max_lag` + 1. "
+                "Read the entities again, then subscribe from now."),
     ProblemType("unknown-entity", 404, "Unknown entity", "No observations of this entity on the replica answering."),
     ProblemType("entity-incomplete", 422, "Entity lacks state",
                 "The world model needs numeric x, y, vx, vy for every entity in a query (radius and mass default)."),

@@ -178,13 +178,15 @@ def test_a_subscriber_too_far_behind_is_told_and_closed(c1: httpx.Client, w: str
         position = s.subscribed()
         # One script call appends 1000 changes at once (one entity: one partition, one call): the
         # subscriber's next read is 2 of them (a world's 64 partitions share 100 a round), leaving it
-        # 998 behind, more than MAX_LAG (and none trimmed: the log keeps 2000).
+        # 998 behind, more than MAX_LAG (and none trimmed: the log keeps 2000). On a busy machine the
+        # batch can land before the server's first read of the logs: the subscription then starts that
+        # far behind, and its count of how far stops at MAX_LAG + 1.
         batch = [{"event_id": f"b{i}", "entity": "b", "source": "cam", "fields": {"x": float(i)}} for i in range(1000)]
         assert c1.post(f"/v1/worlds/{w}/observations", json=batch).status_code == 202
         slow = s.next()
         assert slow is not None and slow["event"] == "slow-consumer", slow
         assert slow["data"]["type"] == "/problems/slow-consumer" and slow["data"]["max_lag"] == MAX_LAG
-        assert slow["data"]["lag"] == 1000 and slow["data"]["position"] == position
+        assert slow["data"]["lag"] in (1000, MAX_LAG + 1) and slow["data"]["position"] == position
         assert s.next() is None
 
 
