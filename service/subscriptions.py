@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -38,6 +39,8 @@ __all__ = ["BATCH", "EntityChange", "Progress", "Subscriptions"]
 # read's time in Redis, and how far one read can catch up before the lag is measured
 BATCH = 100
 WAIT_S = 1.0  # longest a subscriber waits for the tail's news before reading anyway
+# A tail whose last look is older than this is not trusted to have seen everything: subscribers read.
+TRUST_S = 1.5
 _OLD_POSITION = re.compile(r"[0-9]{1,20}-[0-9]{1,20}")
 _PREFIX = re.compile(r"[A-Za-z0-9._-]{0,128}")
 
@@ -99,44 +102,72 @@ def _moved(head: Vector, after: Vector) -> bool:
 
 
 class _Tail:
-    """One blocking read of the changes logs per node, waking every subscriber that waits for news."""
+    """One blocking read of the changes logs per node, waking every subscriber that waits for news.
+
+    Waiters wait on an Event that each look replaces, not on a Condition: a stream closed by its client is
+    cancelled more than once (anyio re-delivers a cancellation until the task leaves its scope), and a
+    Condition waiter cancelled again while re-taking its lock could leave the lock taken for good, which
+    stalled every subscription of the node (seen: tests/test_entity_stream.py, 2 runs in 20)."""
 
     def __init__(self, ap: ReplicaStore) -> None:
         self.ap = ap
         self.head: Vector = {}  # the newest position of each log the tail has seen
-        self._news = asyncio.Condition()
+        self.looked = 0.0  # monotonic time the tail last began blocking on the logs past `head` (0: not running)
+        self._news = asyncio.Event()  # set, and replaced, at each look
         self._waiting = 0
         self._task: asyncio.Task[None] | None = None
 
-    async def wait(self, after: Vector, timeout_s: float) -> None:
-        """Return once a log holds an entry past `after` (in a partition it names), or after `timeout_s`."""
+    async def wait(self, after: Vector, timeout_s: float) -> bool:
+        """Return once a log holds an entry past `after` (in a partition it names): True; or after
+        `timeout_s`: False."""
         if self._task is None:
             self._task = asyncio.create_task(self._run(), name="changes-tail")
-        async with self._news:
-            self._waiting += 1
-            try:
-                await asyncio.wait_for(self._news.wait_for(lambda: _moved(self.head, after)), timeout_s)
-            except asyncio.TimeoutError:
-                pass
-            finally:
-                self._waiting -= 1
+        deadline = time.monotonic() + timeout_s
+        self._waiting += 1
+        try:
+            while not _moved(self.head, after):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                news = self._news
+                try:
+                    async with asyncio.timeout(left):
+                        await news.wait()
+                except TimeoutError:
+                    return _moved(self.head, after)
+            return True
+        finally:
+            self._waiting -= 1
+
+    def quiet(self, after: Vector) -> bool:
+        """Whether a read after `after` now would find nothing the tail has not been blocking on: its
+        last look is recent and saw no log past `after`. An idle subscriber then skips its read (each
+        is a script call per partition, 64 for a world, every `progress_s`), and the tail still wakes
+        it for whatever comes next."""
+        return (self._task is not None and time.monotonic() - self.looked < TRUST_S
+                and not _moved(self.head, after))
 
     async def _heads(self) -> Vector:
         return {p: state.last_id for p, state in (await self.ap.changes_heads()).items()}
+
+    def _publish(self, head: Vector) -> None:
+        self.head, self.looked = head, time.monotonic()
+        news, self._news = self._news, asyncio.Event()
+        news.set()
 
     async def _run(self) -> None:
         try:
             head = await self._heads()
             while self._waiting > 0:
+                self._publish(head)
                 # Below the store's 2 s socket timeout: a longer block would read as a dead connection.
                 if await self.ap.wait_changes(head, block_ms=500):
                     head = await self._heads()
-                    async with self._news:
-                        self.head = head
-                        self._news.notify_all()
         except Exception:  # noqa: BLE001 - subscribers fall back to reading every WAIT_S
+            self.looked = 0.0
             await asyncio.sleep(WAIT_S)
         finally:
+            self.looked = 0.0
             self._task = None  # the next waiter starts a fresh one
 
 
@@ -195,9 +226,11 @@ class Subscriptions:
             if lag > max_lag:
                 raise SlowConsumer(format_vector(position), lag + sum(len(b) for _, b in reads.values()), max_lag)
             if not any(batch for _, batch in reads.values()):
-                if progress_s is not None:
-                    yield Progress(format_vector(position))
-                await self._tail.wait(position, wait_s)
+                while True:
+                    if progress_s is not None:
+                        yield Progress(format_vector(position))
+                    if await self._tail.wait(position, wait_s) or not self._tail.quiet(position):
+                        break
                 continue
             delivered = False
             # The round's entries of all partitions in id order: ids come from one Redis clock, so

@@ -5,17 +5,22 @@ subscribers told so, bad positions refused, heartbeats, a revoked key cutting th
 
 from __future__ import annotations
 
+import asyncio
 import json
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
+import redis
 
 from consistency import ap_keys as K
 from consistency.ap_positions import parse_vector
+from consistency.ap_store import ReplicaStore
 from deploy.launcher import Deployment, Topology
+from service.subscriptions import _Tail
 from tests.ap_helpers import SETTLE_S
 from tests.conftest import auth_headers
 
@@ -217,6 +222,96 @@ def test_a_quiet_stream_gets_heartbeats(c1: httpx.Client, w: str) -> None:
                 break
         _post(c1, w, "late", "e1", x=1.0)
         assert s.take(1)[0]["data"]["entity"] == "late"  # still delivering after heartbeats
+
+
+def _script_calls(d: Deployment) -> int:
+    """Script calls r1's Redis has run (every read of a changes log is one, per partition)."""
+    stats = redis.Redis(port=d.redis["r1"].port).info("commandstats")
+    return sum(v["calls"] for k, v in stats.items() if k in ("cmdstat_evalsha", "cmdstat_eval"))
+
+
+def _progress(s: Sse) -> str:
+    for line in s.lines:
+        if line.startswith(": progress "):
+            return line.removeprefix(": progress ")
+    raise AssertionError("the stream ended")
+
+
+def test_idle_subscribers_say_their_progress_without_reading_the_logs(d: Deployment, c1: httpx.Client,
+                                                                      w: str) -> None:
+    """Three world subscriptions asking for progress every 0.1 s: while nothing is written, the node's
+    one tail watches the logs for them all, rather than each reading its 64 partitions ten times a
+    second (1,920 script calls a second for three); what is written next still reaches each."""
+    window_s = 3.0
+
+    def calls_per_s() -> float:
+        before = _script_calls(d)
+        time.sleep(window_s)
+        return (_script_calls(d) - before) / window_s
+
+    alone = calls_per_s()
+    with _stream(c1, w, params={"progress_s": 0.1}) as a, _stream(c1, w, params={"progress_s": 0.1}) as b, \
+            _stream(c1, w, params={"progress_s": 0.1}) as c:
+        subs = [Sse(r) for r in (a, b, c)]
+        for s in subs:
+            s.subscribed()
+            _progress(s)
+        idle = calls_per_s()
+        for s in subs:
+            _progress(s)  # still saying it, after the window's backlog of comments
+        _post(c1, w, "after-idle", "e1", x=1.0)
+        for s in subs:
+            assert s.take(1)[0]["data"]["entity"] == "after-idle"
+    # The tail's own look is 64 calls each time the logs move or its 0.5 s block ends: 128 a second.
+    assert idle - alone < 400, (idle, alone)
+
+
+def test_waiters_cancelled_twice_leave_the_tail_waking_the_others(d: Deployment, c1: httpx.Client, w: str) -> None:
+    """A closed stream's task is cancelled until it leaves its scope (anyio), so a subscriber waiting for
+    the node's tail can be cancelled again while it is being cancelled. When the tail was a Condition,
+    one such waiter could leave its lock taken for good, and every subscription of the node stalled."""
+    stop = threading.Event()
+
+    def writes() -> None:  # the tail wakes (and, as a Condition, took its lock) at each one
+        i = 0
+        while not stop.is_set():
+            _post(c1, w, "busy", f"busy-{i}", x=float(i))
+            i += 1
+
+    async def scenario() -> bool:
+        store = ReplicaStore(d.redis["r1"].url, "r1", "tail-test")
+        tail = _Tail(store)
+        heads = {p: s.last_id for p, s in (await store.changes_heads()).items()}
+        later = {p: "9999999999999-0" for p in heads}  # past anything: nothing wakes these but a cancel
+        for i in range(100):
+            waiting = [asyncio.create_task(tail.wait(later, 30)) for _ in range(5)]
+            await asyncio.sleep(0.002 * (i % 7))
+            for _ in range(3):  # as anyio does, once a loop turn until they are gone
+                for t in waiting:
+                    t.cancel()
+                await asyncio.sleep(0)
+            await asyncio.gather(*waiting, return_exceptions=True)
+        stop.set()
+        await asyncio.sleep(0.2)
+        heads = {p: s.last_id for p, s in (await store.changes_heads()).items()}
+        waiter = asyncio.create_task(tail.wait(heads, 30))
+        await asyncio.sleep(0.1)
+        await asyncio.to_thread(_post, c1, w, "after", "after-1", x=1.0)
+        woke = await asyncio.wait_for(waiter, 20)
+        await store.close()
+        return woke
+
+    # In threads: a waiter stuck re-taking a lost lock ignores every cancel, so it would hang the test
+    # rather than fail it.
+    writer = threading.Thread(target=writes, daemon=True)
+    writer.start()
+    ended: list[bool] = []
+    runner = threading.Thread(target=lambda: ended.append(asyncio.run(scenario())), daemon=True)
+    runner.start()
+    runner.join(120)
+    stop.set()
+    writer.join(30)
+    assert ended == [True], "a waiter never ended, or the tail never woke the next one"
 
 
 def test_a_revoked_key_ends_the_stream(d: Deployment, c1: httpx.Client, w: str) -> None:
