@@ -56,11 +56,6 @@ def replicas(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFa
         yield d
 
 
-# For a test written against one Redis a region (it reads `d.redis`): runs it on the single layout only.
-# Not yet ported to both: tests/test_entity_delete.py, test_learn_log.py, test_learn_federated_keys.py.
-ONE_REDIS = pytest.mark.parametrize("replicas", ["single"], indirect=True)
-
-
 @pytest.fixture
 def fresh(replicas: Deployment) -> Deployment:
     for server in servers(replicas):
@@ -84,6 +79,12 @@ def servers(d: Deployment) -> list[RedisNode]:
 def url(d: Deployment, region: str) -> str:
     """The URL a region's own node gives its ReplicaStore: `redis://` or `redis+cluster://`."""
     return d.clusters[region].store_url if region in d.clusters else d.redis[region].url
+
+
+def client_url(d: Deployment, region: str) -> str:
+    """`url` with the ACL user when the servers require one: what a region's learner is given
+    (learn/log.py, learn/updates.py), `redis://user:pw@h:p/0` or `redis+cluster://user:pw@h:p,...`."""
+    return d.clusters[region].client_store_url if region in d.clusters else d.redis[region].client_url
 
 
 def server_of(d: Deployment, region: str, world: str = "w", entity: str = "e0") -> RedisNode:

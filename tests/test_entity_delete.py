@@ -13,15 +13,14 @@ import asyncio
 
 import httpx
 import pytest
-import redis
 
 from consistency import ap_keys as K
 from consistency.ap_store import ALL, ReplicaStore, tombstone
 from consistency.hlc import HybridLogicalClock, wall_clock_ms
 from deploy.launcher import Deployment
 from jepsen_like.proxy import RESET
-from tests.ap_helpers import (ONE_REDIS, SCENARIO_S, cut, eventually, failed_across, fresh, heal, ob,  # noqa: F401
-                              quiesce, replicas, replication, state, stream_len)
+from tests.ap_helpers import (SCENARIO_S, cut, eventually, failed_across, fresh, heal, ob, quiesce, raw,  # noqa: F401
+                              replicas, replication, state, stream_len, url)
 from tests.test_ap_api import _read_with_token, _stream_last_id
 
 
@@ -113,7 +112,6 @@ def _clock(node: str, offset_ms: int) -> HybridLogicalClock:
 @pytest.mark.parametrize(("deleter", "winner", "path"), [
     ("r1", "write", "stream"), ("r1", "delete", "stream"),
     ("r2", "write", "anti-entropy"), ("r2", "delete", "anti-entropy")])
-@ONE_REDIS  # the cluster layout is not ported here yet (tests/ap_helpers.py)
 def test_a_delete_and_a_concurrent_write_resolve_alike_on_both_sides(fresh: Deployment, deleter: str,
                                                                       winner: str, path: str) -> None:
     """Partitioned, one region deletes the entity while the other writes one field of it; the
@@ -128,7 +126,7 @@ def test_a_delete_and_a_concurrent_write_resolve_alike_on_both_sides(fresh: Depl
             await quiesce(reps)
             # RESET: nothing sent during the cut arrives later, so the anti-entropy case needs it.
             cut(reps, "r1", "r2", RESET)
-            stores = {r: ReplicaStore(fresh.redis[r].url, r, f"w-{r}", _clock(f"w-{r}", ahead[r])) for r in reps}
+            stores = {r: ReplicaStore(url(fresh, r), r, f"w-{r}", _clock(f"w-{r}", ahead[r])) for r in reps}
             deleted = await stores[deleter].ingest([tombstone("w", "ball", "del-1")])
             written = await stores[writer].ingest([ob("ball", "e1", x=2.0)])
             assert (written.stamp > deleted.stamp) == (winner == "write")
@@ -162,16 +160,16 @@ def test_a_delete_and_a_concurrent_write_resolve_alike_on_both_sides(fresh: Depl
     asyncio.run(asyncio.wait_for(scenario(), SCENARIO_S))
 
 
-@ONE_REDIS  # the cluster layout is not ported here yet (tests/ap_helpers.py)
 def test_delete_is_counted_apart_from_observations(fresh: Deployment) -> None:
     """The tombstone is counted under a reserved source that readers leave out."""
     async def scenario() -> None:
-        store = ReplicaStore(fresh.redis["r1"].url, "r1", "node-r1")
+        store = ReplicaStore(url(fresh, "r1"), "r1", "node-r1")
         await store.ingest([ob("a", "e1", x=1), tombstone("w", "a", "d1"), ob("a", "e2", y=1)])
         got = await store.get_entity("w", "a")
         assert got is not None and got.counters == {"cam": 2} and list(got.fields) == ["y"]
-        raw = redis.Redis(port=fresh.redis["r1"].port).hgetall(K.entity_key("w", "a"))
-        assert b"p:~delete@r1" in raw
+        with raw(fresh, "r1") as r:
+            held = r.hgetall(K.entity_key("w", "a"))
+        assert b"p:~delete@r1" in held
         await store.close()
 
     asyncio.run(scenario())

@@ -4,21 +4,18 @@ from __future__ import annotations
 
 import asyncio
 
-import redis
-
 from deploy.launcher import Deployment
 from learn.updates import Update, announce, announced, fed_key
-from tests.ap_helpers import (ONE_REDIS, SCENARIO_S, fresh, ob, quiesce, replicas,  # noqa: F401 (fixtures)
+from tests.ap_helpers import (SCENARIO_S, client_url, fresh, ob, quiesce, raw, replicas,  # noqa: F401 (fixtures)
                               replication, stream_len)
 
 
-@ONE_REDIS  # the cluster layout is not ported here yet (tests/ap_helpers.py)
 def test_announcements_survive_housekeeping_and_stay_in_their_region(fresh: Deployment) -> None:  # noqa: F811
     update = Update("a" * 64, "w", "r1", "b" * 64, 3, 40, 1.25, "learner@r1")
 
     async def scenario() -> None:
         async with replication(fresh, stream_maxlen=2) as reps:
-            announce(fresh.redis["r1"].client_url, update)
+            announce(client_url(fresh, "r1"), update)
             for i in range(10):
                 await reps["r1"].home.ingest([ob(f"e{i}", f"ev{i}", x=i)])
             await quiesce(reps)
@@ -27,6 +24,7 @@ def test_announcements_survive_housekeeping_and_stay_in_their_region(fresh: Depl
             assert stream_len(fresh, "r1") <= 2, "the cap trimmed the stream (housekeeping ran)"
 
     asyncio.run(asyncio.wait_for(scenario(), SCENARIO_S))
-    assert announced(fresh.redis["r1"].client_url, "w") == [update]
+    assert announced(client_url(fresh, "r1"), "w") == [update]
     for region in ("r2", "r3"):
-        assert not redis.Redis(port=fresh.redis[region].port).exists(fed_key("w")), f"shipped to {region}"
+        with raw(fresh, region) as r:
+            assert not r.exists(fed_key("w")), f"shipped to {region}"

@@ -28,7 +28,7 @@ from deploy.launcher import Deployment, Topology
 from learn.log import consume, consume_async, unregister
 from learn.shards import NoShards, ShardDir, load_rollouts, load_samples
 from learn.trajectories import Grid, Observed, Trajectories
-from tests.ap_helpers import (ONE_REDIS, SCENARIO_S, fresh, quiesce, replicas, replication,  # noqa: F401 (fixtures)
+from tests.ap_helpers import (SCENARIO_S, client_url, fresh, quiesce, replicas, replication,  # noqa: F401 (fixtures)
                               stream_len)
 from tests.conftest import auth_headers
 from world_model.config import OBS_DIM, PRESENT, Physics
@@ -189,7 +189,6 @@ def test_replay_and_restart_add_no_duplicate_samples(d: Deployment, c: httpx.Cli
     assert len(load_rollouts(w, tmp_path).frames) == 5
 
 
-@ONE_REDIS  # the cluster layout is not ported here yet (tests/ap_helpers.py)
 def test_consumer_holds_housekeeping_until_unregistered(fresh: Deployment, tmp_path: Path) -> None:  # noqa: F811
     async def scenario() -> None:
         async with replication(fresh) as reps:
@@ -201,21 +200,20 @@ def test_consumer_holds_housekeeping_until_unregistered(fresh: Deployment, tmp_p
             await r1.housekeep()  # every peer has everything; the learner has read nothing
             assert stream_len(fresh, "r1") == 20 and (await r1.home.trimmed())[PART] == "0-0"
 
-            stats = await consume_async(fresh.redis["r1"].url, "r1", "w", str(tmp_path), "learner",
+            stats = await consume_async(client_url(fresh, "r1"), "r1", "w", str(tmp_path), "learner",
                                         physics=Physics(), max_entries=8)
             assert stats.through == format_vector({PART: ids[7]})
             assert (await consumers.offsets("learner") or {})[PART] == ids[7]
             await r1.housekeep()  # exactly what the learner read goes
             assert stream_len(fresh, "r1") == 12 and (await r1.home.trimmed())[PART] == ids[7]
 
-            assert await unregister(fresh.redis["r1"].url, "r1", "learner")
+            assert await unregister(client_url(fresh, "r1"), "r1", "learner")
             await r1.housekeep()
             assert stream_len(fresh, "r1") == 0 and (await r1.home.trimmed())[PART] == ids[-1]
 
     asyncio.run(asyncio.wait_for(scenario(), SCENARIO_S))
 
 
-@ONE_REDIS  # the cluster layout is not ported here yet (tests/ap_helpers.py)
 def test_a_cap_trim_past_the_consumer_is_reported_as_a_gap(fresh: Deployment, tmp_path: Path) -> None:  # noqa: F811
     cap = 10
 
@@ -228,7 +226,7 @@ def test_a_cap_trim_past_the_consumer_is_reported_as_a_gap(fresh: Deployment, tm
             await r1.housekeep()  # the cap trims past the learner's offset regardless
             assert stream_len(fresh, "r1") == cap
 
-            url = fresh.redis["r1"].url
+            url = client_url(fresh, "r1")
             stats = await consume_async(url, "r1", "w", str(tmp_path), "learner", physics=Physics(), frames=4)
             assert stats.gaps == [{"partition": PART, "after": "0-0", "through": ids[-cap - 1]}]
             assert stats.entries == cap and stats.through == format_vector({PART: ids[-1]})
