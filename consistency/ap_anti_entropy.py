@@ -16,11 +16,16 @@ __all__ = ["anti_entropy"]
 
 
 async def anti_entropy(source: ReplicaStore, dest: ReplicaStore, p: int) -> int:
-    """Ship every bucket of partition `p` whose digest differs from `source` to `dest`; returns how many."""
+    """Ship every bucket of partition `p` whose digest differs from `source` to `dest`; returns how many.
+
+    What was dumped is fenced first (ap_logs.fence), as the shipper fences what it read: at ack >= 1 a
+    write whose WAIT failed sits on `source`'s master alone, and shipped, a failover there would drop
+    it at home only. Raises OutcomeUnknown, having shipped nothing, while no replica confirms."""
     ours, theirs = await asyncio.gather(source.digests(p), dest.digests(p))
-    shipped = 0
-    for bucket, (a, b) in enumerate(zip(ours, theirs)):
-        if a and a != b:
-            await dest.merge_state(await source.dump_bucket(p, bucket), source.region)
-            shipped += 1
-    return shipped
+    dumps = [await source.dump_bucket(p, bucket) for bucket, (a, b) in enumerate(zip(ours, theirs)) if a and a != b]
+    if not dumps:
+        return 0
+    await source.fence(dest.region, {p: await source.last_id(p)})
+    for dump in dumps:
+        await dest.merge_state(dump, source.region)
+    return len(dumps)

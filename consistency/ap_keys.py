@@ -20,7 +20,8 @@ partition from KEYS[1]'s tag. Per partition:
     T:changes:maxlen          STRING the cap of T:changes (WORLDSTATE_CHANGES_MAXLEN, set by the node)
     T:applied                 origin region -> last id of *its* T:stream applied here
     T:acked                   peer region -> last id of T:stream the peer applied
-    T:fence                   peer region -> last id of T:stream the shipper read for it, written after the
+    T:fence                   peer region -> last id of T:stream the shipper read for it (or that anti-
+                              entropy found, after dumping the buckets it ships), written after the
                               read and waited for on a cluster with replicas (ap_logs.fence): what
                               ships is on a replica first
     T:master                  STRING run id of the master this partition was last recovered on after a

@@ -19,6 +19,7 @@ import redis
 from redis.cluster import key_slot
 
 from consistency import ap_keys as K
+from consistency.ap_anti_entropy import anti_entropy
 from consistency.ap_positions import stream_id
 from consistency.ap_store import Observation, ReplicaStore
 from consistency.errors import OutcomeUnknown, Unavailable
@@ -259,6 +260,41 @@ def test_ack_one_a_failover_loses_nothing_acknowledged_without_repair(clean: dic
         finally:
             await ra.stop()
             await rb.stop()
+            await a.close()
+            await b.close()
+
+    run(scenario())
+
+
+def test_ack_one_anti_entropy_ships_nothing_no_replica_confirmed(clean: dict[str, RedisCluster]) -> None:
+    """Anti-entropy (after a failover, or for a peer trimmed past) ships whole buckets. A write whose WAIT
+    failed is in them, on the master alone; shipped, a failover would drop it at home only, leaving the
+    peer with what home lost. It is fenced as the shipper's reads are: refused until a replica has it."""
+    f1, f2 = clean["f1"], clean["f2"]
+    p, _, replica = replicated_partition(f1)
+    kept, unsure = entities_in(p, 2, "k"), entities_in(p, 2, "n")
+
+    async def scenario() -> None:
+        a, b = store(f1), store(f2)
+        try:
+            assert (await a.ingest([ob(e, f"{e}-1", x=1.0) for e in kept])).accepted == [True] * 2
+            replica.pause()
+            try:
+                with pytest.raises(OutcomeUnknown):
+                    await a.ingest([ob(e, f"{e}-1", x=2.0) for e in unsure])
+                with pytest.raises(OutcomeUnknown, match="not shipped to f2"):
+                    await anti_entropy(a, b, p)
+                assert [await b.get_entity("w", e) for e in kept + unsure] == [None] * 4
+            finally:
+                replica.resume()
+            # Once the replica has caught up, the same run ships both, the unconfirmed write included:
+            # it is on a replica now, so no failover can drop it.
+            await until(lambda: asyncio.sleep(0, caught_up(owner(f1, slot_of(p)))), "the replica caught up")
+            assert await anti_entropy(a, b, p) >= 1
+            for e in kept + unsure:
+                got = await b.get_entity("w", e)
+                assert got is not None and got.counters == {"cam": 1}, (e, got)
+        finally:
             await a.close()
             await b.close()
 
