@@ -8,10 +8,8 @@ test_ap_replication.py, test_jepsen_shards.py).
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Iterator
-from typing import Any
 
 import httpx
 import pytest
@@ -22,6 +20,7 @@ from deploy.launcher import Deployment, Topology, wait_until
 from service.config import Settings
 from tests.ap_helpers import LAYOUTS, SETTLE_S, SHARDS, raw
 from tests.conftest import auth_headers
+from tests.test_entity_stream import Sse
 
 # The conftest cluster leaves WORLDSTATE_READ_WAIT_S at its default: the most a read waits for its token.
 READ_WAIT_S = Settings().read_wait_s
@@ -103,49 +102,31 @@ def test_post_batch_reports_duplicates_and_reads_merge(api: httpx.Client, ap_wor
     assert e["fields"]["x"]["hlc"] > e["fields"]["y"]["hlc"]
 
 
-def _changes(lines: Iterator[str], n: int) -> list[dict[str, Any]]:
-    """The next `n` change events of an open entity stream's lines (ids and data), comments skipped."""
-    out: list[dict[str, Any]] = []
-    event: dict[str, Any] = {}
-    for line in lines:
-        if line.startswith("id: "):
-            event["id"] = line[4:]
-        elif line.startswith("data: "):
-            event["data"] = json.loads(line[6:])
-        elif line == "" and event:
-            out.append(event)
-            event = {}
-            if len(out) == n:
-                return out
-    raise AssertionError(f"the stream ended after {out}")
-
-
 def test_subscriptions_deliver_local_and_peer_changes_and_resume(api: httpx.Client, api2: httpx.Client,
                                                                   ap_world: str) -> None:
     """The entity stream reads the changes logs partition by partition: on a cluster, of every master."""
     url = f"/v1/worlds/{ap_world}/entities/stream"
     entities = [f"sub-{i}" for i in range(8)]  # several partitions: on a cluster, several masters
     with api.stream("GET", url, params={"prefix": "sub-"}) as r:
-        assert r.status_code == 200
-        lines = r.iter_lines()
+        stream = Sse(r)
         for i, e in enumerate(entities):
             writer = api if i % 2 else api2  # half written at r1, half shipped from r2
             assert writer.post(f"/v1/worlds/{ap_world}/observations",
                                json={"event_id": f"s{i}", "entity": e, "source": "cam",
                                      "fields": {"x": float(i)}}).status_code == 202
-        got = _changes(lines, len(entities))
+        got = stream.take(len(entities))
     assert sorted(c["data"]["entity"] for c in got) == entities
     assert {c["data"]["origin"] for c in got} == {"r1", "r2"}
     # Resumed after the fourth: exactly the four after it (entities of different partitions have no
     # order between them), then the next write and nothing before it.
     with api.stream("GET", url, params={"prefix": "sub-"}, headers={"Last-Event-ID": got[3]["id"]}) as r:
-        lines = r.iter_lines()
-        rest = _changes(lines, 4)
+        stream = Sse(r)
+        rest = stream.take(4)
         assert sorted(c["data"]["entity"] for c in rest) == sorted(c["data"]["entity"] for c in got[4:])
         assert api.post(f"/v1/worlds/{ap_world}/observations",
                         json={"event_id": "s-last", "entity": "sub-0", "source": "cam",
                               "fields": {"x": -1.0}}).status_code == 202
-        last = _changes(lines, 1)[0]["data"]
+        last = stream.take(1)[0]["data"]
         assert (last["entity"], last["fields"]) == ("sub-0", {"x": -1.0})
 
 
